@@ -1,0 +1,670 @@
+"""The oracle: an exact moderngl rasterizer of the procedural town, the referee of the whole project.
+
+It draws any camera pose at any time: RGB, metric depth, semantic class and instance id per pixel. It
+depends only on numpy, moderngl and :mod:`jwmsim.town.mesh` / :mod:`jwmsim.geometry` (never on the
+Gaussian code: it is the referee, not a player).
+
+Exactness (what the tests check)
+    * Projection comes from K exactly, OpenCV convention with pixel centres at integer (u, v): a world
+      point lands on the pixel :func:`jwmsim.geometry.project_points` gives.
+    * ``depth`` is the camera z [m] (OpenCV z, not the range along the ray) of the surface under each
+      pixel centre, interpolated from the vertex shader into an R32F attachment (not a linearised depth
+      buffer), ``np.inf`` where the sky shows.
+    * ``semantic`` (uint8, :data:`jwmsim.town.mesh.SEMANTIC_CLASSES`, sky 0) and ``instance`` (int32:
+      0 for the static world and the sky, track id + 1 for agents) come from integer attachments.
+    * No anti-aliasing, no MSAA, no texture filtering: every attachment holds the value of the one
+      surface hit by the pixel-centre ray. Same inputs give bit-identical outputs.
+
+Resources: the GL context is created lazily on the first render (EGL, headless) and shared by every
+renderer of the process; the static mesh is uploaded once per renderer; agents are drawn instanced (one
+draw per agent type and camera with a per-instance centre, yaw, size and id); all C cameras of a call are
+drawn into one framebuffer stacked vertically (camera c owns rows c*H..c*H+H-1), so each attachment is
+read back with one call.
+
+Usage::
+
+    from jwmsim.town.oracle import OracleRenderer
+    with OracleRenderer(static_mesh, width=160, height=96) as oracle:
+        out = oracle.render(default_rig(), ego_to_world, agents=(ids, types, centers, yaws, sizes))
+        out["rgb"]       # uint8   [C, H, W, 3]
+        out["depth"]     # float32 [C, H, W] camera z [m], inf for sky
+        out["semantic"]  # uint8   [C, H, W]
+        out["instance"]  # int32   [C, H, W]
+        out = oracle.render_views(K, world_to_cam)  # any poses: K [3, 3] or [C, 3, 3], world_to_cam [C, 4, 4]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from jwmsim.geometry import Camera
+from jwmsim.town.mesh import AGENT_TYPES, SEMANTIC_CLASSES, SEMANTIC_NAMES, Mesh, default_agent_meshes
+
+NEAR = 0.1
+"""Near clipping plane [m]: geometry closer to a camera than this is not drawn."""
+FAR = 500.0
+"""Far clipping plane [m]: geometry farther (camera z) than this shows sky."""
+
+_INSTALL_HINT = (
+    "The oracle renderer needs an OpenGL 3.3 context through EGL (headless). On Debian/Ubuntu install the "
+    "system packages: `sudo apt-get install libegl1 libgl1-mesa-dri libegl-mesa0` (Mesa's llvmpipe "
+    "renders on the CPU, no GPU needed). Check with: "
+    "python -c \"import moderngl; moderngl.create_standalone_context(backend='egl')\""
+)
+
+
+class OracleUnavailableError(RuntimeError):
+    """No OpenGL context could be created (missing system libraries); the message says what to install."""
+
+
+# ----------------------------------------------------------------------------- GL context (lazy, shared)
+
+_CONTEXTS: dict[int, Any] = {}  # pid -> moderngl.Context; a forked child must not reuse its parent's
+
+
+def get_context():
+    """The process's shared standalone moderngl context (GL >= 3.3), created on first use.
+
+    Tries headless EGL first, then the platform default. Raises :class:`OracleUnavailableError` with the
+    packages to install when neither works. Set ``LP_NUM_THREADS`` before the first call to choose how
+    many threads Mesa's llvmpipe uses.
+    """
+    pid = os.getpid()
+    ctx = _CONTEXTS.get(pid)
+    if ctx is not None:
+        return ctx
+    try:
+        import moderngl
+    except ImportError as e:  # pragma: no cover - moderngl is a dependency
+        raise OracleUnavailableError(f"moderngl is not installed (pip install moderngl glcontext). {_INSTALL_HINT}") from e
+    errors = []
+    for kwargs in ({"backend": "egl"}, {}):
+        try:
+            ctx = moderngl.create_standalone_context(require=330, **kwargs)
+            break
+        except Exception as e:  # noqa: BLE001 - glcontext raises plain Exceptions
+            errors.append(f"{kwargs or 'default backend'}: {e}")
+    else:
+        raise OracleUnavailableError(f"{_INSTALL_HINT}\nErrors: " + "; ".join(errors))
+    _CONTEXTS[pid] = ctx
+    return ctx
+
+
+# ----------------------------------------------------------------------------- projection
+
+
+def projection_from_K(K: np.ndarray, width: int, height: int, near: float = NEAR, far: float = FAR) -> np.ndarray:
+    """OpenGL clip matrix [4, 4] (float64) for OpenCV camera coordinates, from intrinsics K [3, 3].
+
+    Maps an OpenCV camera point (x right, y down, z forward) [m] to clip space such that the pixel
+    (u, v) = (fx x/z + s y/z + cx, fy y/z + cy) with pixel centres at integers covers GL window
+    coordinates (u + 0.5, v + 0.5): image row v is GL row v, so the framebuffer read back from GL row 0
+    upwards is already in image order (top row first) and no flip is needed. Depth: z = near -> NDC -1,
+    z = far -> NDC +1.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    fx, s, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
+    a = (far + near) / (far - near)
+    b = -2.0 * far * near / (far - near)
+    return np.array([
+        [2 * fx / width, 2 * s / width, (2 * cx + 1) / width - 1, 0.0],
+        [0.0, 2 * fy / height, (2 * cy + 1) / height - 1, 0.0],
+        [0.0, 0.0, a, b],
+        [0.0, 0.0, 1.0, 0.0],
+    ])
+
+
+# ----------------------------------------------------------------------------- shaders
+
+_COMMON = """
+#version 330
+uint hash_u(uint x) {  // integer finaliser (lowbias32): deterministic on every GL implementation
+    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16; return x;
+}
+float hash2(ivec2 p, uint s) {
+    return float(hash_u(uint(p.x) * 0x9E3779B1U ^ hash_u(uint(p.y) + s * 0x85EBCA77U)) >> 8) / 16777216.0;
+}
+float vnoise(vec2 x, uint s) {  // value noise in [0, 1]
+    vec2 i = floor(x); vec2 f = x - i; f = f * f * (3.0 - 2.0 * f);
+    ivec2 c = ivec2(i);
+    float a = hash2(c, s), b = hash2(c + ivec2(1, 0), s), d = hash2(c + ivec2(0, 1), s), e = hash2(c + ivec2(1, 1), s);
+    return mix(mix(a, b, f.x), mix(d, e, f.x), f.y);
+}
+"""
+
+_VERTEX = """
+uniform mat4 u_world_to_clip;
+uniform vec4 u_cam_z;          // row 2 of world_to_cam: camera z [m] = dot(u_cam_z, (p, 1))
+in vec3 in_pos; in vec3 in_normal; in vec3 in_color; in vec2 in_uv; in float in_seed; in vec2 in_ids;
+in int in_instance;
+#ifdef AGENT
+in vec3 i_center; in float i_yaw; in vec3 i_size; in int i_instance;
+#endif
+out vec3 v_world; out vec3 v_normal; out vec3 v_color; out vec2 v_uv; out float v_camz;
+flat out int v_material; flat out int v_semantic; flat out int v_instance; flat out float v_seed;
+void main() {
+#ifdef AGENT
+    // unit box frame -> world: scale by the box size, rotate by yaw about +z, move to the centre
+    float c = cos(i_yaw), s = sin(i_yaw);
+    mat3 rot = mat3(c, s, 0.0, -s, c, 0.0, 0.0, 0.0, 1.0);  // column-major
+    vec3 p = i_center + rot * (in_pos * i_size);
+    vec3 n = rot * (in_normal / i_size);  // inverse-transpose of the non-uniform scale
+    v_instance = i_instance;
+    v_uv = in_uv * i_size.xz;
+#else
+    vec3 p = in_pos;
+    vec3 n = in_normal;
+    v_instance = in_instance;
+    v_uv = in_uv;
+#endif
+    v_world = p;
+    v_normal = n;
+    v_color = in_color;
+    v_seed = in_seed;
+    v_material = int(in_ids.x + 0.5);
+    v_semantic = int(in_ids.y + 0.5);
+    v_camz = dot(u_cam_z, vec4(p, 1.0));
+    gl_Position = u_world_to_clip * vec4(p, 1.0);
+}
+"""
+
+_FRAGMENT = """
+uniform vec3 u_cam_pos;        // camera centre in the world [m]
+uniform vec3 u_sun_dir;        // unit vector toward the sun (world)
+uniform vec3 u_sun_color;
+uniform vec3 u_ambient_sky;
+uniform vec3 u_ambient_ground;
+uniform vec3 u_horizon;
+uniform float u_haze;          // 1 / haze distance [1/m]
+in vec3 v_world; in vec3 v_normal; in vec3 v_color; in vec2 v_uv; in float v_camz;
+flat in int v_material; flat in int v_semantic; flat in int v_instance; flat in float v_seed;
+layout(location = 0) out vec4 f_rgb;
+layout(location = 1) out float f_depth;
+layout(location = 2) out uint f_semantic;
+layout(location = 3) out int f_instance;
+
+const vec3 PAINTS[10] = vec3[10](
+    vec3(0.92, 0.92, 0.90), vec3(0.08, 0.08, 0.09), vec3(0.62, 0.64, 0.66), vec3(0.35, 0.36, 0.38),
+    vec3(0.62, 0.08, 0.07), vec3(0.10, 0.22, 0.55), vec3(0.07, 0.12, 0.26), vec3(0.16, 0.35, 0.20),
+    vec3(0.76, 0.70, 0.55), vec3(0.85, 0.55, 0.10));
+
+void main() {
+    uint seed = uint(v_seed * 65536.0);
+    vec3 albedo = v_color;
+    vec3 n = normalize(v_normal);
+    vec3 to_cam = u_cam_pos - v_world;
+    float dist = length(to_cam);
+    vec3 view = to_cam / max(dist, 1e-6);
+    if (dot(n, view) < 0.0) n = -n;  // faces are double-sided: light the side we see
+    float gloss = 0.0;               // mix toward a sky reflection (glass)
+
+    if (v_material == 1) {  // FACADE: window grid from uv (u along the wall, v above ground) [m]
+        float sp = 2.4 + 1.4 * hash2(ivec2(1, 7), seed);        // window spacing along the wall
+        float fh = 3.0 + 0.5 * hash2(ivec2(2, 7), seed);        // floor height
+        float ww = 0.38 + 0.30 * hash2(ivec2(3, 7), seed);      // window width / spacing
+        float wh = 0.42 + 0.22 * hash2(ivec2(4, 7), seed);      // window height / floor height
+        vec3 glass = mix(vec3(0.10, 0.13, 0.17), vec3(0.22, 0.28, 0.34), hash2(ivec2(5, 7), seed));
+        vec2 cell = vec2(v_uv.x / sp, v_uv.y / fh);
+        ivec2 ci = ivec2(floor(cell));
+        vec2 f = cell - floor(cell);
+        float wx = abs(f.x - 0.5) * sp, wy = abs(f.y - 0.55) * fh;
+        float hw = 0.5 * ww * sp, hh = 0.5 * wh * fh;
+        if (ci.y == 0) { hw = min(0.5 * sp - 0.25, 1.6 * hw); hh = 0.5 * 0.6 * fh; wy = abs(f.y - 0.45) * fh; }
+        albedo *= 0.92 + 0.08 * vnoise(v_uv * 1.5, seed);
+        if (ci.y >= 0 && v_uv.y > 0.3 && wx < hw + 0.06 && wy < hh + 0.06) {
+            if (wx < hw && wy < hh) {
+                float var = hash2(ci, seed + 11U);
+                albedo = glass * (0.7 + 0.6 * var);
+                gloss = 0.25;
+            } else {
+                albedo = mix(albedo, vec3(0.85, 0.85, 0.82), 0.6);  // window frame
+            }
+        } else if (abs(f.y) * fh < 0.12 && ci.y > 0) {
+            albedo *= 0.85;  // floor band
+        }
+    } else if (v_material == 2) {  // ASPHALT
+        vec2 q = v_world.xy;
+        float k = 0.55 * vnoise(q * 0.15, 3U) + 0.3 * vnoise(q * 1.3, 4U) + 0.15 * vnoise(q * 6.0, 5U);
+        albedo *= 0.82 + 0.36 * k;
+    } else if (v_material == 3) {  // PAINT
+        albedo *= 0.9 + 0.1 * vnoise(v_world.xy * 3.0, 6U);
+    } else if (v_material == 4) {  // FOLIAGE
+        vec3 p = v_world * 2.2;
+        float k = 0.6 * vnoise(p.xy + p.z * 1.7, 7U) + 0.4 * vnoise(p.yz * 2.1 + p.x, 8U);
+        albedo *= (0.65 + 0.6 * k) * (0.85 + 0.3 * vec3(hash2(ivec2(9, 1), seed), hash2(ivec2(9, 2), seed), 0.5));
+    } else if (v_material == 5) {  // CONCRETE: 1.5 m slabs
+        vec2 g = abs(fract(v_uv / 1.5 + 0.5) - 0.5) * 1.5;
+        albedo *= (min(g.x, g.y) < 0.025) ? 0.78 : (0.93 + 0.1 * vnoise(v_world.xy * 2.0, 10U));
+    } else if (v_material == 6) {  // GRASS
+        vec2 q = v_world.xy;
+        float k = 0.6 * vnoise(q * 0.4, 12U) + 0.4 * vnoise(q * 3.0, 13U);
+        albedo *= 0.75 + 0.5 * k;
+    } else if (v_material == 7) {  // AGENT_PAINT: colour from the instance id
+        albedo *= PAINTS[hash_u(uint(v_instance) * 2654435761U + 17U) % 10U];
+        gloss = 0.08;
+    } else if (v_material == 8) {  // GLASS
+        gloss = 0.35;
+    }
+
+    float diffuse = max(dot(n, u_sun_dir), 0.0);
+    vec3 ambient = mix(u_ambient_ground, u_ambient_sky, 0.5 + 0.5 * n.z);
+    vec3 c = albedo * (u_sun_color * diffuse + ambient);
+    c = mix(c, u_horizon * (0.55 + 0.45 * (1.0 - abs(dot(n, view)))), gloss);
+    c = mix(c, u_horizon, 1.0 - exp(-dist * u_haze));  // aerial perspective
+    f_rgb = vec4(clamp(c, 0.0, 1.0), 1.0);
+    f_depth = v_camz;
+    f_semantic = uint(v_semantic);
+    f_instance = v_instance;
+}
+"""
+
+_SKY_VERTEX = """
+#version 330
+in vec2 in_xy;
+void main() { gl_Position = vec4(in_xy, 1.0, 1.0); }  // NDC z = 1: only where nothing was drawn
+"""
+
+_SKY_FRAGMENT = """
+uniform vec4 u_viewport;       // x, y, w, h of the camera's viewport [px]
+uniform mat3 u_pix_to_world;   // world ray direction (unnormalised) = M * (u, v, 1)
+uniform vec3 u_sun_dir;
+uniform vec3 u_sun_color;
+uniform vec3 u_zenith;
+uniform vec3 u_horizon;
+uniform float u_sun_cos;       // cos of the sun disc's angular radius
+layout(location = 0) out vec4 f_rgb;
+layout(location = 1) out float f_depth;
+layout(location = 2) out uint f_semantic;
+layout(location = 3) out int f_instance;
+void main() {
+    vec2 uv = gl_FragCoord.xy - 0.5 - u_viewport.xy;   // OpenCV pixel (u, v), centres at integers
+    vec3 d = normalize(u_pix_to_world * vec3(uv, 1.0));
+    float e = d.z;
+    vec3 c = (e >= 0.0) ? mix(u_horizon, u_zenith, pow(e, 0.6))
+                        : mix(u_horizon, u_horizon * 0.8, min(-e * 4.0, 1.0));
+    float cs = dot(d, u_sun_dir);
+    c += u_sun_color * 0.25 * pow(max(cs, 0.0), 64.0);
+    if (cs > u_sun_cos) c = vec3(1.0, 0.98, 0.9);
+    f_rgb = vec4(clamp(c, 0.0, 1.0), 1.0);
+    f_depth = uintBitsToFloat(0x7F800000U);   // +inf
+    f_semantic = 0U;
+    f_instance = 0;
+}
+"""
+
+# Interleaved vertex layout (64 bytes): why floats for material/semantic: they are small exact integers,
+# so a float attribute is exact and keeps the buffer to one simple format.
+_VERTEX_DTYPE = np.dtype([("pos", "<f4", 3), ("normal", "<f4", 3), ("color", "<f4", 3), ("uv", "<f4", 2),
+                          ("seed", "<f4"), ("ids", "<f4", 2), ("instance", "<i4")])
+_VERTEX_FORMAT = "3f 3f 3f 2f 1f 2f 1i"
+_VERTEX_ATTRS = ("in_pos", "in_normal", "in_color", "in_uv", "in_seed", "in_ids", "in_instance")
+_INSTANCE_DTYPE = np.dtype([("center", "<f4", 3), ("yaw", "<f4"), ("size", "<f4", 3), ("instance", "<i4")])
+_INSTANCE_FORMAT = "3f 1f 3f 1i/i"
+_INSTANCE_ATTRS = ("i_center", "i_yaw", "i_size", "i_instance")
+
+
+def _interleave(mesh: Mesh) -> np.ndarray:
+    v = np.empty(mesh.num_vertices, _VERTEX_DTYPE)
+    v["pos"], v["normal"], v["color"], v["uv"] = mesh.positions, mesh.normals, mesh.colors, mesh.uv
+    v["seed"] = mesh.seed
+    v["ids"] = np.stack([mesh.material, mesh.semantic], 1).astype(np.float32)
+    v["instance"] = mesh.instance
+    return v
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class AgentPoses:
+    """Agents to draw at one instant.
+
+    ids [A] int (track ids; the instance image shows id + 1), types [A] (agent type names of
+    :data:`jwmsim.town.mesh.AGENT_TYPES` or their semantic ids 7..11), centers [A, 3] m (box centres,
+    half the height above the ground), yaws [A] rad, sizes [A, 3] (length, width, height) m.
+    """
+
+    ids: np.ndarray
+    types: np.ndarray
+    centers: np.ndarray
+    yaws: np.ndarray
+    sizes: np.ndarray
+
+    @classmethod
+    def coerce(cls, agents: Any) -> "AgentPoses | None":
+        """From an AgentPoses, a tuple (ids, types, centers, yaws, sizes), a mapping with those keys, or None."""
+        if agents is None or isinstance(agents, AgentPoses):
+            a = agents
+        elif isinstance(agents, Mapping):
+            missing = [k for k in ("ids", "types", "centers", "yaws", "sizes") if k not in agents]
+            if missing:
+                raise ValueError(f"agents mapping lacks keys {missing}: give ids, types, centers, yaws, sizes")
+            a = cls(agents["ids"], agents["types"], agents["centers"], agents["yaws"], agents["sizes"])
+        elif isinstance(agents, (tuple, list)) and len(agents) == 5:
+            a = cls(*agents)
+        else:
+            raise ValueError("agents must be None, AgentPoses, a mapping, or a tuple (ids [A], types [A], "
+                             f"centers [A, 3], yaws [A], sizes [A, 3]); got {type(agents).__name__}")
+        if a is None:
+            return None
+        ids = np.asarray(a.ids).reshape(-1)
+        n = len(ids)
+        types = np.asarray(a.types).reshape(-1)
+        centers = np.asarray(a.centers, dtype=np.float64)
+        yaws = np.asarray(a.yaws, dtype=np.float64).reshape(-1)
+        sizes = np.asarray(a.sizes, dtype=np.float64)
+        if (types.shape != (n,) or centers.shape != (n, 3) or yaws.shape != (n,) or sizes.shape != (n, 3)):
+            raise ValueError(f"agents arrays disagree: ids {ids.shape}, types {types.shape}, centers "
+                             f"{centers.shape} (want [{n}, 3]), yaws {yaws.shape}, sizes {sizes.shape} (want [{n}, 3])")
+        if n and not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"agent ids must be integers (track ids), got dtype {ids.dtype}")
+        if n and (ids.min() < 0 or ids.max() >= 2**31 - 1):
+            raise ValueError("agent ids must be in [0, 2^31 - 2] (the instance image holds id + 1 as int32)")
+        if n and np.any(sizes <= 0):
+            raise ValueError("agent sizes (length, width, height) must be > 0 m")
+        if not (np.all(np.isfinite(centers)) and np.all(np.isfinite(yaws))):
+            raise ValueError("agent centers / yaws contain NaN or inf")
+        if np.issubdtype(types.dtype, np.integer):
+            bad = [t for t in types if not 0 <= t < len(SEMANTIC_NAMES)]
+            if bad:
+                raise ValueError(f"agent type ids {bad} are not semantic ids; use names {AGENT_TYPES} or ids 7..11")
+            types = np.array([SEMANTIC_NAMES[t] for t in types], dtype=object)
+        else:
+            types = types.astype(str)
+        return cls(ids.astype(np.int64), types, centers, yaws, sizes)
+
+
+# ----------------------------------------------------------------------------- renderer
+
+
+@dataclass
+class Lighting:
+    """Daylight parameters. sun_direction: unit vector toward the sun in the world frame (z up); colours
+    are RGB in [0, 1]; haze_distance [m]: the distance at which aerial perspective reaches 63 %."""
+
+    sun_direction: tuple[float, float, float] = (0.45, 0.35, 0.82)
+    sun_color: tuple[float, float, float] = (0.95, 0.9, 0.82)
+    ambient_sky: tuple[float, float, float] = (0.42, 0.46, 0.52)
+    ambient_ground: tuple[float, float, float] = (0.28, 0.27, 0.25)
+    zenith: tuple[float, float, float] = (0.25, 0.45, 0.78)
+    horizon: tuple[float, float, float] = (0.72, 0.8, 0.88)
+    sun_radius_deg: float = 1.2
+    haze_distance: float = 600.0
+
+
+class OracleRenderer:
+    """Exact rasterizer of one town: a static mesh plus instanced agents, for any set of pinhole cameras.
+
+    static_mesh: the town (world frame). agent_meshes: type name -> canonical unit-box mesh
+    (default :func:`jwmsim.town.mesh.default_agent_meshes`). width, height [px]: the default image size of
+    :meth:`render_views`. lighting: :class:`Lighting` (sun, sky, haze). near, far [m]: clipping planes.
+
+    GL resources are made on the first render and kept until :meth:`release` (or the end of a ``with``
+    block); the GL context itself is shared by the process (:func:`get_context`).
+    """
+
+    def __init__(self, static_mesh: Mesh, agent_meshes: dict[str, Mesh] | None = None, width: int = 160,
+                 height: int = 96, lighting: Lighting | None = None, near: float = NEAR, far: float = FAR):
+        if not isinstance(static_mesh, Mesh):
+            raise ValueError(f"static_mesh must be a jwmsim.town.mesh.Mesh, got {type(static_mesh).__name__}")
+        if width <= 0 or height <= 0:
+            raise ValueError(f"width and height must be positive pixels, got {width}x{height}")
+        if not 0 < near < far:
+            raise ValueError(f"need 0 < near < far [m], got near {near}, far {far}")
+        self.static_mesh = static_mesh
+        self.agent_meshes = dict(default_agent_meshes() if agent_meshes is None else agent_meshes)
+        for name, m in self.agent_meshes.items():
+            if not isinstance(m, Mesh):
+                raise ValueError(f"agent_meshes[{name!r}] must be a Mesh, got {type(m).__name__}")
+        self.width, self.height = int(width), int(height)
+        self.lighting = lighting or Lighting()
+        sd = np.asarray(self.lighting.sun_direction, dtype=np.float64)
+        if sd.shape != (3,) or np.linalg.norm(sd) == 0:
+            raise ValueError(f"lighting.sun_direction must be a non-zero 3-vector, got {sd}")
+        self._sun = sd / np.linalg.norm(sd)
+        self.near, self.far = float(near), float(far)
+        self._gl: dict[str, Any] | None = None
+        self._fbos: dict[tuple[int, int, int], Any] = {}
+
+    # -- lifecycle
+
+    def __enter__(self) -> "OracleRenderer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:  # best effort; explicit release() is the contract
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def release(self) -> None:
+        """Free this renderer's GL objects (buffers, programs, framebuffers). Safe to call twice; a later
+        render re-uploads everything."""
+        gl, self._gl = self._gl, None
+        fbos, self._fbos = self._fbos, {}
+        for fb in fbos.values():
+            for obj in fb["objects"]:
+                obj.release()
+        if gl is not None:
+            for obj in gl["objects"]:
+                obj.release()
+
+    # -- GL setup
+
+    def _setup(self) -> dict[str, Any]:
+        if self._gl is not None:
+            return self._gl
+        ctx = get_context()
+        objects: list[Any] = []
+
+        def track(obj):
+            objects.append(obj)
+            return obj
+
+        prog = track(ctx.program(vertex_shader=_COMMON + _VERTEX, fragment_shader=_COMMON + _FRAGMENT))
+        prog_agent = track(ctx.program(vertex_shader=_COMMON + "#define AGENT\n" + _VERTEX,
+                                       fragment_shader=_COMMON + _FRAGMENT))
+        prog_sky = track(ctx.program(vertex_shader=_SKY_VERTEX, fragment_shader=_COMMON + _SKY_FRAGMENT))
+
+        static = None
+        if self.static_mesh.num_faces:
+            vbo = track(ctx.buffer(_interleave(self.static_mesh).tobytes()))
+            ibo = track(ctx.buffer(self.static_mesh.faces.astype(np.int32).tobytes()))
+            vao = track(ctx.vertex_array(prog, [(vbo, _VERTEX_FORMAT, *_VERTEX_ATTRS)], index_buffer=ibo,
+                                         index_element_size=4))
+            static = vao
+        agents = {}
+        for name, mesh in self.agent_meshes.items():
+            if not mesh.num_faces:
+                continue
+            vbo = track(ctx.buffer(_interleave(mesh).tobytes()))
+            ibo = track(ctx.buffer(mesh.faces.astype(np.int32).tobytes()))
+            inst = track(ctx.buffer(reserve=64 * _INSTANCE_DTYPE.itemsize, dynamic=True))
+            # in_instance is unused by the agent program (the per-instance id replaces it): skip it
+            attrs = [(vbo, "3f 3f 3f 2f 1f 2f 4x", *_VERTEX_ATTRS[:-1]),
+                     (inst, _INSTANCE_FORMAT, *_INSTANCE_ATTRS)]
+            vao = track(ctx.vertex_array(prog_agent, attrs, index_buffer=ibo, index_element_size=4))
+            agents[name] = {"vao": vao, "buffer": inst, "capacity": 64}
+        sky_vbo = track(ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], dtype="f4").tobytes()))  # one big triangle
+        sky = track(ctx.vertex_array(prog_sky, [(sky_vbo, "2f", "in_xy")]))
+
+        L = self.lighting
+        for p in (prog, prog_agent):
+            self._set(p, "u_sun_dir", tuple(self._sun))
+            self._set(p, "u_sun_color", L.sun_color)
+            self._set(p, "u_ambient_sky", L.ambient_sky)
+            self._set(p, "u_ambient_ground", L.ambient_ground)
+            self._set(p, "u_horizon", L.horizon)
+            self._set(p, "u_haze", 1.0 / L.haze_distance if L.haze_distance > 0 else 0.0)
+        self._set(prog_sky, "u_sun_dir", tuple(self._sun))
+        self._set(prog_sky, "u_sun_color", L.sun_color)
+        self._set(prog_sky, "u_zenith", L.zenith)
+        self._set(prog_sky, "u_horizon", L.horizon)
+        self._set(prog_sky, "u_sun_cos", math.cos(math.radians(L.sun_radius_deg)))
+        self._gl = {"ctx": ctx, "prog": prog, "prog_agent": prog_agent, "prog_sky": prog_sky, "static": static,
+                    "agents": agents, "sky": sky, "objects": objects}
+        return self._gl
+
+    @staticmethod
+    def _set(prog, name: str, value) -> None:
+        # The GLSL compiler drops unused uniforms; setting one that is gone is not an error here.
+        if name in prog:
+            prog[name].value = value
+
+    def _framebuffer(self, width: int, height: int, count: int) -> dict[str, Any]:
+        key = (width, height, count)
+        fb = self._fbos.get(key)
+        if fb is not None:
+            return fb
+        ctx = self._setup()["ctx"]
+        size = (width, height * count)  # cameras stacked vertically: camera c owns GL rows c*H .. c*H+H-1
+        rgb = ctx.renderbuffer(size, components=4, dtype="f1")
+        depth = ctx.renderbuffer(size, components=1, dtype="f4")
+        sem = ctx.renderbuffer(size, components=1, dtype="u1")
+        inst = ctx.renderbuffer(size, components=1, dtype="i4")
+        zbuf = ctx.depth_renderbuffer(size)
+        fbo = ctx.framebuffer(color_attachments=[rgb, depth, sem, inst], depth_attachment=zbuf)
+        fb = {"fbo": fbo, "objects": [fbo, rgb, depth, sem, inst, zbuf]}
+        if len(self._fbos) >= 8:  # bound the cache when callers vary sizes a lot
+            old = self._fbos.pop(next(iter(self._fbos)))
+            for obj in old["objects"]:
+                obj.release()
+        self._fbos[key] = fb
+        return fb
+
+    # -- rendering
+
+    def render(self, cameras: Sequence[Camera], ego_to_world: np.ndarray, agents: Any = None) -> dict[str, np.ndarray]:
+        """Render the rig ``cameras`` (all the same size) mounted on the ego at ``ego_to_world`` [4, 4].
+
+        agents: None or (ids [A], types [A], centers [A, 3] m, yaws [A] rad, sizes [A, 3] m) in the world
+        frame (see :class:`AgentPoses`). Returns rgb uint8 [C, H, W, 3], depth float32 [C, H, W] (camera z
+        [m], inf for sky), semantic uint8 [C, H, W], instance int32 [C, H, W].
+        """
+        if not len(cameras):
+            raise ValueError("render() needs at least one Camera")
+        ego_to_world = np.asarray(ego_to_world, dtype=np.float64)
+        if ego_to_world.shape != (4, 4):
+            raise ValueError(f"ego_to_world must be [4, 4], got {ego_to_world.shape}")
+        sizes = {(c.width, c.height) for c in cameras}
+        if len(sizes) != 1:
+            raise ValueError(f"cameras of one render() call must share a size, got {sorted(sizes)}: render "
+                             "groups of equal size separately")
+        (w, h), = sizes
+        K = np.stack([c.K for c in cameras])
+        w2c = np.stack([c.world_to_cam(ego_to_world) for c in cameras])
+        return self.render_views(K, w2c, agents, width=w, height=h)
+
+    def render_views(self, K: np.ndarray, world_to_cam: np.ndarray, agents: Any = None,
+                     width: int | None = None, height: int | None = None) -> dict[str, np.ndarray]:
+        """Render C arbitrary views: K [3, 3] (shared) or [C, 3, 3], world_to_cam [C, 4, 4] (or [4, 4]).
+
+        width, height [px] default to the renderer's. Same outputs as :meth:`render`.
+        """
+        w = self.width if width is None else int(width)
+        h = self.height if height is None else int(height)
+        if w <= 0 or h <= 0:
+            raise ValueError(f"width and height must be positive pixels, got {w}x{h}")
+        world_to_cam = np.asarray(world_to_cam, dtype=np.float64)
+        if world_to_cam.shape == (4, 4):
+            world_to_cam = world_to_cam[None]
+        if world_to_cam.ndim != 3 or world_to_cam.shape[1:] != (4, 4):
+            raise ValueError(f"world_to_cam must be [C, 4, 4], got {world_to_cam.shape}")
+        C = len(world_to_cam)
+        K = np.asarray(K, dtype=np.float64)
+        if K.shape == (3, 3):
+            K = np.broadcast_to(K, (C, 3, 3))
+        if K.shape != (C, 3, 3):
+            raise ValueError(f"K must be [3, 3] or [C={C}, 3, 3], got {K.shape}")
+        if not (np.all(np.isfinite(K)) and np.all(np.isfinite(world_to_cam))):
+            raise ValueError("K / world_to_cam contain NaN or inf")
+        if np.any(K[:, 0, 0] <= 0) or np.any(K[:, 1, 1] <= 0):
+            raise ValueError("K must have positive focal lengths fx = K[0, 0], fy = K[1, 1]")
+        if h * C > 16384 or w > 16384:
+            raise ValueError(f"{C} views of {w}x{h} exceed the framebuffer limit: render fewer views per call")
+        poses = AgentPoses.coerce(agents)
+
+        gl = self._setup()
+        ctx = gl["ctx"]
+        fb = self._framebuffer(w, h, C)
+        fbo = fb["fbo"]
+        counts = self._upload_agents(gl, poses)
+
+        fbo.use()
+        ctx.disable(ctx.BLEND | ctx.CULL_FACE)  # double-sided, opaque
+        ctx.enable(ctx.DEPTH_TEST)
+        fbo.clear(depth=1.0)
+        prog, prog_agent, prog_sky = gl["prog"], gl["prog_agent"], gl["prog_sky"]
+        for c in range(C):
+            vp = (0, c * h, w, h)
+            fbo.viewport = vp
+            fbo.scissor = vp  # belt and braces: nothing of camera c may spill into camera c+1's rows
+            P = projection_from_K(K[c], w, h, self.near, self.far)
+            world_to_clip = (P @ world_to_cam[c]).astype("f4")
+            cam_z = world_to_cam[c, 2].astype("f4")
+            cam_pos = tuple(-world_to_cam[c, :3, :3].T @ world_to_cam[c, :3, 3])
+            ctx.depth_func = "<"
+            for p in (prog, prog_agent):
+                p["u_world_to_clip"].write(world_to_clip.T.tobytes())  # GLSL wants column-major
+                p["u_cam_z"].write(cam_z.tobytes())
+                self._set(p, "u_cam_pos", cam_pos)
+            if gl["static"] is not None:
+                gl["static"].render(ctx.TRIANGLES)
+            for name, n in counts.items():
+                gl["agents"][name]["vao"].render(ctx.TRIANGLES, instances=n)
+            # sky last, only where the depth buffer still holds the cleared far value
+            Kinv = np.linalg.inv(K[c])
+            pix_to_world = (world_to_cam[c, :3, :3].T @ Kinv).astype("f4")
+            prog_sky["u_viewport"].value = (0.0, float(c * h), float(w), float(h))
+            prog_sky["u_pix_to_world"].write(pix_to_world.T.tobytes())
+            ctx.depth_func = "<="
+            gl["sky"].render(ctx.TRIANGLES)
+        fbo.scissor = None
+
+        rgb = np.empty((C, h, w, 3), np.uint8)
+        depth = np.empty((C, h, w), np.float32)
+        sem = np.empty((C, h, w), np.uint8)
+        inst = np.empty((C, h, w), np.int32)
+        full = (0, 0, w, h * C)
+        fbo.read_into(rgb, viewport=full, components=3, attachment=0, dtype="f1")
+        fbo.read_into(depth, viewport=full, components=1, attachment=1, dtype="f4")
+        fbo.read_into(sem, viewport=full, components=1, attachment=2, dtype="u1")
+        fbo.read_into(inst, viewport=full, components=1, attachment=3, dtype="i4")
+        return {"rgb": rgb, "depth": depth, "semantic": sem, "instance": inst}
+
+    def _upload_agents(self, gl: dict[str, Any], poses: AgentPoses | None) -> dict[str, int]:
+        """Write per-instance data of every agent type; returns type -> instance count (non-zero only)."""
+        if poses is None or not len(poses.ids):
+            return {}
+        unknown = sorted(set(poses.types) - set(self.agent_meshes))
+        if unknown:
+            raise ValueError(f"no agent mesh for types {unknown}; known: {sorted(self.agent_meshes)} "
+                             "(pass agent_meshes= to OracleRenderer to add some)")
+        counts = {}
+        for name, slot in gl["agents"].items():
+            sel = np.nonzero(poses.types == name)[0]
+            if not len(sel):
+                continue
+            data = np.empty(len(sel), _INSTANCE_DTYPE)
+            data["center"] = poses.centers[sel]
+            data["yaw"] = poses.yaws[sel]
+            data["size"] = poses.sizes[sel]
+            data["instance"] = poses.ids[sel] + 1
+            if len(sel) > slot["capacity"]:
+                slot["capacity"] = int(2 ** math.ceil(math.log2(len(sel))))
+                slot["buffer"].orphan(slot["capacity"] * _INSTANCE_DTYPE.itemsize)
+            slot["buffer"].write(data.tobytes())
+            counts[name] = len(sel)
+        return counts
+
+
+__all__ = ["OracleRenderer", "OracleUnavailableError", "AgentPoses", "Lighting", "get_context",
+           "projection_from_K", "NEAR", "FAR", "SEMANTIC_CLASSES"]
