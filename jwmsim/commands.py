@@ -77,6 +77,20 @@ def log_video(cfg: DictConfig) -> int:
     return 0
 
 
+def fit_scene(cfg: DictConfig) -> int:
+    from jwmsim.splat.fit import FitConfig, fit_scene as fit
+
+    log_dir = _path(cfg.log)
+    out = _path(cfg.out) if cfg.out else log_dir.with_name(log_dir.name + "_fit")
+    summary = fit(log_dir, out, FitConfig(**OmegaConf.to_container(cfg.fit)), resume=bool(cfg.resume),
+                  progress=bool(cfg.progress))
+    f = summary["final"]
+    print(f"fit-scene: {summary['iters']} iters in {summary['train_seconds']:.0f} s ({summary['stop']}), "
+          f"{summary['gaussians']} Gaussians; held-out PSNR static {f['psnr_static']:.2f} dB, all "
+          f"{f['psnr_all']:.2f} dB, SSIM {f['ssim_all']:.3f}; outputs in {out}")
+    return 0
+
+
 def run_main(cfg: DictConfig) -> int:
     """`make run`: generate a test-seed town log, validate it, write its contact sheet and oracle video.
 
