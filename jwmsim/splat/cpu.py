@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from jwmsim.splat.projection import ALPHA_MIN, Projected
+from jwmsim.splat.projection import ALPHA_MIN, EPS2D, FOV_CLAMP, NEAR_PLANE, project_pairs
+from jwmsim.splat.scene import SH_C0, SH_C1, GaussianScene
 
 TILE = 16
 ALPHA_MAX = 0.99
@@ -44,6 +45,118 @@ N_PARAMS = 10
 
 
 # ----------------------------------------------------------------------------- numba kernels
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _project_kernel(means, quats, log_scales, logits, colors, sh_degree, ks, w2c, width, height, near,
+                    out_params, out_bbox, out_radii, out_valid):  # pragma: no cover - numba
+    """Project N Gaussians into C cameras (the numba twin of projection.project_pairs, plus culling).
+
+    means [N,3], quats [N,4] wxyz, log_scales [N,3], logits [N], colors [N,K,3] (float64); ks [C,3,3],
+    w2c [C,4,4] (float64). Writes out_params [C,N,10] (the per-pair rows), out_bbox [C,N,4] inclusive pixel
+    box (u0, u1, v0, v1), out_radii [C,N,2] (ceil half-extents, 0 if culled), out_valid [C,N].
+    """
+    n_cams = ks.shape[0]
+    for n in prange(means.shape[0]):
+        op = 1.0 / (1.0 + math.exp(-logits[n]))
+        for c in range(n_cams):
+            out_valid[c, n] = False
+            out_radii[c, n, 0] = 0
+            out_radii[c, n, 1] = 0
+        if not op >= ALPHA_MIN:  # also catches NaN
+            continue
+        ext = math.sqrt(max(2.0 * math.log(op * 255.0), 0.0))
+        qw, qx, qy, qz = quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3]
+        qn = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+        qn = max(qn, 1e-12)
+        qw /= qn
+        qx /= qn
+        qy /= qn
+        qz /= qn
+        sx = math.exp(log_scales[n, 0])
+        sy = math.exp(log_scales[n, 1])
+        sz = math.exp(log_scales[n, 2])
+        m = np.empty((3, 3))
+        m[0, 0] = (1 - 2 * (qy * qy + qz * qz)) * sx
+        m[0, 1] = 2 * (qx * qy - qw * qz) * sy
+        m[0, 2] = 2 * (qx * qz + qw * qy) * sz
+        m[1, 0] = 2 * (qx * qy + qw * qz) * sx
+        m[1, 1] = (1 - 2 * (qx * qx + qz * qz)) * sy
+        m[1, 2] = 2 * (qy * qz - qw * qx) * sz
+        m[2, 0] = 2 * (qx * qz - qw * qy) * sx
+        m[2, 1] = 2 * (qy * qz + qw * qx) * sy
+        m[2, 2] = (1 - 2 * (qx * qx + qy * qy)) * sz
+        mx, my, mz = means[n, 0], means[n, 1], means[n, 2]
+        for c in range(n_cams):
+            x = w2c[c, 0, 0] * mx + w2c[c, 0, 1] * my + w2c[c, 0, 2] * mz + w2c[c, 0, 3]
+            y = w2c[c, 1, 0] * mx + w2c[c, 1, 1] * my + w2c[c, 1, 2] * mz + w2c[c, 1, 3]
+            z = w2c[c, 2, 0] * mx + w2c[c, 2, 1] * my + w2c[c, 2, 2] * mz + w2c[c, 2, 3]
+            if not z > near:
+                continue
+            fx, fy, cx, cy = ks[c, 0, 0], ks[c, 1, 1], ks[c, 0, 2], ks[c, 1, 2]
+            tan_x = 0.5 * width / fx
+            tan_y = 0.5 * height / fy
+            xz = min(max(x / z, -(cx + 0.5) / fx - FOV_CLAMP * tan_x), (width - 0.5 - cx) / fx + FOV_CLAMP * tan_x)
+            yz = min(max(y / z, -(cy + 0.5) / fy - FOV_CLAMP * tan_y), (height - 0.5 - cy) / fy + FOV_CLAMP * tan_y)
+            fxz = fx / z
+            fyz = fy / z
+            a = EPS2D
+            b = 0.0
+            cc = EPS2D
+            for j in range(3):
+                mc0 = w2c[c, 0, 0] * m[0, j] + w2c[c, 0, 1] * m[1, j] + w2c[c, 0, 2] * m[2, j]
+                mc1 = w2c[c, 1, 0] * m[0, j] + w2c[c, 1, 1] * m[1, j] + w2c[c, 1, 2] * m[2, j]
+                mc2 = w2c[c, 2, 0] * m[0, j] + w2c[c, 2, 1] * m[1, j] + w2c[c, 2, 2] * m[2, j]
+                j0 = fxz * (mc0 - xz * mc2)
+                j1 = fyz * (mc1 - yz * mc2)
+                a += j0 * j0
+                b += j0 * j1
+                cc += j1 * j1
+            det = a * cc - b * b
+            if not det > 0.0:
+                continue
+            u = fxz * x + cx
+            v = fyz * y + cy
+            # Small relative + absolute margin so float32 rounding in the differentiable pass can never put
+            # a pixel with alpha >= 1/255 outside the box (the box only bounds the work).
+            rx = ext * math.sqrt(a) * (1.0 + 1e-4) + 1e-3
+            ry = ext * math.sqrt(cc) * (1.0 + 1e-4) + 1e-3
+            if not (math.isfinite(u) and math.isfinite(v) and math.isfinite(rx) and math.isfinite(ry)):
+                continue
+            u0 = max(math.ceil(u - rx), 0.0)
+            u1 = min(math.floor(u + rx), width - 1.0)
+            v0 = max(math.ceil(v - ry), 0.0)
+            v1 = min(math.floor(v + ry), height - 1.0)
+            if not (u0 <= u1 and v0 <= v1):  # outside the image (or non-finite)
+                continue
+            out_valid[c, n] = True
+            out_bbox[c, n, 0] = np.int64(u0)
+            out_bbox[c, n, 1] = np.int64(u1)
+            out_bbox[c, n, 2] = np.int64(v0)
+            out_bbox[c, n, 3] = np.int64(v1)
+            out_radii[c, n, 0] = np.int32(math.ceil(rx))
+            out_radii[c, n, 1] = np.int32(math.ceil(ry))
+            out_params[c, n, 0] = u
+            out_params[c, n, 1] = v
+            out_params[c, n, 2] = cc / det
+            out_params[c, n, 3] = -b / det
+            out_params[c, n, 4] = a / det
+            out_params[c, n, 5] = op
+            out_params[c, n, 9] = z
+            if sh_degree >= 1:
+                # view direction camera centre -> mean in the world frame; centre = -R^T t
+                dx = mx + (w2c[c, 0, 0] * w2c[c, 0, 3] + w2c[c, 1, 0] * w2c[c, 1, 3] + w2c[c, 2, 0] * w2c[c, 2, 3])
+                dy = my + (w2c[c, 0, 1] * w2c[c, 0, 3] + w2c[c, 1, 1] * w2c[c, 1, 3] + w2c[c, 2, 1] * w2c[c, 2, 3])
+                dz = mz + (w2c[c, 0, 2] * w2c[c, 0, 3] + w2c[c, 1, 2] * w2c[c, 1, 3] + w2c[c, 2, 2] * w2c[c, 2, 3])
+                dn = max(math.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
+                dx /= dn
+                dy /= dn
+                dz /= dn
+            for ch in range(3):
+                val = SH_C0 * colors[n, 0, ch]
+                if sh_degree >= 1:
+                    val += -SH_C1 * dy * colors[n, 1, ch] + SH_C1 * dz * colors[n, 2, ch] - SH_C1 * dx * colors[n, 3, ch]
+                out_params[c, n, 6 + ch] = max(val + 0.5, 0.0)
 
 
 @njit(cache=True)
@@ -351,13 +464,47 @@ class _Composite(torch.autograd.Function):
         return torch.from_numpy(g_pairs).to(device=ctx.device, dtype=ctx.dtype), None
 
 
-def composite(proj: Projected, n_cams: int, height: int, width: int):
-    """Composite projected pairs. Returns (rgb_sum [C,H,W,3], depth_sum [C,H,W], alpha [C,H,W], bins);
-    differentiable w.r.t. the float fields of ``proj``."""
-    bins = bin_pairs(_np(proj.cam_ids), _np(proj.depths), _np(proj.bbox).astype(np.int64), n_cams, height, width)
-    params = torch.cat([proj.means2d, proj.conics, proj.opacities[:, None], proj.colors, proj.depths[:, None]], 1)
-    rgb, depth, alpha = _Composite.apply(params, bins)
-    return rgb, depth, alpha, bins
+def _f64(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+
+def render(scene: GaussianScene, Ks: torch.Tensor, world_to_cams: torch.Tensor, width: int, height: int,
+           background: torch.Tensor, sh_degree: int, near_plane: float = NEAR_PLANE) -> dict[str, torch.Tensor]:
+    """CPU render (called by :func:`jwmsim.splat.rasterize`). Ks [C,3,3], world_to_cams [C,4,4], background [C,3].
+
+    Returns rgb [C,H,W,3], alpha [C,H,W], depth [C,H,W] (expected z, normalised), radii [C,N,2] int32, and
+    ``num_intersections`` (tile-Gaussian pairs, a cost measure). When no scene tensor requires grad (or grad
+    mode is off) the per-pair parameters come straight from the numba projection; otherwise from the torch
+    projection (autograd) on the visible pairs.
+    """
+    n_cams, n = Ks.shape[0], len(scene)
+    dtype, device = scene.dtype, scene.device
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    params_all = np.zeros((n_cams, n, N_PARAMS), np_dtype)
+    bbox_all = np.zeros((n_cams, n, 4), np.int64)
+    radii = np.zeros((n_cams, n, 2), np.int32)
+    valid = np.zeros((n_cams, n), np.bool_)
+    _project_kernel(_f64(scene.means), _f64(scene.quats), _f64(scene.log_scales), _f64(scene.opacity_logits),
+                    _f64(scene.colors), sh_degree, _f64(Ks), _f64(world_to_cams), width, height, near_plane,
+                    params_all, bbox_all, radii, valid)
+    cam_np, gauss_np = np.nonzero(valid)
+    rows = params_all[cam_np, gauss_np]
+    bins = bin_pairs(cam_np, rows[:, 9], bbox_all[cam_np, gauss_np], n_cams, height, width)
+    needs_grad = torch.is_grad_enabled() and (
+        any(t.requires_grad for t in scene.float_params()) or Ks.requires_grad or world_to_cams.requires_grad)
+    if needs_grad:
+        cam_ids = torch.from_numpy(cam_np).to(device)
+        gauss_ids = torch.from_numpy(gauss_np).to(device)
+        pr = project_pairs(scene, cam_ids, gauss_ids, Ks, world_to_cams, width, height, sh_degree)
+        params = torch.cat([pr["means2d"], pr["conics"], pr["opacities"][:, None], pr["colors"],
+                            pr["depths"][:, None]], 1)
+    else:
+        params = torch.from_numpy(rows).to(device)
+    rgb_sum, depth_sum, alpha = _Composite.apply(params, bins)
+    rgb = rgb_sum + (1.0 - alpha)[..., None] * background[:, None, None, :]
+    depth = depth_sum / alpha.clamp_min(1e-10)
+    return {"rgb": rgb, "alpha": alpha, "depth": depth, "radii": torch.from_numpy(radii).to(device),
+            "num_intersections": bins.num_intersections}
 
 
 # ----------------------------------------------------------------------------- compilation
@@ -382,4 +529,4 @@ def precompile() -> None:
         (out.rgb.sum() + out.depth.sum() + out.alpha.sum()).backward()
 
 
-__all__ = ["ALPHA_MAX", "T_MIN", "TILE", "TileBins", "bin_pairs", "composite", "precompile"]
+__all__ = ["ALPHA_MAX", "T_MIN", "TILE", "TileBins", "bin_pairs", "precompile", "render"]

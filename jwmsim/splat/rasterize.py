@@ -150,13 +150,9 @@ def rasterize(scene: GaussianScene, cameras: Sequence[geometry.Camera] | None = 
         return render_gsplat(scene, Ks, world_to_cams, width, height, bg, sh_degree)
 
     from jwmsim.splat import cpu
-    from jwmsim.splat.projection import project
 
-    proj = project(scene, Ks, world_to_cams, width, height, sh_degree)
-    rgb_sum, depth_sum, alpha, _ = cpu.composite(proj, n_cams, height, width)
-    rgb = rgb_sum + (1.0 - alpha)[..., None] * bg[:, None, None, :]
-    depth = depth_sum / alpha.clamp_min(1e-10)
-    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, radii=proj.radii)
+    out = cpu.render(scene, Ks, world_to_cams, width, height, bg, sh_degree)
+    return RenderOutput(rgb=out["rgb"], alpha=out["alpha"], depth=out["depth"], radii=out["radii"])
 
 
 __all__ = ["BACKENDS", "RenderOutput", "camera_matrices", "gsplat_available", "rasterize"]
