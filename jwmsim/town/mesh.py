@@ -698,10 +698,11 @@ def polyline_strip(points, width: float, z: float | None = None, *, dash: tuple[
 
 def _agent_vehicle() -> Mesh:
     # Unit box frame: x forward in [-0.5, 0.5], y left, z up; scaled by (l, w, h) at render time.
-    body = box_mesh((0.0, 0.0, -0.19), (1.0, 1.0, 0.42), color=(1.0, 1.0, 1.0), material=AGENT_PAINT,
+    body = box_mesh((0.0, 0.0, -0.19), (0.99, 1.0, 0.42), color=(1.0, 1.0, 1.0), material=AGENT_PAINT,
                     semantic="vehicle")
     cabin = box_mesh((-0.07, 0.0, 0.26), (0.52, 0.86, 0.48), color=(1.0, 1.0, 1.0), material=AGENT_PAINT,
                      semantic="vehicle")
+    # body 1 % shorter than the box so the lights (flush with the box ends) never z-fight with it;
     # glass panels just outside the cabin faces (1 % of the box, so they never z-fight with it)
     glass_c = (0.25, 0.3, 0.35)
     glass = [
@@ -713,9 +714,9 @@ def _agent_vehicle() -> Mesh:
     wheels = [cylinder_mesh((x, y - 0.06 * np.sign(y), -0.33), (x, y + 0.01 * np.sign(y), -0.33), 0.17,
                             segments=10, color=(0.06, 0.06, 0.06), semantic="vehicle")
               for x in (0.32, -0.32) for y in (0.46, -0.46)]
-    lights = [box_mesh((0.502, y, -0.12), (0.006, 0.18, 0.08), color=(1.0, 0.95, 0.8), semantic="vehicle")
+    lights = [box_mesh((0.497, y, -0.12), (0.006, 0.18, 0.08), color=(1.0, 0.95, 0.8), semantic="vehicle")
               for y in (0.32, -0.32)]
-    lights += [box_mesh((-0.502, y, -0.1), (0.006, 0.18, 0.07), color=(0.7, 0.05, 0.05), semantic="vehicle")
+    lights += [box_mesh((-0.497, y, -0.1), (0.006, 0.18, 0.07), color=(0.7, 0.05, 0.05), semantic="vehicle")
                for y in (0.32, -0.32)]
     return merge([body, cabin, *glass, *wheels, *lights])
 
