@@ -1,0 +1,308 @@
+"""Traffic: the other road users, batched over environments [B] and agents [A].
+
+Modes (``TrafficConfig.mode``):
+
+``replay``
+    Non-reactive (nuPlan CLS-NR): every agent follows the log, with the log's validity.
+``idm``
+    Reactive (nuPlan CLS-R): vehicles that move in the log and start on a lane follow their logged
+    lane path (the lanes their track visits, extended along successors) with the Intelligent Driver
+    Model. Pedestrians, cyclists, animals, objects, vehicles off every lane and vehicles that never
+    move in the log are replayed. No lane changes.
+
+IDM (:func:`idm_acceleration`, nuPlan's ``idm_policy``):
+``a = a_max (1 - (v/v0)^4 - (s*/s)^2)``, ``s* = s0 + max(0, v T + v (v - v_lead) / (2 sqrt(a_max b)))``,
+``s = max(gap, s0)`` with ``gap`` the bumper-to-bumper distance along the path, then forward Euler
+(``progress += v dt``, ``v += a dt``) with ``a`` clamped to [-b, a_max] and ``v >= 0``. ``v0`` is the
+speed limit of the lane at the agent. The one deviation from nuPlan's formula is Treiber's
+``max(0, ...)`` in ``s*``: without it a much faster lead right ahead makes ``s*`` negative and its
+square brakes the follower.
+
+Lead search (:func:`find_leads`), vectorised over [B, A, A + 1] (agents and the ego): a Euclidean
+pre-filter keeps objects ahead within ``lead_radius``; for those, the object's progress on the
+follower's path is found by projecting on the path tangent (three Newton steps on the resampled
+path); the object is on the path if its box, projected across the path, overlaps the follower's
+width. The lead is the nearest such object ahead.
+
+Paths are resampled every ``path_ds`` m so that a position lookup is one gather and a lerp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from jwmsim.geometry import DT, wrap_angle
+from jwmsim.map import RoadMap, interpolate_polyline, polyline_arclength, project_on_polyline
+
+TRAFFIC_MODES = ("replay", "idm")
+VEHICLE_TYPE = 0  # index of "vehicle" in jwmsim.log.schema.AGENT_TYPES
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """Traffic mode and IDM parameters (nuPlan's idm_agents_observation: s0 1 m, T 1.5 s, a_max 1, b 2).
+
+    mode: 'replay' or 'idm'. s0 [m] minimum gap; time_headway [s]; a_max, b [m/s^2]; delta: exponent;
+    lead_radius [m]: how far ahead leads are searched; path_ds [m]: path resampling step;
+    path_extension [m]: length added past the last logged position; min_moving_speed [m/s]: vehicles
+    slower than this over the whole log are parked and replayed.
+    """
+
+    mode: str = "replay"
+    s0: float = 1.0
+    time_headway: float = 1.5
+    a_max: float = 1.0
+    b: float = 2.0
+    delta: float = 4.0
+    lead_radius: float = 60.0
+    path_ds: float = 1.0
+    path_extension: float = 60.0
+    min_moving_speed: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRAFFIC_MODES:
+            raise ValueError(f"traffic mode {self.mode!r} is not known; valid modes: {', '.join(TRAFFIC_MODES)}")
+        for name in ("s0", "time_headway", "a_max", "b", "lead_radius", "path_ds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrafficConfig.{name} must be > 0, got {getattr(self, name)}")
+
+
+def idm_acceleration(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.ndarray,
+                     cfg: TrafficConfig = TrafficConfig()) -> np.ndarray:
+    """IDM acceleration [m/s^2] (clamped to [-b, a_max]); all inputs broadcast.
+
+    v [m/s] own speed; v0 [m/s] desired speed; gap [m] bumper-to-bumper distance to the lead (inf: no
+    lead); v_lead [m/s] lead speed along the path.
+    """
+    v0 = np.maximum(v0, 0.1)
+    free = 1.0 - (v / v0) ** cfg.delta
+    s_star = cfg.s0 + np.maximum(0.0, v * cfg.time_headway + v * (v - v_lead) / (2.0 * np.sqrt(cfg.a_max * cfg.b)))
+    s = np.maximum(gap, cfg.s0)
+    interaction = np.where(np.isfinite(gap), (s_star / s) ** 2, 0.0)
+    return np.clip(cfg.a_max * (free - interaction), -cfg.b, cfg.a_max)
+
+
+# ----------------------------------------------------------------------------- per-scenario paths
+
+
+@dataclass
+class AgentPaths:
+    """IDM paths of the A agents of one scenario, resampled every ds [m].
+
+    xy [A, P, 2] m; heading [A, P] rad (direction of the segment starting at each sample); vlim [A, P]
+    m/s lane speed limit; length [A] m; is_idm [A] bool (False: replayed); log_s [T, A] m: the
+    logged box centre's progress on the path at each scenario step.
+    """
+
+    xy: np.ndarray
+    heading: np.ndarray
+    vlim: np.ndarray
+    length: np.ndarray
+    is_idm: np.ndarray
+    log_s: np.ndarray
+    ds: float
+
+
+def _lane_chain(road_map: RoadMap, lane_seq: list[int]) -> list[int]:
+    """Connect a sequence of visited lane indices through the lane graph (successors, depth <= 2)."""
+    chain = [lane_seq[0]]
+    for li in lane_seq[1:]:
+        if li == chain[-1] or li in chain:
+            continue
+        succ = [road_map.lane_index(s) for s in road_map.lanes[chain[-1]].successors]
+        if li in succ:
+            chain.append(li)
+            continue
+        bridge = None
+        for s1 in succ:  # one intermediate lane (a short connector the 1 s sampling skipped)
+            if li in [road_map.lane_index(s) for s in road_map.lanes[s1].successors]:
+                bridge = s1
+                break
+        if bridge is None:
+            break  # a lane change or a jump: the path stops here (IDM agents do not change lanes)
+        chain += [bridge, li]
+    return chain
+
+
+def _extend_chain(road_map: RoadMap, chain: list[int], extra: float) -> list[int]:
+    """Append successors (the straightest) until `extra` m were added or the graph ends."""
+    added = 0.0
+    while added < extra:
+        last = road_map.lanes[chain[-1]]
+        succ = [road_map.lane_index(s) for s in last.successors if road_map.lane_index(s) not in chain]
+        if not succ:
+            break
+        end_dir = last.centerline[-1] - last.centerline[-2]
+        end_yaw = np.arctan2(end_dir[1], end_dir[0])
+
+        def turn(li: int) -> float:
+            c = road_map.lanes[li].centerline
+            d = c[min(len(c) - 1, 3)] - c[0]
+            return abs(wrap_angle(np.arctan2(d[1], d[0]) - end_yaw))
+
+        nxt = min(succ, key=turn)
+        chain.append(nxt)
+        added += road_map.lanes[nxt].length
+    return chain
+
+
+def build_agent_paths(road_map: RoadMap, center: np.ndarray, yaw: np.ndarray, speed: np.ndarray,
+                      valid: np.ndarray, types: np.ndarray, cfg: TrafficConfig = TrafficConfig(),
+                      future_center: np.ndarray | None = None, future_valid: np.ndarray | None = None,
+                      sample_every: int = 5) -> AgentPaths:
+    """Lane paths for the agents of one scenario (preprocessing; loops over agents are fine here).
+
+    center [T, A, 2] m, yaw [T, A] rad, speed [T, A] m/s, valid [T, A], types [A]: the scenario
+    window of the log. future_center / future_valid [T', A]: optional log samples after the window
+    (they make the path follow where the agent really went). Returns :class:`AgentPaths`.
+    """
+    T, A = valid.shape
+    ds = cfg.path_ds
+    paths: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+    all_c = center if future_center is None else np.concatenate([center, future_center], 0)
+    all_v = valid if future_valid is None else np.concatenate([valid, future_valid], 0)
+    lane_limits = np.array([l.speed_limit for l in road_map.lanes])
+    for a in range(A):
+        vidx = np.flatnonzero(all_v[:, a])
+        moving = valid[:, a].any() and np.max(np.where(valid[:, a], speed[:, a], 0.0)) >= cfg.min_moving_speed
+        if int(types[a]) != VEHICLE_TYPE or len(vidx) == 0 or not moving or not valid[:, a].any():
+            paths.append(None)
+            continue
+        samples = vidx[::sample_every]
+        if samples[-1] != vidx[-1]:
+            samples = np.append(samples, vidx[-1])
+        pts = all_c[samples, a]
+        d = np.diff(all_c[vidx, a], axis=0)
+        heads = np.zeros(len(samples))
+        for k, si in enumerate(samples):  # heading from the motion, falling back to the logged yaw
+            j = np.searchsorted(vidx, si)
+            seg = d[min(j, len(d) - 1)] if len(d) else np.zeros(2)
+            heads[k] = np.arctan2(seg[1], seg[0]) if np.hypot(*seg) > 0.05 else yaw[min(si, T - 1), a]
+        lanes = road_map.lane_at(pts, heads, max_heading_error=np.pi / 3)
+        seq = [int(l) for l in lanes if l >= 0]
+        if not seq or lanes[0] < 0:
+            paths.append(None)
+            continue
+        chain = _extend_chain(road_map, _lane_chain(road_map, seq), cfg.path_extension)
+        poly_parts, lim_parts = [], []
+        for li in chain:
+            c = road_map.lanes[li].centerline
+            if poly_parts and np.linalg.norm(poly_parts[-1][-1] - c[0]) < 1e-6:
+                c = c[1:]
+            poly_parts.append(c)
+            lim_parts.append(np.full(len(c), lane_limits[li]))
+        poly = np.concatenate(poly_parts)
+        lim = np.concatenate(lim_parts)
+        keep = np.concatenate([[True], np.linalg.norm(np.diff(poly, axis=0), axis=1) > 1e-6])
+        poly, lim = poly[keep], lim[keep]
+        cum = polyline_arclength(poly)
+        s = np.arange(0.0, cum[-1] + ds, ds)
+        xy, head = interpolate_polyline(poly, s)
+        k = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(poly) - 1)
+        paths.append((xy, head, lim[k]))
+    P = max([len(p[0]) for p in paths if p is not None], default=2)
+    out_xy = np.zeros((A, P, 2))
+    out_head = np.zeros((A, P))
+    out_lim = np.full((A, P), 10.0)
+    length = np.zeros(A)
+    is_idm = np.zeros(A, bool)
+    log_s = np.zeros((T, A))
+    for a, p in enumerate(paths):
+        if p is None:
+            continue
+        n = len(p[0])
+        # pad by repeating the end so that gathers past the end stay on the path's last point
+        out_xy[a, :n], out_xy[a, n:] = p[0], p[0][-1]
+        out_head[a, :n], out_head[a, n:] = p[1], p[1][-1]
+        out_lim[a, :n], out_lim[a, n:] = p[2], p[2][-1]
+        length[a] = (n - 1) * ds
+        is_idm[a] = True
+        vt = np.flatnonzero(valid[:, a])
+        log_s[vt, a] = project_on_polyline(p[0], center[vt, a]).s
+    return AgentPaths(xy=out_xy, heading=out_head, vlim=out_lim, length=length, is_idm=is_idm, log_s=log_s, ds=ds)
+
+
+# ----------------------------------------------------------------------------- batched step
+
+
+def path_lookup(path_xy: np.ndarray, path_heading: np.ndarray, ds: float, sid: np.ndarray, agent: np.ndarray,
+                s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Point [..., 2] and heading [...] at progress s [...] m on the paths of (scenario sid, agent) (broadcast).
+
+    path_xy [S, A, P, 2], path_heading [S, A, P]: a bank of resampled paths.
+    """
+    P = path_xy.shape[2]
+    f = np.clip(s / ds, 0.0, P - 1.000001)
+    k = f.astype(np.int64)
+    u = (f - k)[..., None]
+    p0 = path_xy[sid, agent, k]
+    p1 = path_xy[sid, agent, k + 1]
+    return p0 + u * (p1 - p0), path_heading[sid, agent, k]
+
+
+def find_leads(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndarray, heading: np.ndarray,
+               length: np.ndarray, width: np.ndarray, obj_xy: np.ndarray, obj_yaw: np.ndarray,
+               obj_len: np.ndarray, obj_wid: np.ndarray, obj_vel: np.ndarray, obj_valid: np.ndarray,
+               path_xy: np.ndarray, path_heading: np.ndarray, path_len: np.ndarray, ds: float,
+               radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gap [B, A] m (inf: no lead) and lead speed along the path [B, A] m/s for each follower.
+
+    sid [B] scenario index into the path bank; s [B, A] follower progress; follower [B, A] bool (IDM
+    agents that are active); xy [B, A, 2], heading [B, A], length / width [B, A]: follower boxes.
+    obj_* [B, M, ...]: candidate leads (agents first, in the same order as the followers, then any
+    extra objects such as the ego): centre, yaw, length, width, velocity [B, M, 2] (world), valid.
+    path_len [S, A]: path lengths. Objects j == follower i are skipped.
+    """
+    B, A = s.shape
+    M = obj_xy.shape[1]
+    rel = obj_xy[:, None, :, :] - xy[:, :, None, :]  # [B, A, M, 2]
+    c, si = np.cos(heading)[..., None], np.sin(heading)[..., None]
+    fwd = rel[..., 0] * c + rel[..., 1] * si
+    lat = -rel[..., 0] * si + rel[..., 1] * c
+    cand = follower[:, :, None] & obj_valid[:, None, :] & (fwd > 0.0) & (fwd < radius) & (np.abs(lat) < radius * 0.5)
+    idx = np.arange(min(A, M))
+    cand[:, idx, idx] = False  # an agent is not its own lead
+    gap = np.full((B, A), np.inf)
+    vlead = np.zeros((B, A))
+    bi, ii, jj = np.nonzero(cand)
+    if len(bi) == 0:
+        return gap, vlead
+    sc = sid[bi]
+    s_i = s[bi, ii]
+    pj = obj_xy[bi, jj]
+    s_est = s_i + fwd[bi, ii, jj]
+    for _ in range(3):  # Newton steps of the projection on the (curved) path
+        q, h = path_lookup(path_xy, path_heading, ds, sc, ii, s_est)
+        tq = np.stack([np.cos(h), np.sin(h)], -1)
+        s_est = s_est + ((pj - q) * tq).sum(-1)
+    q, h = path_lookup(path_xy, path_heading, ds, sc, ii, s_est)
+    tq = np.stack([np.cos(h), np.sin(h)], -1)
+    d = pj - q
+    off = np.abs(tq[:, 0] * d[:, 1] - tq[:, 1] * d[:, 0])
+    rel_yaw = obj_yaw[bi, jj] - h
+    cr, sr = np.abs(np.cos(rel_yaw)), np.abs(np.sin(rel_yaw))
+    lj, wj = obj_len[bi, jj], obj_wid[bi, jj]
+    half_across = 0.5 * (lj * sr + wj * cr)
+    half_along = 0.5 * (lj * cr + wj * sr)
+    residual = np.abs((d * tq).sum(-1))  # > 0 only where the projection ran off the path's end
+    on = (off < 0.5 * width[bi, ii] + half_across) & (residual < half_along + ds) & (s_est > s_i)
+    on &= s_est - half_along <= path_len[sc, ii]
+    g = s_est - s_i - 0.5 * length[bi, ii] - half_along
+    vl = (obj_vel[bi, jj] * tq).sum(-1)
+    dense = np.full((B, A, M), np.inf)
+    dense[bi[on], ii[on], jj[on]] = g[on]
+    vdense = np.zeros((B, A, M))
+    vdense[bi[on], ii[on], jj[on]] = vl[on]
+    j_best = np.argmin(dense, axis=-1)
+    gap = np.take_along_axis(dense, j_best[..., None], -1)[..., 0]
+    vlead = np.take_along_axis(vdense, j_best[..., None], -1)[..., 0]
+    return gap, vlead
+
+
+def idm_step(s: np.ndarray, v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.ndarray,
+             cfg: TrafficConfig, dt: float = DT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Forward-Euler IDM step: progress [..] m, speed [..] m/s, acceleration [..] m/s^2 after dt [s]."""
+    a = idm_acceleration(v, v0, gap, v_lead, cfg)
+    return s + v * dt, np.maximum(v + a * dt, 0.0), a
