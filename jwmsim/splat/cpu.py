@@ -76,16 +76,16 @@ def _project_kernel(means, quats, log_scales, logits, colors, sh_degree, ks, w2c
         sx = math.exp(log_scales[n, 0])
         sy = math.exp(log_scales[n, 1])
         sz = math.exp(log_scales[n, 2])
-        m = np.empty((3, 3))
-        m[0, 0] = (1 - 2 * (qy * qy + qz * qz)) * sx
-        m[0, 1] = 2 * (qx * qy - qw * qz) * sy
-        m[0, 2] = 2 * (qx * qz + qw * qy) * sz
-        m[1, 0] = 2 * (qx * qy + qw * qz) * sx
-        m[1, 1] = (1 - 2 * (qx * qx + qz * qz)) * sy
-        m[1, 2] = 2 * (qy * qz - qw * qx) * sz
-        m[2, 0] = 2 * (qx * qz - qw * qy) * sx
-        m[2, 1] = 2 * (qy * qz + qw * qx) * sy
-        m[2, 2] = (1 - 2 * (qx * qx + qy * qy)) * sz
+        # Rq S as scalars (a per-Gaussian np.empty inside prange costs more than the maths)
+        m00 = (1 - 2 * (qy * qy + qz * qz)) * sx
+        m01 = 2 * (qx * qy - qw * qz) * sy
+        m02 = 2 * (qx * qz + qw * qy) * sz
+        m10 = 2 * (qx * qy + qw * qz) * sx
+        m11 = (1 - 2 * (qx * qx + qz * qz)) * sy
+        m12 = 2 * (qy * qz - qw * qx) * sz
+        m20 = 2 * (qx * qz - qw * qy) * sx
+        m21 = 2 * (qy * qz + qw * qx) * sy
+        m22 = (1 - 2 * (qx * qx + qy * qy)) * sz
         mx, my, mz = means[n, 0], means[n, 1], means[n, 2]
         for c in range(n_cams):
             x = w2c[c, 0, 0] * mx + w2c[c, 0, 1] * my + w2c[c, 0, 2] * mz + w2c[c, 0, 3]
@@ -100,18 +100,19 @@ def _project_kernel(means, quats, log_scales, logits, colors, sh_degree, ks, w2c
             yz = min(max(y / z, -(cy + 0.5) / fy - FOV_CLAMP * tan_y), (height - 0.5 - cy) / fy + FOV_CLAMP * tan_y)
             fxz = fx / z
             fyz = fy / z
-            a = EPS2D
-            b = 0.0
-            cc = EPS2D
-            for j in range(3):
-                mc0 = w2c[c, 0, 0] * m[0, j] + w2c[c, 0, 1] * m[1, j] + w2c[c, 0, 2] * m[2, j]
-                mc1 = w2c[c, 1, 0] * m[0, j] + w2c[c, 1, 1] * m[1, j] + w2c[c, 1, 2] * m[2, j]
-                mc2 = w2c[c, 2, 0] * m[0, j] + w2c[c, 2, 1] * m[1, j] + w2c[c, 2, 2] * m[2, j]
-                j0 = fxz * (mc0 - xz * mc2)
-                j1 = fyz * (mc1 - yz * mc2)
-                a += j0 * j0
-                b += j0 * j1
-                cc += j1 * j1
+            # rows of J Rc M, column by column (x/z, y/z clamped in J)
+            r00, r01, r02 = w2c[c, 0, 0], w2c[c, 0, 1], w2c[c, 0, 2]
+            r10, r11, r12 = w2c[c, 1, 0], w2c[c, 1, 1], w2c[c, 1, 2]
+            r20, r21, r22 = w2c[c, 2, 0], w2c[c, 2, 1], w2c[c, 2, 2]
+            j00 = fxz * ((r00 * m00 + r01 * m10 + r02 * m20) - xz * (r20 * m00 + r21 * m10 + r22 * m20))
+            j01 = fxz * ((r00 * m01 + r01 * m11 + r02 * m21) - xz * (r20 * m01 + r21 * m11 + r22 * m21))
+            j02 = fxz * ((r00 * m02 + r01 * m12 + r02 * m22) - xz * (r20 * m02 + r21 * m12 + r22 * m22))
+            j10 = fyz * ((r10 * m00 + r11 * m10 + r12 * m20) - yz * (r20 * m00 + r21 * m10 + r22 * m20))
+            j11 = fyz * ((r10 * m01 + r11 * m11 + r12 * m21) - yz * (r20 * m01 + r21 * m11 + r22 * m21))
+            j12 = fyz * ((r10 * m02 + r11 * m12 + r12 * m22) - yz * (r20 * m02 + r21 * m12 + r22 * m22))
+            a = j00 * j00 + j01 * j01 + j02 * j02 + EPS2D
+            b = j00 * j10 + j01 * j11 + j02 * j12
+            cc = j10 * j10 + j11 * j11 + j12 * j12 + EPS2D
             det = a * cc - b * b
             if not det > 0.0:
                 continue
@@ -186,6 +187,33 @@ def _bin_tiles(order, cam_ids, bbox, n_cams, tiles_x, tiles_y):  # pragma: no co
     return offsets, isect
 
 
+@njit(cache=True)
+def _row_span(mx, dy, ca, cb, cc, s_max, u0, u1):  # pragma: no cover - numba
+    """Pixel columns [lo, hi] of row offset ``dy`` (clipped to [u0, u1]) where sigma <= s_max can hold.
+
+    sigma(dx) = 0.5 a dx^2 + b dy dx + 0.5 c dy^2 is a parabola in dx; the interval between its roots (widened
+    by 1e-4 px against rounding) holds every pixel whose alpha can reach 1/255. Visiting only those pixels
+    instead of the whole box halves the work; the exact alpha test still runs on each visited pixel, so the
+    result does not depend on this bound as long as it is conservative.
+    """
+    if not ca > 0.0:
+        return u0, u1
+    half_a = 0.5 * ca
+    bq = cb * dy
+    cq = 0.5 * cc * dy * dy - s_max
+    disc = bq * bq - 4.0 * half_a * cq
+    if disc < 0.0:
+        return 1, 0
+    root = math.sqrt(disc)
+    lo = mx + (-bq - root) / ca - 1e-4
+    hi = mx + (-bq + root) / ca + 1e-4
+    if not (lo <= hi):  # NaN
+        return u0, u1
+    lo_i = u0 if lo <= u0 else np.int64(math.ceil(lo))
+    hi_i = u1 if hi >= u1 else np.int64(math.floor(hi))
+    return lo_i, hi_i
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def _forward(offsets, isect, bbox, params, n_cams, height, width, tiles_x, tiles_y,
              out_rgb, out_depth, out_t, out_last):  # pragma: no cover - numba
@@ -228,10 +256,13 @@ def _forward(offsets, isect, bbox, params, n_cams, height, width, tiles_x, tiles
             cg = np.float64(params[p, 7])
             cbl = np.float64(params[p, 8])
             z = np.float64(params[p, 9])
+            # alpha >= 1/255 needs sigma <= ln(255 o); small slack, the exact test follows per pixel
+            s_max = math.log(255.0 * op) + 1e-6 if op > 0.0 else -1.0
             for v in range(v0, v1 + 1):
                 dy = v - my
                 iy = v - y0
-                for u in range(u0, u1 + 1):
+                ulo, uhi = _row_span(mx, dy, ca, cb, cc, s_max, u0, u1)
+                for u in range(ulo, uhi + 1):
                     ix = u - x0
                     if done[iy, ix]:
                         continue
@@ -326,10 +357,12 @@ def _backward(offsets, isect, bbox, params, n_cams, height, width, tiles_x, tile
             g_g = 0.0
             g_bl = 0.0
             g_z = 0.0
+            s_max = math.log(255.0 * op) + 1e-6 if op > 0.0 else -1.0
             for v in range(v0, v1 + 1):
                 dy = v - my
                 iy = v - y0
-                for u in range(u0, u1 + 1):
+                ulo, uhi = _row_span(mx, dy, ca, cb, cc, s_max, u0, u1)
+                for u in range(ulo, uhi + 1):
                     ix = u - x0
                     if k > last[iy, ix]:
                         continue
@@ -414,11 +447,26 @@ class TileBins:
         return int(self.isect.shape[0])
 
 
+def depth_order(depths: np.ndarray) -> np.ndarray:
+    """Indices [P] int64 sorting ``depths`` ascending, ties by index (a stable sort), deterministic.
+
+    float32 depths (all > 0 after near-plane culling): one unstable sort of int64 keys ``bits(z) << 32 | i``,
+    which are unique and order like (z, i) because positive IEEE floats order like their bit patterns; 6x
+    faster than numpy's stable argsort (0.5 ms vs 3 ms at 45k pairs). float64 depths: stable argsort.
+    """
+    n = depths.shape[0]
+    if depths.dtype == np.float32 and n < 2**32 and (n == 0 or depths.min() > 0):
+        keys = (depths.view(np.int32).astype(np.int64) << 32) | np.arange(n, dtype=np.int64)
+        keys.sort()
+        return keys & 0xFFFFFFFF
+    return np.argsort(depths, kind="stable").astype(np.int64)
+
+
 def bin_pairs(cam_ids: np.ndarray, depths: np.ndarray, bbox: np.ndarray, n_cams: int, height: int, width: int
               ) -> TileBins:
     """Depth-sort the pairs (stable) and bucket them into 16x16 tiles."""
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
-    order = np.argsort(depths, kind="stable").astype(np.int64)
+    order = depth_order(depths)
     offsets, isect = _bin_tiles(order, cam_ids.astype(np.int64), bbox, n_cams, tiles_x, tiles_y)
     return TileBins(offsets, isect, bbox, n_cams, height, width, tiles_x, tiles_y)
 
