@@ -185,3 +185,200 @@ def synthetic_log(kind: str = "straight", seconds: float = 20.0, seed: int = 0):
     return DriveLog(meta=LogMeta(log_id=f"synthetic-{kind}-{seed}", source="synthetic", rate_hz=10.0),
                     timestamps=t.copy(), ego=ego, agents=tracks, road_map=road_map,
                     route=Route.from_lanes(road_map, ego_chain), rig=default_rig())
+
+
+# ----------------------------------------------------------------------------- scenario configs
+
+TRAFFIC_CHOICES = ("replay", "idm")
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """One scenario (see the module docstring). start / duration [s]; perturb: dx, dy [m], dyaw [rad], dv [m/s]."""
+
+    name: str
+    log: str
+    start: float = 0.0
+    duration: float = 15.0
+    route: Any = "log"
+    traffic: str = "replay"
+    perturb: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.traffic not in TRAFFIC_CHOICES:
+            raise ValueError(f"scenario {self.name!r}: traffic {self.traffic!r} is not known; valid choices: "
+                             f"{', '.join(TRAFFIC_CHOICES)}")
+        if not self.duration > 0 or self.start < 0:
+            raise ValueError(f"scenario {self.name!r}: need start >= 0 and duration > 0 s, got start={self.start}, "
+                             f"duration={self.duration}")
+        if self.route != "log" and not (isinstance(self.route, (list, tuple)) and all(
+                isinstance(i, (int, np.integer)) for i in self.route)):
+            raise ValueError(f"scenario {self.name!r}: route must be 'log' or a list of lane ids, got {self.route!r}")
+        bad = set(self.perturb) - {"dx", "dy", "dyaw", "dv"}
+        if bad:
+            raise ValueError(f"scenario {self.name!r}: unknown perturb fields {sorted(bad)}; valid fields: dx, dy, dyaw, dv")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScenarioConfig":
+        """From a plain dict (a yaml mapping); unknown fields raise an error listing the valid ones."""
+        d = dict(d)
+        valid = [f.name for f in fields(cls)]
+        bad = sorted(set(d) - set(valid))
+        if bad:
+            raise ValueError(f"scenario {d.get('name', '?')!r}: unknown fields {bad}; valid fields: {', '.join(valid)}")
+        missing = [k for k in ("name", "log") if k not in d]
+        if missing:
+            raise ValueError(f"scenario config is missing {missing}; required fields: name, log")
+        if isinstance(d.get("route"), (list, tuple)):
+            d["route"] = tuple(int(i) for i in d["route"])
+        if "perturb" in d and d["perturb"] is not None:
+            d["perturb"] = {k: float(v) for k, v in dict(d["perturb"]).items()}
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["route"] = list(self.route) if self.route != "log" else "log"
+        return d
+
+
+def _yaml_load(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+
+
+def available_scenarios(root: Path = SCENARIO_DIR) -> list[str]:
+    """Names of the scenario files in scenarios/ (without .yaml)."""
+    return sorted(p.stem for p in root.glob("*.yaml"))
+
+
+def available_suites(root: Path = SCENARIO_DIR) -> list[str]:
+    """Names of the suites: files in scenarios/suites/ plus the built-in ones."""
+    return sorted({p.stem for p in (root / "suites").glob("*.yaml")} | set(BUILTIN_SUITES))
+
+
+def load_scenario(name_or_path: str | dict | ScenarioConfig, root: Path = SCENARIO_DIR) -> ScenarioConfig:
+    """A scenario by name (scenarios/<name>.yaml), by yaml path, or from a dict."""
+    if isinstance(name_or_path, ScenarioConfig):
+        return name_or_path
+    if isinstance(name_or_path, dict):
+        return ScenarioConfig.from_dict(name_or_path)
+    p = Path(str(name_or_path))
+    if p.suffix not in (".yaml", ".yml"):
+        p = root / f"{name_or_path}.yaml"
+    if not p.exists():
+        raise ValueError(f"unknown scenario {name_or_path!r}; valid scenarios: {', '.join(available_scenarios(root))}"
+                         f" (files in {root})")
+    return ScenarioConfig.from_dict(_yaml_load(p))
+
+
+def synthetic_suite() -> list[ScenarioConfig]:
+    """The built-in suite: the three synthetic logs, replayed, 15 s each (no town needed)."""
+    return [ScenarioConfig(name=f"synthetic-{k}", log=f"synthetic:{k}", start=0.0, duration=15.0)
+            for k in SYNTHETIC_KINDS]
+
+
+BUILTIN_SUITES = {"synthetic": synthetic_suite}
+
+
+def load_suite(name_or_path: str, root: Path = SCENARIO_DIR) -> list[ScenarioConfig]:
+    """A suite: a built-in name, scenarios/suites/<name>.yaml, or a yaml path.
+
+    A suite file is ``{name: ..., scenarios: [<scenario name> | {inline scenario}, ...]}``.
+    """
+    if name_or_path in BUILTIN_SUITES:
+        return BUILTIN_SUITES[name_or_path]()
+    p = Path(str(name_or_path))
+    if p.suffix not in (".yaml", ".yml"):
+        p = root / "suites" / f"{name_or_path}.yaml"
+    if not p.exists():
+        raise ValueError(f"unknown suite {name_or_path!r}; valid suites: {', '.join(available_suites(root))}")
+    d = _yaml_load(p)
+    if not isinstance(d, dict) or "scenarios" not in d:
+        raise ValueError(f"suite file {p} must be a mapping with a 'scenarios' list")
+    out = [load_scenario(s, root) for s in d["scenarios"]]
+    names = [s.name for s in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"suite {name_or_path!r} has duplicate scenario names {dup}; names must be unique")
+    return out
+
+
+# ----------------------------------------------------------------------------- logs and banks
+
+_LOG_CACHE: dict[str, Any] = {}
+_DATA_CACHE: dict[tuple, Any] = {}
+LOG_CACHE_DIR = Path.home() / ".cache" / "jwmsim" / "scenario_logs"
+
+
+def load_log(spec: str):
+    """The DriveLog of a scenario's ``log`` field (cached in process; town logs also on disk)."""
+    if spec in _LOG_CACHE:
+        return _LOG_CACHE[spec]
+    kind, _, rest = spec.partition(":")
+    if kind == "synthetic":
+        name, _, seed = rest.partition(":")
+        if name not in SYNTHETIC_KINDS:
+            raise ValueError(f"unknown synthetic log {name!r}; valid kinds: {', '.join(SYNTHETIC_KINDS)}")
+        log = synthetic_log(name, seed=int(seed or 0))
+    elif kind == "town":
+        log = town_log(int(rest))
+    else:
+        p = Path(spec)
+        if not p.exists():
+            raise ValueError(f"log {spec!r} is neither 'synthetic:<{'|'.join(SYNTHETIC_KINDS)}>', 'town:<seed>' "
+                             f"nor an existing DriveLog directory")
+        from jwmsim.log import read_log
+
+        log = read_log(p)
+    _LOG_CACHE[spec] = log
+    return log
+
+
+def town_log(seed: int, seconds: float = 30.0, cache_dir: Path | None = None):
+    """A state-only town log for `seed`, generated once and cached on disk (needs jwmsim.town)."""
+    from jwmsim.log import read_log
+
+    cache_dir = Path(cache_dir or LOG_CACHE_DIR)
+    out = cache_dir / f"town-{seed}-{int(seconds)}s"
+    if (out / "manifest.json").exists():
+        return read_log(out)
+    try:
+        from jwmsim.town import make_log  # type: ignore[attr-defined]
+    except ImportError as e:
+        raise ValueError(f"town logs need jwmsim.town.make_log, which is not available ({e}); use a "
+                         "'synthetic:<kind>' log or a DriveLog path") from None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    import inspect
+
+    kwargs = {}
+    if "render" in inspect.signature(make_log).parameters:
+        kwargs["render"] = False  # state only: the sim needs tracks and the map, not frames
+    make_log(seed, seconds, out, **kwargs)
+    return read_log(out)
+
+
+def scenario_data(sc: ScenarioConfig, sim_cfg=None):
+    """The simulator's arrays for one scenario (cached in process)."""
+    from jwmsim.sim.simulator import Perturbation, ScenarioData, SimConfig
+
+    sim_cfg = sim_cfg or SimConfig()
+    key = (sc.name, sc.log, sc.start, sc.duration, str(sc.route), sc.traffic, str(sorted(sc.perturb.items())),
+           sim_cfg)
+    if key not in _DATA_CACHE:
+        log = load_log(sc.log)
+        _DATA_CACHE[key] = ScenarioData.from_log(
+            log, sc.start, sc.duration, None if sc.route == "log" else list(sc.route), Perturbation(**sc.perturb),
+            sim_cfg, name=sc.name, traffic=sc.traffic)
+    return _DATA_CACHE[key]
+
+
+def build_bank(scenarios: str | Sequence[str | dict | ScenarioConfig], sim_cfg=None, traffic: str | None = None):
+    """A ScenarioBank from a suite name or a list of scenarios; traffic overrides every scenario's mode."""
+    from jwmsim.sim.simulator import ScenarioBank
+
+    scs = load_suite(scenarios) if isinstance(scenarios, str) else [load_scenario(s) for s in scenarios]
+    if not scs:
+        raise ValueError("no scenarios given")
+    bank = ScenarioBank.from_scenarios([scenario_data(s, sim_cfg) for s in scs])
+    return bank if traffic is None else bank.with_traffic(traffic)

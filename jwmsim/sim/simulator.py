@@ -81,7 +81,7 @@ class ScenarioData:
     state (expert[0] plus the perturbation). agent_xy [T, A, 2] m box centres, agent_yaw [T, A] rad,
     agent_vel [T, A, 2] m/s (world), agent_valid [T, A], agent_size [A, 2] (length, width) m,
     agent_type [A] (index into jwmsim.log.AGENT_TYPES). paths: IDM paths. route_xy [R, 2] route
-    centreline resampled every route_ds m. lane_segs [G, Q, 2]: every lane centreline cut into
+    centreline resampled every route_ds m, route_vlim [R] m/s its lane speed limits. lane_segs [G, Q, 2]: every lane centreline cut into
     segments of Q points (for observations). road_map: the map (for metrics and off-road checks).
     """
 
@@ -98,11 +98,13 @@ class ScenarioData:
     agent_ids: np.ndarray
     paths: traffic_mod.AgentPaths
     route_xy: np.ndarray
+    route_vlim: np.ndarray
     route_lane_ids: list
     lane_segs: np.ndarray
     lane_speed: np.ndarray
     road_map: RoadMap
     timestamps: np.ndarray
+    reactive: bool = False
 
     @property
     def num_steps(self) -> int:
@@ -110,12 +112,17 @@ class ScenarioData:
 
     @classmethod
     def from_log(cls, log, start: float = 0.0, duration: float | None = None, route_lane_ids=None,
-                 perturb: Perturbation = Perturbation(), cfg: SimConfig = SimConfig(), name: str | None = None
-                 ) -> "ScenarioData":
+                 perturb: Perturbation = Perturbation(), cfg: SimConfig = SimConfig(), name: str | None = None,
+                 traffic: str | None = None) -> "ScenarioData":
         """Cut the window [start, start + duration] s (relative to the first timestamp) out of a DriveLog.
 
         The log must be sampled at the simulation rate (cfg.dt). route_lane_ids: None for the log's route.
+        traffic: 'replay' | 'idm' (None: cfg.traffic.mode). IDM paths are built either way, so a bank
+        can run a scenario in both modes (:meth:`ScenarioBank.with_traffic`).
         """
+        traffic = cfg.traffic.mode if traffic is None else traffic
+        if traffic not in traffic_mod.TRAFFIC_MODES:
+            raise ValueError(f"traffic mode {traffic!r} is not known; valid modes: {', '.join(traffic_mod.TRAFFIC_MODES)}")
         from jwmsim.map import Route
 
         ts = np.asarray(log.timestamps, dtype=np.float64)
@@ -148,14 +155,18 @@ class ScenarioData:
             future_center=ag.center[i0 + n:, :, :2], future_valid=ag.valid[i0 + n:])
         route = log.route if route_lane_ids is None else Route.from_lanes(log.road_map, list(route_lane_ids))
         route_xy = _resample(route.polyline, cfg.route_ds)
+        lane_len = np.array([log.road_map.lane(i).length for i in route.lane_ids])
+        lane_lim = np.array([log.road_map.lane(i).speed_limit for i in route.lane_ids])
+        which = np.searchsorted(np.cumsum(lane_len), polyline_arclength(route_xy), side="right")
+        route_vlim = lane_lim[np.minimum(which, len(lane_lim) - 1)]
         segs, seg_speed = _lane_segments(log.road_map, cfg.lane_seg_points, cfg.lane_seg_spacing)
         return cls(name=name or log.meta.log_id, dt=cfg.dt, expert=expert, init=init,
                    agent_xy=np.where(valid[..., None], center, 0.0), agent_yaw=np.where(valid, ag.yaw[sl], 0.0),
                    agent_vel=np.where(valid[..., None], vel, 0.0), agent_valid=valid,
                    agent_size=ag.size[:, :2].copy(), agent_type=ag.types.astype(np.int64),
-                   agent_ids=ag.ids.astype(np.int64), paths=paths, route_xy=route_xy,
+                   agent_ids=ag.ids.astype(np.int64), paths=paths, route_xy=route_xy, route_vlim=route_vlim,
                    route_lane_ids=list(route.lane_ids), lane_segs=segs, lane_speed=seg_speed,
-                   road_map=log.road_map, timestamps=ts[sl] - ts[i0])
+                   road_map=log.road_map, timestamps=ts[sl] - ts[i0], reactive=traffic == "idm")
 
 
 def _resample(poly: np.ndarray, ds: float) -> np.ndarray:
@@ -234,11 +245,19 @@ class ScenarioBank:
     route_xy: np.ndarray
     route_len: np.ndarray
     route_cum: np.ndarray
+    route_vlim: np.ndarray
     lane_segs: np.ndarray
     lane_seg_valid: np.ndarray
     maps: list
     map_index: np.ndarray
     scenarios: list
+    reactive: np.ndarray
+
+    def with_traffic(self, mode: str) -> "ScenarioBank":
+        """The same bank with every scenario's traffic set to mode ('replay' | 'idm'); shares the arrays."""
+        if mode not in traffic_mod.TRAFFIC_MODES:
+            raise ValueError(f"traffic mode {mode!r} is not known; valid modes: {', '.join(traffic_mod.TRAFFIC_MODES)}")
+        return replace(self, reactive=np.full(len(self.names), mode == "idm"))
 
     @property
     def num_agents(self) -> int:
@@ -285,9 +304,11 @@ class ScenarioBank:
             route_xy=_pad(edge_route, (0,), "edge"),
             route_len=np.array([len(r) for r in edge_route], np.int64),
             route_cum=_pad([polyline_arclength(r) for r in edge_route], (0,), "edge"),
+            route_vlim=_pad([s.route_vlim for s in scenarios], (0,), "edge"),
             lane_segs=_pad([s.lane_segs for s in scenarios], (0,), 1e6),
             lane_seg_valid=_pad([np.ones(len(s.lane_segs), bool) for s in scenarios], (0,), False),
             maps=maps, map_index=np.array(map_index, np.int64), scenarios=list(scenarios),
+            reactive=np.array([s.reactive for s in scenarios], bool),
         )
 
 
@@ -427,10 +448,11 @@ def _traffic_update(bank: ScenarioBank, old: SimState, new: SimState, cfg: SimCo
     log_yaw = bank.agent_yaw[sid, t]
     log_vel = bank.agent_vel[sid, t]
     log_valid = bank.agent_valid[sid, t]
-    if cfg.traffic.mode == "replay":
+    reactive = bank.reactive[sid]
+    if not reactive.any():
         new.agent_xy, new.agent_yaw, new.agent_vel, new.agent_valid = log_xy, log_yaw, log_vel, log_valid
         return
-    is_idm = bank.is_idm[sid]  # [B, A]
+    is_idm = bank.is_idm[sid] & reactive[:, None]  # [B, A]
     A = is_idm.shape[1]
     agent = np.arange(A)[None, :]
     s, v = new.idm_s, new.idm_v
@@ -445,7 +467,7 @@ def _traffic_update(bank: ScenarioBank, old: SimState, new: SimState, cfg: SimCo
         obj_wid = np.concatenate([size[..., 1], np.full((len(sid), 1), cfg.ego.width)], 1)
         obj_vel = np.concatenate([old.agent_vel, ego_v[:, None]], 1)
         obj_valid = np.concatenate([old.agent_valid, np.ones((len(sid), 1), bool)], 1)
-        follower = old.idm_active & ~old.idm_done
+        follower = old.idm_active & ~old.idm_done & is_idm
         gap, vlead = traffic_mod.find_leads(
             sid, old.idm_s, follower, old.agent_xy, old.agent_yaw, size[..., 0], size[..., 1], obj_xy, obj_yaw,
             obj_len, obj_wid, obj_vel, obj_valid, bank.path_xy, bank.path_heading, bank.path_len, bank.path_ds,

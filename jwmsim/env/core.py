@@ -1,0 +1,215 @@
+"""Batched driving core shared by the single env and the vector env (B environments, plain arrays).
+
+The single env (:class:`jwmsim.env.drive.DriveEnv`) is this core with B = 1, and the vector env
+(:class:`jwmsim.env.vector.DriveVectorEnv`) is the same core with B = num_envs, so both step through
+exactly the same arithmetic.
+
+Observation (``Dict`` of fixed shapes, float32 unless noted; positions in the current ego frame of
+:mod:`jwmsim.geometry`, rear axle origin, x forward, y left):
+
+``ego`` [7]
+    speed [m/s], steering angle [rad], acceleration over the last step [m/s^2], yaw rate [rad/s],
+    lateral offset from the route [m] (left +), heading error to the route [rad], route progress
+    fraction [0..1].
+``route`` [R, 2]
+    route centreline points ahead of the ego every ``route_spacing`` m [m] (the last point repeats
+    past the route's end).
+``agents`` [K, 9], ``agents_mask`` [K] (int8, 1 = real)
+    the K nearest valid agents within ``agent_radius``: x, y [m], cos, sin of relative yaw, vx, vy
+    [m/s] (ego frame), length, width [m], type (index into jwmsim.log.AGENT_TYPES). Zeros where masked.
+``lanes`` [L, Q, 2], ``lanes_mask`` [L] (int8)
+    the L lane-centreline segments (Q points every ``lane_seg_spacing`` m) nearest the ego [m].
+
+Reward per step (see :class:`RewardConfig`)::
+
+    r = w_progress * progress [m along the route]
+        - w_collision * [at-fault collision this step]
+        - w_offroad * [an ego corner >= 0.3 m off the drivable area]
+        - w_comfort * [a comfort bound exceeded this step (instantaneous lon./lat. acceleration, yaw rate)]
+        - w_speeding * overspeed over the lane speed limit [m/s]
+
+Termination: an at-fault collision or leaving the drivable area. Truncation: the end of the scenario.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jwmsim.env import signals as sig
+from jwmsim.geometry import wrap_angle
+from jwmsim.sim import simulator as simmod
+from jwmsim.sim.simulator import ScenarioBank, SimConfig, SimState
+
+OBS_KEYS = ("ego", "route", "agents", "agents_mask", "lanes", "lanes_mask")
+EGO_FEATURES = ("speed", "steer", "accel", "yaw_rate", "route_lateral", "route_heading_error", "route_fraction")
+AGENT_FEATURES = ("x", "y", "cos_yaw", "sin_yaw", "vx", "vy", "length", "width", "type")
+
+
+@dataclass(frozen=True)
+class ObsConfig:
+    """Observation sizes. route_points R, route_spacing [m]; num_agents K, agent_radius [m]; num_lanes L."""
+
+    route_points: int = 20
+    route_spacing: float = 2.5
+    num_agents: int = 16
+    agent_radius: float = 60.0
+    num_lanes: int = 16
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Reward weights (module docstring): w_progress [1/m], the rest per event or per m/s."""
+
+    w_progress: float = 0.1
+    w_collision: float = 10.0
+    w_offroad: float = 10.0
+    w_comfort: float = 0.05
+    w_speeding: float = 0.05
+
+
+class BatchedDrive:
+    """B environments over one ScenarioBank. Holds the SimState and the episode records.
+
+    All methods work on rows given by boolean masks [B] so that the vector env can reset some rows
+    while stepping the others.
+    """
+
+    def __init__(self, bank: ScenarioBank, num_envs: int, sim_cfg: SimConfig = SimConfig(),
+                 obs_cfg: ObsConfig = ObsConfig(), reward_cfg: RewardConfig = RewardConfig(),
+                 record: bool = True):
+        self.bank, self.B, self.cfg, self.obs_cfg, self.reward_cfg = bank, int(num_envs), sim_cfg, obs_cfg, reward_cfg
+        self.record = record
+        self.state: SimState | None = None
+        self.tracker = sig.EpisodeTracker(bank, self.B, sim_cfg)
+        # Lane-segment midpoints for the nearest-lane query
+        q = bank.lane_segs.shape[2]
+        self._seg_mid = bank.lane_segs[:, :, q // 2]  # [S, G, 2]
+        self.clip_count = np.zeros(self.B, np.int64)
+
+    # -- reset / step ------------------------------------------------------------------------------
+
+    def reset_rows(self, rows: np.ndarray, sid: np.ndarray) -> None:
+        """Reset rows (bool mask [B]) to scenarios sid [rows.sum()]."""
+        fresh = simmod.reset(self.bank, sid, self.cfg)
+        if self.state is None:
+            if not rows.all():
+                raise ValueError("the first reset must reset every row")
+            self.state = fresh
+        else:
+            self.state.assign(rows, fresh)
+        self.clip_count[rows] = 0
+        self.tracker.reset_rows(rows, self.state)
+
+    def step_rows(self, rows: np.ndarray, action: np.ndarray) -> dict:
+        """Step the rows (bool mask [B]) with actions [rows.sum(), ...]; returns per-row step signals."""
+        sub = self.state.select(rows)
+        new = simmod.step(self.bank, sub, action, self.cfg)
+        self.state.assign(rows, new)
+        step_sig = sig.step_signals(self.bank, sub, new, self.cfg, self.tracker.collided[rows])
+        self.tracker.record_rows(rows, new, step_sig)
+        return step_sig
+
+    # -- reward / done -----------------------------------------------------------------------------
+
+    def reward(self, s: dict) -> np.ndarray:
+        w = self.reward_cfg
+        return (w.w_progress * s["progress"] - w.w_collision * s["at_fault_collision"]
+                - w.w_offroad * s["offroad"] - w.w_comfort * s["comfort_violation"]
+                - w.w_speeding * s["overspeed"]).astype(np.float64)
+
+    def terminated(self, s: dict) -> np.ndarray:
+        return s["at_fault_collision"] | s["offroad"]
+
+    def truncated(self, rows: np.ndarray) -> np.ndarray:
+        st = self.state
+        return st.t[rows] >= self.bank.num_steps[st.sid[rows]] - 1
+
+    # -- observations ------------------------------------------------------------------------------
+
+    def observe(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Observation arrays with a leading [n] for the given rows (all when None)."""
+        st = self.state if rows is None else self.state.select(rows)
+        oc, bank = self.obs_cfg, self.bank
+        n = st.batch_size
+        sid = st.sid
+        ego = st.ego
+        c, s = np.cos(ego[:, 2]), np.sin(ego[:, 2])
+
+        def to_ego(p: np.ndarray) -> np.ndarray:  # [n, ..., 2] world -> ego frame
+            d = p - ego[:, None, :2] if p.ndim == 3 else p - ego[:, None, None, :2]
+            cc = c.reshape((n,) + (1,) * (d.ndim - 2))
+            ss = s.reshape((n,) + (1,) * (d.ndim - 2))
+            return np.stack([cc * d[..., 0] + ss * d[..., 1], -ss * d[..., 0] + cc * d[..., 1]], -1)
+
+        # route ahead
+        route_ds = self.cfg.route_ds
+        rlen = bank.route_len[sid]
+        f = np.clip((st.route_s[:, None] + oc.route_spacing * np.arange(oc.route_points)[None]) / route_ds,
+                    0.0, (rlen - 1)[:, None].astype(np.float64))
+        k = np.minimum(f.astype(np.int64), (rlen - 2)[:, None])
+        u = (f - k)[..., None]
+        p0 = bank.route_xy[sid[:, None], k]
+        p1 = bank.route_xy[sid[:, None], k + 1]
+        route = to_ego(p0 + u * (p1 - p0))
+        # ego features: route frame at the ego's projection
+        kk = np.minimum(st.route_k, rlen - 2)
+        a, b = bank.route_xy[sid, kk], bank.route_xy[sid, kk + 1]
+        d = b - a
+        rh = np.arctan2(d[:, 1], d[:, 0])
+        rel = ego[:, :2] - a
+        ln = np.maximum(np.linalg.norm(d, axis=-1), 1e-9)
+        lateral = (d[:, 0] * rel[:, 1] - d[:, 1] * rel[:, 0]) / ln
+        total = np.maximum(bank.route_cum[sid, rlen - 1], 1e-9)
+        ego_obs = np.stack([ego[:, 3], ego[:, 4], st.ego_accel, st.ego_yaw_rate, lateral,
+                            wrap_angle(ego[:, 2] - rh), np.clip(st.route_s / total, 0.0, 1.0)], -1)
+        # nearest agents
+        K = oc.num_agents
+        A = st.agent_xy.shape[1]
+        rel_a = to_ego(st.agent_xy)  # [n, A, 2]
+        dist = np.where(st.agent_valid, np.linalg.norm(rel_a, axis=-1), np.inf)
+        dist = np.where(dist <= oc.agent_radius, dist, np.inf)
+        if A > K:
+            idx = np.argpartition(dist, K - 1, axis=1)[:, :K]
+        else:
+            idx = np.broadcast_to(np.arange(A), (n, A))
+        order = np.argsort(np.take_along_axis(dist, idx, 1), axis=1, kind="stable")
+        idx = np.take_along_axis(idx, order, 1)
+        r = np.arange(n)[:, None]
+        kA = idx.shape[1]
+        mask = np.isfinite(dist[r, idx])
+        yaw_rel = st.agent_yaw[r, idx] - ego[:, 2:3]
+        vel = st.agent_vel[r, idx]
+        vx = c[:, None] * vel[..., 0] + s[:, None] * vel[..., 1]
+        vy = -s[:, None] * vel[..., 0] + c[:, None] * vel[..., 1]
+        size = bank.agent_size[sid[:, None], idx]
+        typ = bank.agent_type[sid[:, None], idx].astype(np.float64)
+        feats = np.stack([rel_a[r, idx, 0], rel_a[r, idx, 1], np.cos(yaw_rel), np.sin(yaw_rel), vx, vy,
+                          size[..., 0], size[..., 1], typ], -1)
+        feats = np.where(mask[..., None], feats, 0.0)
+        agents = np.zeros((n, K, len(AGENT_FEATURES)))
+        agents[:, :kA] = feats
+        amask = np.zeros((n, K), np.int8)
+        amask[:, :kA] = mask
+        # nearest lane segments
+        L = oc.num_lanes
+        mid = self._seg_mid[sid]  # [n, G, 2]
+        dl = np.where(bank.lane_seg_valid[sid], ((mid - ego[:, None, :2]) ** 2).sum(-1), np.inf)
+        G = dl.shape[1]
+        if G > L:
+            li = np.argpartition(dl, L - 1, axis=1)[:, :L]
+        else:
+            li = np.broadcast_to(np.arange(G), (n, G))
+        lorder = np.argsort(np.take_along_axis(dl, li, 1), axis=1, kind="stable")
+        li = np.take_along_axis(li, lorder, 1)
+        lmask = np.isfinite(dl[r, li])
+        segs = to_ego(bank.lane_segs[sid[:, None], li])  # [n, L', Q, 2]
+        segs = np.where(lmask[..., None, None], segs, 0.0)
+        lanes = np.zeros((n, L) + segs.shape[2:])
+        lanes[:, :segs.shape[1]] = segs
+        lm = np.zeros((n, L), np.int8)
+        lm[:, :segs.shape[1]] = lmask
+        out = {"ego": ego_obs, "route": route, "agents": agents, "agents_mask": amask, "lanes": lanes,
+               "lanes_mask": lm}
+        return {k: (v.astype(np.float32) if v.dtype != np.int8 else v) for k, v in out.items()}
