@@ -100,7 +100,7 @@ class EpisodeTracker:
         self.agent_valid = np.zeros((B, T, A), bool)
         self.collided = np.zeros((B, A), bool)
         self.length = np.zeros(B, np.int64)
-        self.sum_reward_terms = np.zeros((B, 4))
+        self.route_s0 = np.zeros(B)
 
     def _write(self, rows: np.ndarray, st: SimState) -> None:
         r = np.flatnonzero(rows)
@@ -115,6 +115,7 @@ class EpisodeTracker:
     def reset_rows(self, rows: np.ndarray, state: SimState) -> None:
         self.collided[rows] = False
         self.agent_valid[rows] = False
+        self.route_s0[rows] = state.route_s[rows]
         self._write(rows, state.select(rows))
 
     def record_rows(self, rows: np.ndarray, new: SimState, s: dict) -> None:
@@ -139,7 +140,7 @@ def episode_result(core, row: int) -> dict:
     n = int(tr.length[row])
     sid = int(st.sid[row])
     out = {"scenario": core.bank.names[sid], "length": n,
-           "ego_progress": float(st.route_s[row] - 0.0), "collided_tracks": int(tr.collided[row].sum())}
+           "ego_progress": float(st.route_s[row] - tr.route_s0[row]), "collided_tracks": int(tr.collided[row].sum())}
     try:
         from jwmsim.env.metrics_adapter import scenario_metrics
     except ImportError:

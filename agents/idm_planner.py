@@ -1,0 +1,80 @@
+"""IDMPlanner: follows the route centreline with IDM on the speed and stops for leads on the route.
+
+A rule-based baseline in the spirit of nuPlan's IDM planner / PDM-Closed's IDM proposal (one
+proposal, no lateral offsets, no scoring of alternatives): the lead is the nearest agent whose
+centre projects onto the route ahead of the ego's front bumper within the lane half-width plus
+the agent's half width; the route's end acts as a stopped lead. IDM (nuPlan idm_planner.yaml:
+s0 1 m, T 1.5 s, a_max 1 m/s^2, b 3 m/s^2, v0 = the route's speed limit) is integrated for 4 s at
+0.1 s with the lead at constant speed; the trajectory samples the route at the resulting progress.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.base import PlannerInput, world_to_ego
+from jwmsim.map import interpolate_polyline, project_on_polyline
+from jwmsim.sim.traffic import TrafficConfig, idm_acceleration
+
+FRONT_LENGTH = 4.049  # [m] rear axle -> front bumper (nuPlan's ego)
+
+
+class IDMPlanner:
+    """See the module docstring. lane_half_width [m]; horizon: 8 poses at 0.5 s."""
+
+    name = "idm"
+    action_kind = "trajectory"
+
+    def __init__(self, s0: float = 1.0, time_headway: float = 1.5, a_max: float = 1.0, b: float = 3.0,
+                 lane_half_width: float = 1.75, steps: int = 8, spacing: float = 0.5):
+        self.cfg = TrafficConfig(mode="idm", s0=s0, time_headway=time_headway, a_max=a_max, b=b)
+        self.lane_half_width, self.steps, self.spacing = lane_half_width, steps, spacing
+        self.route: np.ndarray | None = None
+
+    def initialize(self, scenario) -> None:
+        self.route = np.asarray(scenario.route_xy)
+        self.vlim = np.asarray(scenario.route_vlim)
+        seg = np.linalg.norm(np.diff(self.route, axis=0), axis=1)
+        self.cum = np.concatenate([[0.0], np.cumsum(seg)])
+
+    def _lead(self, inp: PlannerInput, s_ego: float) -> tuple[float, float]:
+        """Gap [m] from the front bumper to the nearest lead on the route and its speed along it [m/s]."""
+        gap_end = self.cum[-1] - (s_ego + FRONT_LENGTH)  # the route's end: a stopped lead
+        best_gap, best_v = gap_end, 0.0
+        m = inp.agent_valid
+        if m.any():
+            xy = inp.agent_xy[m]
+            proj = project_on_polyline(self.route, xy)
+            half_w = 0.5 * inp.agent_size[m, 1]
+            on = (np.abs(proj.lateral) < self.lane_half_width + half_w) & (proj.s > s_ego)
+            gaps = proj.s - s_ego - FRONT_LENGTH - 0.5 * inp.agent_size[m, 0]
+            vel = inp.agent_vel[m]
+            v_along = vel[:, 0] * np.cos(proj.heading) + vel[:, 1] * np.sin(proj.heading)
+            if on.any():
+                k = np.argmin(np.where(on, gaps, np.inf))
+                if gaps[k] < best_gap:
+                    best_gap, best_v = float(gaps[k]), float(v_along[k])
+        return best_gap, best_v
+
+    def act(self, inp: PlannerInput) -> np.ndarray:
+        if self.route is None:
+            raise RuntimeError("IDMPlanner.act before initialize(scenario)")
+        s_ego = float(project_on_polyline(self.route, inp.ego_state[None, :2]).s[0])
+        gap, v_lead = self._lead(inp, s_ego)
+        v = float(inp.ego_state[3])
+        dt = 0.1
+        n = int(round(self.steps * self.spacing / dt))
+        s, lead_s = 0.0, gap
+        out = []
+        for k in range(1, n + 1):
+            i = min(int(s_ego + s), len(self.vlim) - 1)
+            a = float(idm_acceleration(np.array(v), np.array(self.vlim[i]), np.array(lead_s - s),
+                                       np.array(v_lead), self.cfg))
+            s += v * dt
+            v = max(0.0, v + a * dt)
+            lead_s += v_lead * dt
+            if k % int(round(self.spacing / dt)) == 0:
+                out.append(s)
+        pts, head = interpolate_polyline(self.route, s_ego + np.array(out))
+        poses = np.concatenate([pts, head[:, None]], -1)
+        return world_to_ego(inp.ego_state, poses).astype(np.float32)
