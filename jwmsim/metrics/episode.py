@@ -1,0 +1,408 @@
+"""Episode-level metric functions (the registry), the scenario score, and the offline entry point.
+
+Each metric is a function ``(EpisodeRecord, MetricsConfig) -> MetricResult``; :data:`METRICS` maps the
+nuPlan metric name to it, with its role (multiplier or weighted, and the weight). The per-step facts
+(collisions, TTC, lane, drivable area, route progress) are extracted by
+:class:`jwmsim.metrics.MetricsTracker`; the functions here apply nuPlan's scoring rules to them, and
+compute comfort from the whole ego signal.
+
+Semantics: ``/work/shared/reference/nuplan-metrics.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy.signal import savgol_filter
+
+from jwmsim.geometry import DT
+from jwmsim.map import Route, RoadMap
+from jwmsim.metrics.config import MULTIPLIER_METRICS, WEIGHTED_METRICS, Challenge, MetricsConfig
+from jwmsim.metrics.map_index import MapIndex
+from jwmsim.metrics.progress import ExpertReference, build_expert_reference
+from jwmsim.metrics.types import AgentTrajectories, EgoTrajectory, EpisodeMetrics, EpisodeRecord, MetricResult
+from jwmsim.sim.collision import EgoParams, VEHICLE_TYPES, VRU_TYPES
+
+__all__ = [
+    "MetricSpec", "METRICS", "metric_names", "no_ego_at_fault_collisions", "drivable_area_compliance",
+    "driving_direction_compliance", "ego_is_making_progress", "ego_progress_along_expert_route",
+    "time_to_collision_within_bound", "speed_limit_compliance", "ego_is_comfortable", "comfort_signals",
+    "scenario_score", "score_records", "compute_episode_metrics", "suite_score", "aggregate_suite",
+]
+
+
+def _timestamps_us(rec: EpisodeRecord) -> np.ndarray:
+    # nuPlan works on integer microseconds; rounding here makes 0.1 s steps exactly 100000 us.
+    return np.round(rec.timestamps * 1e6).astype(np.int64)
+
+
+def _mean_dt_s(rec: EpisodeRecord) -> float:
+    us = _timestamps_us(rec)
+    return float(np.mean(np.diff(us))) * 1e-6 if len(us) > 1 else DT
+
+
+# ----------------------------------------------------------------------------- multipliers
+
+
+def no_ego_at_fault_collisions(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResult:
+    """1 without at-fault collisions; else prod over groups of max(0, 1 - n_group / (threshold + 1)):
+    any VRU (pedestrian, cyclist, animal) or vehicle -> 0, one object -> 0.5, two -> 0. Each track counts
+    once (its first contact). per_step: at-fault first contact at that step."""
+    at_fault = [c for c in rec.collisions if c.at_fault]
+    n_vru = sum(1 for c in at_fault if c.agent_type in VRU_TYPES)
+    n_veh = sum(1 for c in at_fault if c.agent_type in VEHICLE_TYPES)
+    n_obj = len(at_fault) - n_vru - n_veh
+    if not at_fault:
+        score = 1.0
+    else:
+        score = 1.0
+        for cnt, thr in ((n_vru, cfg.max_violation_vru), (n_veh, cfg.max_violation_vehicle),
+                         (n_obj, cfg.max_violation_object)):
+            score *= max(0.0, 1.0 - cnt / (thr + 1))
+    return MetricResult("no_ego_at_fault_collisions", float(score), float(len(at_fault)), rec.at_fault_collision.copy(),
+                        np.ones(rec.num_steps, bool),
+                        {"number_of_all_at_fault_collisions": len(at_fault), "number_of_collisions": len(rec.collisions),
+                         "at_fault_vru": n_vru, "at_fault_vehicle": n_veh, "at_fault_object": n_obj,
+                         "max_ego_delta_v_m_s": max((c.ego_delta_v for c in rec.collisions), default=0.0)})
+
+
+def drivable_area_compliance(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResult:
+    """1 unless some ego corner was off every lane and the drivable area by >= 0.3 m at some step.
+    per_step: all four corners on a lane or the drivable area (nuPlan's ``corners_in_drivable_area``)."""
+    violated = bool(rec.far_from_drivable.any())
+    return MetricResult("drivable_area_compliance", 0.0 if violated else 1.0, float(not violated),
+                        rec.corners_in_drivable.astype(np.float64), np.ones(rec.num_steps, bool),
+                        {"corners_in_drivable_area": float(rec.corners_in_drivable.all()),
+                         "first_violation_step": int(np.argmax(rec.far_from_drivable)) if violated else None})
+
+
+def driving_direction_window(rec: EpisodeRecord, cfg: MetricsConfig) -> np.ndarray:
+    """[T] m: progress along the lane centerline summed over progress[max(0, i - n) : i + 1] with
+    n = int(horizon_us / mean dt_us) (exactly nuPlan's window, n + 1 samples)."""
+    us = _timestamps_us(rec)
+    mean_dt_us = float(np.mean(np.diff(us))) if len(us) > 1 else DT * 1e6
+    n = int(cfg.driving_direction_horizon * 1e6 / mean_dt_us)
+    cum = np.concatenate([[0.0], np.cumsum(rec.lane_progress)])
+    i = np.arange(rec.num_steps)
+    return cum[i + 1] - cum[np.maximum(0, i - n)]
+
+
+def driving_direction_compliance(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResult:
+    """1 if the worst backward progress along the lane over a 1 s window is < 2 m, 0.5 if < 6 m, else 0.
+    per_step: the windowed progress [m]."""
+    window = driving_direction_window(rec, cfg)
+    m = abs(min(float(window.min()), 0.0)) if len(window) else 0.0
+    if m < cfg.driving_direction_compliance_threshold:
+        score = 1.0
+    elif m < cfg.driving_direction_violation_threshold:
+        score = 0.5
+    else:
+        score = 0.0
+    return MetricResult("driving_direction_compliance", score, -m, window, rec.lane >= 0,
+                        {"min_progress_along_driving_direction_in_1s_m": -m})
+
+
+def _progress_ratio(rec: EpisodeRecord, cfg: MetricsConfig) -> tuple[float, float, float]:
+    ego = float(rec.route_progress.sum())
+    expert = float(rec.expert_progress[-1]) if len(rec.expert_progress) else 0.0
+    if not rec.has_route:
+        return 1.0, ego, expert  # nuPlan: no route can be assigned to the expert -> ratio 1
+    thr = cfg.score_progress_threshold
+    if ego < -thr:
+        return 0.0, ego, expert
+    return min(1.0, max(ego, thr) / max(expert, thr)), ego, expert
+
+
+def ego_progress_along_expert_route(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResult:
+    """min(1, max(ego, 2 m) / max(expert, 2 m)) of the total progress along the expert route (0 if the
+    ego went back more than 2 m). per_step: the ego's per-frame progress [m]."""
+    ratio, ego, expert = _progress_ratio(rec, cfg)
+    return MetricResult("ego_progress_along_expert_route", ratio, ratio, rec.route_progress.copy(),
+                        np.full(rec.num_steps, rec.has_route),
+                        {"ego_total_progress_m": ego, "expert_total_progress_m": expert, "has_route": rec.has_route})
+
+
+def ego_is_making_progress(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResult:
+    """1 if the progress ratio along the expert route is >= 0.2, else 0."""
+    ratio, ego, expert = _progress_ratio(rec, cfg)
+    return MetricResult("ego_is_making_progress", float(ratio >= cfg.min_progress_ratio), ratio, None, None,
+                        {"ego_expert_progress_along_route_ratio": ratio})
+
+
+# ----------------------------------------------------------------------------- weighted
+
+
+def time_to_collision_within_bound(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResult:
+    """1 if TTC > 0.95 s at every step (0 at an at-fault collision), else 0. per_step: TTC [s] (inf where
+    no collision is projected within the horizon; valid marks finite values)."""
+    ttc = rec.ttc
+    ok = bool(np.all(cfg.ttc_least_min < ttc))
+    return MetricResult("time_to_collision_within_bound", float(ok), float(ttc.min()) if len(ttc) else np.inf,
+                        ttc.copy(), np.isfinite(ttc), {"min_time_to_collision_s": float(ttc.min()) if len(ttc) else None})
+
+
+def speed_limit_compliance(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResult:
+    """max(0, 1 - sum(overspeed) * mean_dt / (2.23 m/s * duration)); 1 without any over-speeding or for a
+    zero-length episode. per_step: over-speed [m/s]; valid: a speed limit was known."""
+    over = rec.overspeed
+    us = _timestamps_us(rec)
+    duration = (us[-1] - us[0]) * 1e-6 if len(us) else 0.0
+    if not (over > 0).any() or duration <= 0:
+        score = 1.0
+    else:
+        loss = over.sum() * _mean_dt_s(rec) / (max(cfg.max_overspeed_value, 1e-3) * duration)
+        score = float(max(0.0, 1.0 - loss))
+    return MetricResult("speed_limit_compliance", score, score, over.copy(), np.isfinite(rec.speed_limit),
+                        {"max_overspeed_m_s": float(over.max()) if len(over) else 0.0,
+                         "overspeed_integral_m": float(over.sum() * _mean_dt_s(rec))})
+
+
+def comfort_signals(rec: EpisodeRecord, cfg: MetricsConfig) -> dict[str, np.ndarray] | None:
+    """nuPlan's six comfort signals [T] (state_extractors.py), or None when T < 4 (the filters need it).
+
+    lon_acceleration / lat_acceleration [m/s^2]: centre acceleration (x / y), Savitzky-Golay smoothed
+    (polyorder 2, window min(8, T)), rounded to 8 decimals. jerk [m/s^3]: SG derivative (polyorder 2,
+    window min(15, T), delta = mean dt) of the smoothed rear-axle acceleration magnitude. lon_jerk: the
+    same of the smoothed lon acceleration. yaw_rate [rad/s]: SG 1st derivative of the unwrapped heading
+    (polyorder 2, window min(5, T)). yaw_acceleration [rad/s^2]: 2nd derivative (polyorder 3, window 5).
+    """
+    T = rec.num_steps
+    if T < 4:
+        return None
+    dt = _mean_dt_s(rec)
+    yaw = np.unwrap(rec.ego_pose[:, 2])
+    acc = rec.ego_acceleration
+    vel = rec.ego_velocity
+    omega = rec.ego_yaw_rate
+    alpha = rec.ego_yaw_acceleration
+    ts = rec.timestamps
+    if not np.isfinite(omega).all():
+        omega = np.gradient(yaw, ts)
+    if not np.isfinite(alpha).all():
+        alpha = np.gradient(omega, ts)
+    if not np.isfinite(acc).all():
+        # The simulator did not report accelerations: differentiate the ego-frame velocity
+        # (a = dv/dt + omega x v in the rotating ego frame).
+        dv = np.gradient(vel, ts, axis=0)
+        acc = np.stack([dv[:, 0] - omega * vel[:, 1], dv[:, 1] + omega * vel[:, 0]], -1)
+    d = rec.rear_axle_to_center
+    if cfg.center_acceleration == "nuplan":
+        ax_c = acc[:, 0] + d * omega ** 2 + d * alpha
+        ay_c = acc[:, 1]
+    else:
+        ax_c = acc[:, 0] - d * omega ** 2
+        ay_c = acc[:, 1] + d * alpha
+    mag = np.hypot(acc[:, 0], acc[:, 1])  # nuPlan's DynamicCarState.acceleration is the rear-axle magnitude
+
+    def smooth(x: np.ndarray) -> np.ndarray:
+        return np.round(savgol_filter(x, window_length=min(cfg.accel_window, T), polyorder=2), cfg.decimals)
+
+    def deriv(x: np.ndarray, window: int, polyorder: int, order: int) -> np.ndarray:
+        return np.round(savgol_filter(x, window_length=min(window, T), polyorder=polyorder, deriv=order, delta=dt),
+                        cfg.decimals)
+
+    lon = smooth(ax_c)
+    lat = smooth(ay_c)
+    return {
+        "lon_acceleration": lon,
+        "lat_acceleration": lat,
+        "jerk": deriv(smooth(mag), cfg.jerk_window, 2, 1),
+        "lon_jerk": deriv(lon, cfg.jerk_window, 2, 1),
+        "yaw_rate": deriv(yaw, cfg.yaw_window, 2, 1),
+        "yaw_acceleration": deriv(yaw, cfg.yaw_window, 3, 2),
+    }
+
+
+def ego_is_comfortable(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResult:
+    """1 iff all six comfort signals stay strictly inside their bounds at every step, else 0; None (skipped)
+    for episodes shorter than 4 steps. per_step: 1 where every bound holds. details: per signal, within
+    bound and extremes."""
+    sig = comfort_signals(rec, cfg)
+    if sig is None:
+        return MetricResult("ego_is_comfortable", None, None, None, None, {"reason": "fewer than 4 steps"})
+    bounds = {
+        "lon_acceleration": (cfg.min_lon_accel, cfg.max_lon_accel),
+        "lat_acceleration": (-cfg.max_abs_lat_accel, cfg.max_abs_lat_accel),
+        "jerk": (-cfg.max_abs_jerk, cfg.max_abs_jerk),
+        "lon_jerk": (-cfg.max_abs_lon_jerk, cfg.max_abs_lon_jerk),
+        "yaw_acceleration": (-cfg.max_abs_yaw_accel, cfg.max_abs_yaw_accel),
+        "yaw_rate": (-cfg.max_abs_yaw_rate, cfg.max_abs_yaw_rate),
+    }
+    per_step = np.ones(rec.num_steps, bool)
+    details: dict[str, Any] = {}
+    for name, (lo, hi) in bounds.items():
+        x = sig[name]
+        inside = (x > lo) & (x < hi)
+        per_step &= inside
+        details[f"{name}_within_bounds"] = bool(inside.all())
+        details[f"{name}_min"] = float(x.min())
+        details[f"{name}_max"] = float(x.max())
+    ok = bool(per_step.all())
+    return MetricResult("ego_is_comfortable", float(ok), float(ok), per_step.astype(np.float64),
+                        np.ones(rec.num_steps, bool), details)
+
+
+# ----------------------------------------------------------------------------- registry and score
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A registered metric: name, function (EpisodeRecord, MetricsConfig) -> MetricResult, role
+    ("multiplier" or "weighted") and default weight (weighted only)."""
+
+    name: str
+    fn: Callable[[EpisodeRecord, MetricsConfig], MetricResult]
+    role: str
+    weight: float | None = None
+
+    @property
+    def doc(self) -> str:
+        return (self.fn.__doc__ or "").strip()
+
+
+METRICS: dict[str, MetricSpec] = {
+    "no_ego_at_fault_collisions": MetricSpec("no_ego_at_fault_collisions", no_ego_at_fault_collisions, "multiplier"),
+    "drivable_area_compliance": MetricSpec("drivable_area_compliance", drivable_area_compliance, "multiplier"),
+    "driving_direction_compliance": MetricSpec("driving_direction_compliance", driving_direction_compliance,
+                                               "multiplier"),
+    "ego_is_making_progress": MetricSpec("ego_is_making_progress", ego_is_making_progress, "multiplier"),
+    "ego_progress_along_expert_route": MetricSpec("ego_progress_along_expert_route", ego_progress_along_expert_route,
+                                                  "weighted", WEIGHTED_METRICS["ego_progress_along_expert_route"]),
+    "time_to_collision_within_bound": MetricSpec("time_to_collision_within_bound", time_to_collision_within_bound,
+                                                 "weighted", WEIGHTED_METRICS["time_to_collision_within_bound"]),
+    "speed_limit_compliance": MetricSpec("speed_limit_compliance", speed_limit_compliance, "weighted",
+                                         WEIGHTED_METRICS["speed_limit_compliance"]),
+    "ego_is_comfortable": MetricSpec("ego_is_comfortable", ego_is_comfortable, "weighted",
+                                     WEIGHTED_METRICS["ego_is_comfortable"]),
+}
+"""The nuPlan closed-loop metric set (CLS-NR and CLS-R use the same one)."""
+
+
+def metric_names() -> list[str]:
+    """Names of the registered metrics, multipliers first."""
+    return list(METRICS)
+
+
+def scenario_score(scores: Mapping[str, float | None], config: MetricsConfig = MetricsConfig()) -> tuple[float, float, float]:
+    """nuPlan's scenario score from metric scores (None = skipped).
+
+    Returns (score, multiplier, weighted_mean): multiplier = product of the multiplier metrics' scores;
+    weighted_mean = sum(w_i s_i) / sum(w_i) over the other metrics (weight from config.weights, default
+    1.0; 0 if no weight); score = multiplier * weighted_mean.
+    """
+    mult, num, den = 1.0, 0.0, 0.0
+    for name, s in scores.items():
+        if s is None:
+            continue
+        if name in config.multipliers:
+            mult *= float(s)
+        else:
+            w = float(config.weights.get(name, config.weights.get("default", 1.0)))
+            num += w * float(s)
+            den += w
+    weighted = num / den if den else 0.0
+    return mult * weighted, mult, weighted
+
+
+def score_records(records: Sequence[EpisodeRecord], config: MetricsConfig = MetricsConfig(),
+                  challenge: str | Challenge | None = None,
+                  scenario_types: Sequence[str | None] | None = None) -> list[EpisodeMetrics]:
+    """Run every registered metric on each record and combine them into :class:`EpisodeMetrics`."""
+    ch = None if challenge is None else Challenge.parse(challenge).short_name
+    out = []
+    for i, rec in enumerate(records):
+        results = {name: spec.fn(rec, config) for name, spec in METRICS.items()}
+        score, mult, weighted = scenario_score({k: r.score for k, r in results.items()}, config)
+        out.append(EpisodeMetrics(results, score, mult, weighted, rec.num_steps, rec.duration, list(rec.collisions),
+                                  ch, None if scenario_types is None else scenario_types[i]))
+    return out
+
+
+def compute_episode_metrics(ego: EgoTrajectory, agents: AgentTrajectories | None, road_map: RoadMap | MapIndex,
+                            expert_ego: EgoTrajectory | np.ndarray | ExpertReference | None = None,
+                            route: Route | np.ndarray | None = None, ego_params: EgoParams = EgoParams(),
+                            config: MetricsConfig = MetricsConfig(), dt: float = DT,
+                            challenge: str | Challenge | None = None, scenario_type: str | None = None,
+                            scenario_name: str | None = None) -> EpisodeMetrics:
+    """All nuPlan closed-loop metrics and the scenario score of one recorded episode.
+
+    ego: the ego's states (:class:`EgoTrajectory`: rear-axle poses [T, 3], ego-frame velocity and
+    acceleration [T, 2], timestamps [T] s; missing velocity/acceleration/yaw rates are estimated).
+    agents: the other tracks (:class:`AgentTrajectories`, [T, A] arrays) or None. road_map: the map (or
+    its :class:`MapIndex`). expert_ego: the expert's rear-axle poses [Te, 3] (or EgoTrajectory, or a
+    prebuilt :class:`ExpertReference`) for the progress metrics; route: the scenario's
+    :class:`jwmsim.map.Route` (preferred baseline; else the expert's path). dt [s]: step when ``ego``
+    has no timestamps. challenge: "CLS-NR" / "CLS-R" metadata.
+
+    Runs :class:`MetricsTracker` with one environment over the T steps, so the result equals what a
+    vector env reports for the same trajectory.
+    """
+    from jwmsim.metrics.tracker import MetricsTracker
+
+    if not isinstance(ego, EgoTrajectory):
+        raise ValueError("compute_episode_metrics: ego must be an EgoTrajectory (pose [T, 3] rear axle, ...)")
+    ego = ego.validated(dt)
+    T = ego.num_steps
+    ag = None if agents is None else agents.validated(T)
+    if isinstance(expert_ego, ExpertReference):
+        ref = expert_ego
+    else:
+        ep = expert_ego.pose if isinstance(expert_ego, EgoTrajectory) else expert_ego
+        ref = build_expert_reference(ep, route, ego_params)
+    tracker = MetricsTracker(road_map, 1, ego_params, config, dt=dt, capacity=max(T, 1))
+    tracker.reset([0], [ref], None if ag is None else [ag.track_ids])
+    for t in range(T):
+        kw: dict[str, Any] = {}
+        if ag is not None:
+            types = ag.types if ag.types.ndim == 1 else ag.types[t]
+            kw = dict(agent_center=ag.center[t][None], agent_yaw=ag.yaw[t][None], agent_size=ag.size[t][None],
+                      agent_velocity=ag.velocity[t][None], agent_valid=ag.valid[t][None], agent_type=types[None])
+        tracker.step(ego.pose[t][None], ego.velocity[t][None], timestamp=ego.timestamps[t:t + 1],
+                     ego_acceleration=ego.acceleration[t][None], ego_yaw_rate=ego.yaw_rate[t:t + 1],
+                     ego_yaw_acceleration=ego.yaw_acceleration[t:t + 1], **kw)
+    result = tracker.finalize([0], challenge=challenge, scenario_types=[scenario_type])[0]
+    result.scenario_name = scenario_name
+    return result
+
+
+# ----------------------------------------------------------------------------- suites
+
+
+def suite_score(episodes: Iterable[EpisodeMetrics | float]) -> float:
+    """Mean scenario score over a suite (nuPlan's final score: the per-type means weighted by the number
+    of scenarios of each type, i.e. the plain mean). NaN for an empty suite."""
+    scores = [e.score if isinstance(e, EpisodeMetrics) else float(e) for e in episodes]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def aggregate_suite(episodes: Sequence[EpisodeMetrics], scenario_types: Sequence[str] | None = None) -> dict:
+    """Per scenario type and final rows, as nuPlan's weighted-average aggregator.
+
+    Returns {"types": {type: {"num_scenarios", "score", <metric>: mean over that type's scenarios with a
+    value}}, "final": {"num_scenarios", "score", <metric>: sum of its values / total scenarios}}. The final
+    score is the plain mean of the scenario scores. (nuPlan writes per-type metric columns as sums; jwmsim
+    writes means there, and the final row as nuPlan.)
+    """
+    if scenario_types is None:
+        scenario_types = [e.scenario_type or "all" for e in episodes]
+    if len(scenario_types) != len(episodes):
+        raise ValueError("aggregate_suite: need one scenario type per episode")
+    names = metric_names()
+    groups: dict[str, list[EpisodeMetrics]] = {}
+    for e, t in zip(episodes, scenario_types):
+        groups.setdefault(str(t), []).append(e)
+    types = {}
+    for t, eps in groups.items():
+        row: dict[str, Any] = {"num_scenarios": len(eps), "score": float(np.mean([e.score for e in eps]))}
+        for name in names:
+            vals = [e.metrics[name].score for e in eps if name in e.metrics and e.metrics[name].score is not None]
+            row[name] = float(np.mean(vals)) if vals else None
+        types[t] = row
+    total = len(episodes)
+    final: dict[str, Any] = {"num_scenarios": total, "score": suite_score(episodes)}
+    for name in names:
+        vals = [e.metrics[name].score for e in episodes if name in e.metrics and e.metrics[name].score is not None]
+        final[name] = float(np.sum(vals)) / total if vals else None
+    return {"types": types, "final": final}

@@ -1,0 +1,217 @@
+"""Progress along the expert route: the route polyline, the expert's progress, and a batched tracker of
+the ego's arclength on it.
+
+nuPlan measures progress along the baselines of the roadblocks the expert drove through, summing
+per-frame progress. jwmsim measures it along one route polyline per scenario:
+
+- the scenario's :class:`jwmsim.map.Route` (lane centerlines) when given -- the closest analogue of the
+  roadblock baselines, and what the env has;
+- otherwise the expert's own box-centre path.
+
+Either way the polyline is extended 50 m straight beyond both ends (so an ego that backs up behind the
+start, or drives past the end, is still measured), resampled every 0.5 m (so a fixed window of samples
+bounds a search), and each frame's progress is the change of the projected arclength, found in a window
+around the previous one (a global closest point would jump between the legs of a looping route).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from jwmsim.map import Route, polyline_arclength
+from jwmsim.sim.collision import EgoParams, ego_center
+
+__all__ = ["ExpertReference", "build_expert_reference", "RouteTracker", "resample_polyline",
+           "ROUTE_SPACING", "ROUTE_EXTENSION"]
+
+ROUTE_SPACING = 0.5
+"""[m] spacing of the resampled route polyline."""
+ROUTE_EXTENSION = 50.0
+"""[m] straight extension of the route beyond each end."""
+_WINDOW_MARGIN = 10.0  # [m] search margin beyond the ego's displacement (projections jump at corners)
+
+
+def resample_polyline(polyline: np.ndarray, spacing: float = ROUTE_SPACING) -> tuple[np.ndarray, np.ndarray]:
+    """Points [P, 2] every ``spacing`` m along polyline [N, 2] (plus its last point) and their arclengths [P]."""
+    poly = np.asarray(polyline, dtype=np.float64)
+    cum = polyline_arclength(poly)
+    total = float(cum[-1])
+    s = np.arange(0.0, total, spacing)
+    if total - s[-1] > 1e-9:
+        s = np.concatenate([s, [total]])
+    k = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(poly) - 2)
+    seg_len = np.maximum(cum[k + 1] - cum[k], 1e-12)
+    t = np.clip((s - cum[k]) / seg_len, 0.0, 1.0)
+    pts = poly[k] + t[:, None] * (poly[k + 1] - poly[k])
+    return pts, s
+
+
+def _dedupe(poly: np.ndarray, tol: float = 1e-3) -> np.ndarray:
+    keep = [0]
+    for i in range(1, len(poly)):
+        if np.linalg.norm(poly[i] - poly[keep[-1]]) > tol:
+            keep.append(i)
+    return poly[keep]
+
+
+def _extend(poly: np.ndarray, heading0: float, heading1: float, length: float) -> np.ndarray:
+    """Add straight pieces of ``length`` m before the start and after the end (along the end segments, or
+    the given headings for a single point)."""
+    if len(poly) >= 2:
+        d0 = poly[1] - poly[0]
+        d1 = poly[-1] - poly[-2]
+        d0 = d0 / np.linalg.norm(d0)
+        d1 = d1 / np.linalg.norm(d1)
+    else:
+        d0 = np.array([np.cos(heading0), np.sin(heading0)])
+        d1 = np.array([np.cos(heading1), np.sin(heading1)])
+    return np.concatenate([[poly[0] - length * d0], poly, [poly[-1] + length * d1]])
+
+
+def _project_window(pts: np.ndarray, cum: np.ndarray, nseg: np.ndarray, rows: np.ndarray, points: np.ndarray,
+                    k_prev: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Project points [n, 2] on the padded polylines pts[rows] ([B, P, 2], arclengths cum [B, P], nseg [B]
+    segments), searching segments k_prev +- half_window. Gathers only the window, never whole polylines.
+    Returns (arclength [n], segment index [n])."""
+    n = len(points)
+    offs = np.arange(-half_window, half_window + 1)
+    idx = np.clip(k_prev[:, None] + offs[None, :], 0, np.maximum(nseg[rows] - 1, 0)[:, None])  # [n, W]
+    r = rows[:, None]
+    a = pts[r, idx]
+    d = pts[r, idx + 1] - a
+    rel = points[:, None, :] - a
+    len2 = np.maximum((d * d).sum(-1), 1e-18)
+    t = np.clip((rel * d).sum(-1) / len2, 0.0, 1.0)
+    foot = rel - t[..., None] * d
+    dist2 = (foot * foot).sum(-1)
+    j = np.argmin(dist2, axis=1)
+    ar = np.arange(n)
+    seg = idx[ar, j]
+    s = cum[rows, seg] + t[ar, j] * np.sqrt(len2[ar, j])
+    return s, seg
+
+
+@dataclass
+class ExpertReference:
+    """Per-scenario progress reference; build it once per scenario (:func:`build_expert_reference`) and
+    pass it to every reset of that scenario.
+
+    points [P, 2] m: resampled, extended route polyline; cum [P] m its arclengths. expert_progress [Te] m:
+    the expert's cumulative progress along it (0 at the first frame). has_route: False when neither a
+    route nor an expert trajectory was given (the progress metrics then score 1, as nuPlan does when no
+    route can be assigned to the expert).
+    """
+
+    points: np.ndarray
+    cum: np.ndarray
+    expert_progress: np.ndarray
+    has_route: bool
+
+    @property
+    def expert_total(self) -> float:
+        """[m] the expert's total progress."""
+        return float(self.expert_progress[-1]) if len(self.expert_progress) else 0.0
+
+    @classmethod
+    def empty(cls) -> "ExpertReference":
+        return cls(np.zeros((2, 2)) + [[0.0, 0.0], [1.0, 0.0]], np.array([0.0, 1.0]), np.zeros(1), False)
+
+
+def build_expert_reference(expert_poses: np.ndarray | None, route: Route | np.ndarray | None = None,
+                           ego_params: EgoParams = EgoParams()) -> ExpertReference:
+    """The route polyline and the expert's progress along it.
+
+    expert_poses [Te, 3]: the expert's REAR-AXLE poses (x, y, yaw) at the simulation steps (the log's ego),
+    or None. route: a :class:`jwmsim.map.Route` or a polyline [P, 2] m, or None to use the expert's path.
+    """
+    if expert_poses is not None:
+        ep = np.asarray(expert_poses, dtype=np.float64)
+        if ep.ndim != 2 or ep.shape[1] != 3 or len(ep) == 0:
+            raise ValueError(f"expert poses must be [Te, 3] rear-axle (x, y, yaw) with Te >= 1, got {ep.shape}")
+        if not np.isfinite(ep).all():
+            raise ValueError("expert poses contain NaN/inf; pass only the expert's valid steps")
+        centers = ego_center(ep, ego_params)
+    else:
+        centers = None
+    if route is not None:
+        poly = route.polyline if isinstance(route, Route) else np.asarray(route, dtype=np.float64)
+        if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 1:
+            raise ValueError(f"route polyline must be [P, 2] metres, got {poly.shape}")
+        poly = _dedupe(poly)
+        h0 = h1 = 0.0 if centers is None else float(centers[0, 2])
+    elif centers is not None:
+        poly = _dedupe(centers[:, :2])
+        h0, h1 = float(centers[0, 2]), float(centers[-1, 2])
+    else:
+        return ExpertReference.empty()
+    if len(poly) < 2 and route is not None and centers is None:
+        raise ValueError("a route with a single point has no direction; give at least two points")
+    pts, cum = resample_polyline(_extend(poly, h0, h1, ROUTE_EXTENSION))
+    if centers is None:
+        expert = np.zeros(1)
+    else:
+        tracker = RouteTracker(1)
+        tracker.reset(np.array([0]), [pts], [cum], centers[:1, :2])
+        expert = np.zeros(len(centers))
+        s0 = tracker.s[0]
+        for i in range(1, len(centers)):
+            expert[i] = tracker.update(centers[i:i + 1, :2])[0] - s0
+    return ExpertReference(pts, cum, expert, True)
+
+
+class RouteTracker:
+    """Arclength of B points on B route polylines, tracked step by step (vectorised over B).
+
+    Each step searches the segments within (displacement since the previous step + 10 m) of the previous
+    foot point, so the cost is independent of the route length.
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.B = int(batch_size)
+        self.pts = np.zeros((self.B, 2, 2))
+        self.cum = np.zeros((self.B, 2))
+        self.nseg = np.ones(self.B, dtype=np.int64)
+        self.seg = np.zeros(self.B, dtype=np.int64)
+        self.s = np.zeros(self.B)
+        self.last = np.zeros((self.B, 2))
+
+    def _ensure(self, p: int) -> None:
+        if p > self.pts.shape[1]:
+            pts = np.zeros((self.B, p, 2))
+            cum = np.zeros((self.B, p))
+            pts[:, :self.pts.shape[1]] = self.pts
+            cum[:, :self.cum.shape[1]] = self.cum
+            self.pts, self.cum = pts, cum
+
+    def reset(self, env_ids: np.ndarray, points_list: list[np.ndarray], cum_list: list[np.ndarray],
+              start: np.ndarray) -> None:
+        """Install route polylines (points [P, 2], cum [P]) for env_ids [n] and place each env at the closest
+        point of its route to start [n, 2] (a global search: done once per episode)."""
+        env_ids = np.asarray(env_ids, dtype=np.int64)
+        self._ensure(max(len(p) for p in points_list))
+        for j, b in enumerate(env_ids):
+            p, c = points_list[j], cum_list[j]
+            P = len(p)
+            self.pts[b, :P] = p
+            self.pts[b, P:] = p[-1]
+            self.cum[b, :P] = c
+            self.cum[b, P:] = c[-1]
+            self.nseg[b] = P - 1
+            # Global search (the whole polyline), once per episode.
+            s, seg = _project_window(self.pts, self.cum, self.nseg, np.array([b]), start[j:j + 1],
+                                     np.zeros(1, np.int64), P)
+            self.s[b], self.seg[b] = s[0], seg[0]
+            self.last[b] = start[j]
+
+    def update(self, points: np.ndarray, env_ids: np.ndarray | None = None) -> np.ndarray:
+        """New arclengths [n] m of points [n, 2] for env_ids [n] (None: all B)."""
+        ids = np.arange(self.B) if env_ids is None else np.asarray(env_ids, dtype=np.int64)
+        points = np.asarray(points, dtype=np.float64)
+        disp = np.hypot(*(points - self.last[ids]).T) if len(ids) else np.zeros(0)
+        half = int(np.ceil((float(disp.max(initial=0.0)) + _WINDOW_MARGIN) / ROUTE_SPACING)) + 1
+        half = min(half, self.pts.shape[1])
+        s, seg = _project_window(self.pts, self.cum, self.nseg, ids, points, self.seg[ids], half)
+        self.s[ids], self.seg[ids], self.last[ids] = s, seg, points
+        return s
