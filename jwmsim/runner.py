@@ -113,21 +113,16 @@ def _worker(args: tuple) -> dict:
 
 def suite_score(rows: list[dict]) -> float | None:
     """Suite score: the mean of the scenario scores (nuPlan's final row; errors count as 0)."""
-    try:
-        from jwmsim.env.metrics_adapter import aggregate_suite
-    except ImportError:
-        aggregate_suite = None
-    if aggregate_suite is not None:
-        return aggregate_suite(rows)
-    scores = [r.get("score") for r in rows]
-    if not scores or all(s is None for s in scores):
+    from jwmsim.metrics import suite_score as metrics_suite_score
+
+    if not rows:
         return None
-    return float(np.mean([0.0 if s is None else s for s in scores]))
+    return float(metrics_suite_score([0.0 if r.get("score") is None else float(r["score"]) for r in rows]))
 
 
 def format_table(rows: list[dict]) -> str:
     """A plain-text per-scenario table."""
-    cols = ["scenario", "score", "ego_progress", "collided_tracks", "terminated_at", "wall_s"]
+    cols = ["scenario", "score", "ego_progress", "terminated_at", "wall_s"]
     extra = [k for k in ("no_ego_at_fault_collisions", "drivable_area_compliance", "ego_is_making_progress",
                          "ego_progress_along_expert_route", "time_to_collision_within_bound",
                          "speed_limit_compliance", "ego_is_comfortable") if any(k in r for r in rows)]

@@ -56,7 +56,7 @@ def test_idm_planner_stops_behind_a_stopped_lead():
     front = core.state.ego[0, 0] + 4.049
     assert core.state.ego[0, 3] < 0.1
     assert 0.3 < (80.0 - 0.5 * 4.6) - front < 3.0
-    assert not core.tracker.collided.any()
+    assert not core.metrics.finalize(0).collisions
 
 
 def test_unknown_agent_lists_choices():

@@ -24,7 +24,7 @@ Reward per step (see :class:`RewardConfig`)::
 
     r = w_progress * progress [m along the route]
         - w_collision * [at-fault collision this step]
-        - w_offroad * [an ego corner >= 0.3 m off the drivable area]
+        - w_offroad * [an ego corner >= 0.3 m off the drivable area]  (nuPlan's drivable-area test)
         - w_comfort * [a comfort bound exceeded this step (instantaneous lon./lat. acceleration, yaw rate)]
         - w_speeding * overspeed over the lane speed limit [m/s]
 
@@ -82,7 +82,8 @@ class BatchedDrive:
         self.bank, self.B, self.cfg, self.obs_cfg, self.reward_cfg = bank, int(num_envs), sim_cfg, obs_cfg, reward_cfg
         self.record = record
         self.state: SimState | None = None
-        self.tracker = sig.EpisodeTracker(bank, self.B, sim_cfg)
+        self.metrics = sig.MetricsHub(bank, self.B, sim_cfg)
+        self.route_s0 = np.zeros(self.B)
         # Lane-segment midpoints for the nearest-lane query
         q = bank.lane_segs.shape[2]
         self._seg_mid = bank.lane_segs[:, :, q // 2]  # [S, G, 2]
@@ -100,16 +101,15 @@ class BatchedDrive:
         else:
             self.state.assign(rows, fresh)
         self.clip_count[rows] = 0
-        self.tracker.reset_rows(rows, self.state)
+        self.route_s0[rows] = self.state.route_s[rows]
+        self.metrics.reset_rows(rows, self.state)
 
     def step_rows(self, rows: np.ndarray, action: np.ndarray) -> dict:
         """Step the rows (bool mask [B]) with actions [rows.sum(), ...]; returns per-row step signals."""
         sub = self.state.select(rows)
         new = simmod.step(self.bank, sub, action, self.cfg)
         self.state.assign(rows, new)
-        step_sig = sig.step_signals(self.bank, sub, new, self.cfg, self.tracker.collided[rows])
-        self.tracker.record_rows(rows, new, step_sig)
-        return step_sig
+        return sig.step_signals(self.bank, sub, new, self.cfg, self.metrics.step_rows(rows, self.state))
 
     # -- reward / done -----------------------------------------------------------------------------
 

@@ -128,8 +128,10 @@ def step_info(s: dict, i: int, core: BatchedDrive, clipped: bool) -> dict:
         "metrics": {
             "progress": float(s["progress"][i]),
             "at_fault_collision": bool(s["at_fault_collision"][i]),
-            "collisions_new": int(s["collision_new"][i].sum()),
-            "offroad_distance": float(s["offroad_distance"][i]),
+            "collision": bool(s["collision"][i]),
+            "offroad": bool(s["offroad"][i]),
+            "ttc": float(s["ttc"][i]),
+            "score_so_far": float(s["score_so_far"][i]),
             "overspeed": float(s["overspeed"][i]),
             "comfort_violation": bool(s["comfort_violation"][i]),
             "lon_accel": float(s["lon_accel"][i]),

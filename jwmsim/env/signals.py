@@ -1,11 +1,10 @@
-"""Adapter between the simulator and the metrics code: per-step signals and per-episode records.
+"""Thin adapter between the simulator and the metrics engineer's code (:mod:`jwmsim.metrics`).
 
-Everything metric-like is delegated: collisions and their nuPlan classes/at-fault rule come from
-:mod:`jwmsim.sim.collision`; episode metrics and the scenario score from :mod:`jwmsim.metrics`
-(:func:`episode_metrics`). What this module adds is only the glue: the drivable-area distance of the
-ego corners (a :class:`jwmsim.map.RoadMap` query grouped by map), the route progress, the
-instantaneous comfort flags used by the *reward* (not the nuPlan comfort metric, which smooths
-over the episode), and the recording of each row's episode arrays.
+Everything metric-like is delegated to :class:`jwmsim.metrics.MetricsTracker` (collisions with nuPlan's
+classes and at-fault rule, TTC, drivable area, speed limit, progress, comfort, the scenario score).
+What this module adds is only glue: one tracker per map of a bank (:class:`MetricsHub`), the route
+progress and the instantaneous comfort flags used by the *reward* (not the nuPlan comfort metric,
+which smooths over the whole episode), and the episode result dict.
 """
 
 from __future__ import annotations
@@ -27,124 +26,127 @@ def ego_params(cfg: SimConfig) -> col.EgoParams:
                          wheel_base=cfg.bicycle.wheelbase)
 
 
-def corner_offroad_distance(bank: ScenarioBank, sid: np.ndarray, ego: np.ndarray, params: col.EgoParams) -> np.ndarray:
-    """[n] m: the largest distance of an ego corner from the drivable area (0 when all are on it).
-
-    Grouped by map: one shapely call per distinct map in the batch, not per environment.
-    """
-    corners = col.ego_corners(ego[:, :3], params)  # [n, 4, 2]
-    out = np.zeros(len(sid))
-    midx = bank.map_index[sid]
-    for m in np.unique(midx):
-        rows = np.flatnonzero(midx == m)
-        pts = corners[rows].reshape(-1, 2)
-        road_map = bank.maps[m]
-        on = road_map.is_drivable(pts)
-        dist = np.zeros(len(pts))
-        if not on.all():
-            dist[~on] = road_map.distance_to_drivable(pts[~on])
-        out[rows] = dist.reshape(-1, 4).max(-1)
-    return out
-
-
 def step_signals(bank: ScenarioBank, old: SimState, new: SimState, cfg: SimConfig,
-                 collided: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-step signals [n] of a step old -> new (n rows).
+                 metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-step signals [n] of a step old -> new (n rows), given the metrics' per-step values of those rows.
 
-    progress [m] along the route; collision_new [n, A] first contacts; collision_type [n, A];
-    at_fault_collision [n]; offroad_distance [m]; offroad [n] (>= 0.3 m); overspeed [m/s];
-    comfort_violation [n]; lon_accel, lat_accel [m/s^2], yaw_rate [rad/s].
+    progress [m] along the route (reward); at_fault_collision, offroad (an ego corner >= 0.3 m off the
+    drivable area), overspeed [m/s], ttc [s] from :class:`jwmsim.metrics.MetricsTracker`;
+    comfort_violation: the instantaneous comfort flags of the reward; lon_accel, lat_accel [m/s^2],
+    yaw_rate [rad/s].
     """
-    params = ego_params(cfg)
-    sid = new.sid
-    speed_agents = np.linalg.norm(new.agent_vel, axis=-1)
-    cs = col.collision_step(new.ego[:, :3], new.ego[:, 3], new.agent_xy, new.agent_yaw, bank.agent_size[sid],
-                            speed_agents, new.agent_valid, bank.agent_type[sid], collided, params)
-    off = corner_offroad_distance(bank, sid, new.ego, params)
-    offroad = off >= OFFROAD_THRESHOLD
-    # At fault for lateral hits needs "ego within one lane or connected lanes"; until the metrics
-    # package exposes its lane test, off-road is the conservative stand-in (TODO in the report).
-    fault = col.is_at_fault(cs.collision_type, offroad[:, None]) & cs.new
     lon = new.ego_accel
     lat = new.ego[:, 3] * new.ego_yaw_rate
     comfort = ((lon <= LON_ACCEL_BOUNDS[0]) | (lon >= LON_ACCEL_BOUNDS[1]) | (np.abs(lat) >= LAT_ACCEL_MAX)
                | (np.abs(new.ego_yaw_rate) >= YAW_RATE_MAX))
-    k = np.minimum(new.route_k, bank.route_len[sid] - 1)
-    overspeed = np.maximum(0.0, new.ego[:, 3] - bank.route_vlim[sid, k])
     return {
         "progress": new.route_s - old.route_s,
-        "collision_new": cs.new,
-        "collision_type": cs.collision_type,
-        "at_fault_collision": fault.any(-1),
-        "offroad_distance": off,
-        "offroad": offroad,
-        "overspeed": overspeed,
+        "at_fault_collision": metrics["at_fault_collision"].astype(bool),
+        "collision": metrics["collision"].astype(bool),
+        "offroad": ~metrics["corners_in_drivable"].astype(bool),
+        "overspeed": np.nan_to_num(metrics["overspeed"], nan=0.0),
+        "ttc": metrics["ttc"],
         "comfort_violation": comfort,
         "lon_accel": lon,
         "lat_accel": lat,
         "yaw_rate": new.ego_yaw_rate,
+        "score_so_far": metrics["score_so_far"],
     }
 
 
-class EpisodeTracker:
-    """Per-row episode records [B, T_max, ...] for the episode metrics, plus the collided-track masks."""
+_MAP_INDEX: dict[int, tuple] = {}
+
+
+def _map_index(road_map):
+    """One MapIndex per RoadMap object in this process (building one is the expensive part)."""
+    from jwmsim.metrics import MapIndex
+
+    hit = _MAP_INDEX.get(id(road_map))
+    if hit is None or hit[0] is not road_map:
+        hit = (road_map, MapIndex(road_map))
+        _MAP_INDEX[id(road_map)] = hit
+    return hit[1]
+
+
+class MetricsHub:
+    """The metrics engineer's :class:`jwmsim.metrics.MetricsTracker`, one per map of the bank.
+
+    A MetricsTracker serves B envs on one map; a bank may hold several maps, so each map gets a
+    tracker over all B rows and is stepped with ``active`` = the rows currently on that map (one call
+    per distinct map per step, not per env). Expert references are built once per scenario.
+    """
 
     def __init__(self, bank: ScenarioBank, B: int, cfg: SimConfig):
-        T = int(bank.num_steps.max())
-        A = bank.num_agents
-        self.bank, self.cfg = bank, cfg
-        self.ego = np.zeros((B, T, 5))
-        self.agent_xy = np.zeros((B, T, A, 2), np.float32)
-        self.agent_yaw = np.zeros((B, T, A), np.float32)
-        self.agent_vel = np.zeros((B, T, A, 2), np.float32)
-        self.agent_valid = np.zeros((B, T, A), bool)
-        self.collided = np.zeros((B, A), bool)
-        self.length = np.zeros(B, np.int64)
-        self.route_s0 = np.zeros(B)
+        from jwmsim.metrics import MapIndex, MetricsTracker
 
-    def _write(self, rows: np.ndarray, st: SimState) -> None:
-        r = np.flatnonzero(rows)
-        t = np.minimum(st.t, self.ego.shape[1] - 1)
-        self.ego[r, t] = st.ego
-        self.agent_xy[r, t] = st.agent_xy
-        self.agent_yaw[r, t] = st.agent_yaw
-        self.agent_vel[r, t] = st.agent_vel
-        self.agent_valid[r, t] = st.agent_valid
-        self.length[r] = t + 1
+        self.bank, self.B, self.cfg = bank, B, cfg
+        self.params = ego_params(cfg)
+        cap = int(bank.num_steps.max()) + 1
+        self.trackers = [MetricsTracker(_map_index(m), B, self.params, dt=cfg.dt, capacity=cap) for m in bank.maps]
+        self._refs: dict[int, object] = {}
+        self.row_map = np.full(B, -1, np.int64)
 
-    def reset_rows(self, rows: np.ndarray, state: SimState) -> None:
-        self.collided[rows] = False
-        self.agent_valid[rows] = False
-        self.route_s0[rows] = state.route_s[rows]
-        self._write(rows, state.select(rows))
+    def ref(self, sid: int):
+        from jwmsim.metrics import build_expert_reference
 
-    def record_rows(self, rows: np.ndarray, new: SimState, s: dict) -> None:
-        self._write(rows, new)
-        self.collided[rows] |= s["collision_new"]
+        if sid not in self._refs:
+            sc = self.bank.scenarios[sid]
+            self._refs[sid] = build_expert_reference(sc.expert[:, :3], sc.route_xy, self.params)
+        return self._refs[sid]
 
-    def episode(self, row: int) -> dict:
-        """The recorded arrays of one row's episode (length n): the inputs of the episode metrics."""
-        n = int(self.length[row])
-        sid = None
-        return {"ego": self.ego[row, :n], "agent_xy": self.agent_xy[row, :n], "agent_yaw": self.agent_yaw[row, :n],
-                "agent_vel": self.agent_vel[row, :n], "agent_valid": self.agent_valid[row, :n], "sid": sid}
+    def _step(self, rows: np.ndarray, st: SimState) -> dict[str, np.ndarray]:
+        """Record the rows' current states (full-B arrays of st); returns per-step values [B]."""
+        bank = self.bank
+        sid = st.sid
+        yaw_rate = st.ego_yaw_rate
+        vel = np.stack([st.ego[:, 3], np.zeros(self.B)], -1)  # rear axle: no lateral slip
+        acc = np.stack([st.ego_accel, st.ego[:, 3] * yaw_rate], -1)
+        out: dict[str, np.ndarray] | None = None
+        for m, tracker in enumerate(self.trackers):
+            act = rows & (self.row_map == m)
+            if not act.any():
+                continue
+            sm = tracker.step(st.ego[:, :3], vel, st.agent_xy, st.agent_yaw, bank.agent_size[sid], st.agent_vel,
+                              st.agent_valid, bank.agent_type[sid], ego_acceleration=acc, ego_yaw_rate=yaw_rate,
+                              active=act).as_dict()
+            if out is None:
+                out = {k: np.array(v, copy=True) for k, v in sm.items()}
+            else:
+                for k, v in sm.items():
+                    out[k][act] = v[act]
+        assert out is not None
+        return out
+
+    def reset_rows(self, rows: np.ndarray, st: SimState) -> None:
+        ids = np.flatnonzero(rows)
+        self.row_map[ids] = self.bank.map_index[st.sid[ids]]
+        for m, tracker in enumerate(self.trackers):
+            mine = ids[self.row_map[ids] == m]
+            if len(mine):
+                tracker.reset(mine, [self.ref(int(st.sid[b])) for b in mine])
+        self._step(rows, st)
+
+    def step_rows(self, rows: np.ndarray, st: SimState) -> dict[str, np.ndarray]:
+        """Per-step metric values [rows.sum()] of the stepped rows."""
+        out = self._step(rows, st)
+        return {k: v[rows] for k, v in out.items()}
+
+    def finalize(self, row: int, challenge: str | None = None):
+        """EpisodeMetrics of one row's finished episode."""
+        return self.trackers[int(self.row_map[row])].finalize([row], challenge=challenge)[0]
 
 
 def episode_result(core, row: int) -> dict:
-    """Episode metrics and score of one row of a BatchedDrive, from the metrics package.
-
-    Falls back to a summary without nuPlan scores while :mod:`jwmsim.metrics` lacks its episode API.
-    """
-    tr = core.tracker
+    """Episode metrics and nuPlan scenario score of one row of a BatchedDrive (from jwmsim.metrics)."""
     st = core.state
-    n = int(tr.length[row])
     sid = int(st.sid[row])
-    out = {"scenario": core.bank.names[sid], "length": n,
-           "ego_progress": float(st.route_s[row] - tr.route_s0[row]), "collided_tracks": int(tr.collided[row].sum())}
-    try:
-        from jwmsim.env.metrics_adapter import scenario_metrics
-    except ImportError:
-        out["score"] = None
-        return out
-    out.update(scenario_metrics(core, row))
+    challenge = "CLS-R" if bool(core.bank.reactive[sid]) else "CLS-NR"
+    em = core.metrics.finalize(row, challenge=challenge)
+    d = em.to_dict()
+    out = {"scenario": core.bank.names[sid], "length": int(em.num_steps), "score": float(em.score),
+           "multiplier": d["multiplier"], "weighted_mean": d["weighted_mean"], "challenge": challenge,
+           "ego_progress": float(st.route_s[row] - core.route_s0[row]),
+           "collisions": d["collisions"]}
+    for name, m in d["metrics"].items():
+        out[name] = m.get("score")
     return out

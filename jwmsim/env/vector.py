@@ -124,14 +124,11 @@ class DriveVectorEnv(VectorEnv):
 
 def _scatter(s: dict, rows: np.ndarray, B: int) -> dict[str, np.ndarray]:
     """Per-step metric arrays [B] (zeros on rows that did not step)."""
-    keys = ("progress", "at_fault_collision", "offroad_distance", "overspeed", "comfort_violation", "lon_accel",
-            "lat_accel", "yaw_rate")
+    keys = ("progress", "at_fault_collision", "collision", "offroad", "ttc", "score_so_far", "overspeed",
+            "comfort_violation", "lon_accel", "lat_accel", "yaw_rate")
     out = {}
     for k in keys:
         v = np.zeros(B, dtype=s[k].dtype)
         v[rows] = s[k]
         out[k] = v
-    v = np.zeros(B, np.int64)
-    v[rows] = s["collision_new"].sum(-1)
-    out["collisions_new"] = v
     return out
