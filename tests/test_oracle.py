@@ -103,6 +103,45 @@ def test_builders_shapes_and_merge():
         assert set(mesh.semantic) == {M.SEMANTIC_CLASSES[name]}, name
 
 
+def _all_builders():
+    return {
+        "box": M.box_mesh((1, 2, 1), (4, 2, 2), 0.7),
+        "facade_box": M.box_mesh((1, 2, 5), (7, 5, 10), 0.2, material=M.FACADE, seed=0.3),
+        "polygon": M.polygon_mesh(Polygon([(0, 0), (9, 0), (9, 2), (2, 2), (2, 9), (0, 9)]), 0.01),
+        "polygon_down": M.polygon_mesh(box(0, 0, 3, 3), 2.0, normal_up=False),
+        "extruded": M.extruded_polygon(box(0, 0, 12, 8).difference(box(4, 3, 7, 5)), 0.0, 9.0, floor_height=3.2),
+        "cylinder": M.cylinder_mesh((0, 0, 0), (0.3, 0.2, 4), 0.2),
+        "cone": M.cone_mesh((0, 0, 2), (0, 0, 6), 2.0),
+        "frustum_end": M.frustum_mesh((0, 0, 0), (0, 0, 1), 0.5, 0.3, caps="end"),
+        "sphere": M.sphere_mesh((0, 0, 3), (2.0, 1.5, 2.5)),
+        "strip": M.polyline_strip([(0, 0), (10, 0), (14, 6)], 0.2, dash=(2.0, 1.0)),
+        "quad": M.quad_mesh([(0, 0, 0), (1, 0, 0), (1, 1, 0.5), (0, 1, 0.5)]),
+        **{f"agent_{k}": v for k, v in M.default_agent_meshes().items()},
+    }
+
+
+def test_builders_wind_triangles_toward_their_normals():
+    # The renderer culls back faces: every triangle must be counter-clockwise seen from the side its
+    # normals point to.
+    for name, m in _all_builders().items():
+        p = m.positions.astype(np.float64)[m.faces]
+        face_n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+        vert_n = m.normals[m.faces].sum(1)
+        assert np.all(np.sum(face_n * vert_n, 1) > 0), name
+
+
+def test_facade_uv_whole_bays_and_storeys():
+    e = M.extruded_polygon(box(0, 0, 10.7, 6.3), 0.0, 13.3, floor_height=3.3, bay_width=2.9)
+    walls = e.material == M.FACADE
+    u, v = e.uv[walls, 0], e.uv[walls, 1]
+    # each wall spans a whole number of FACADE_CELL bays, centred; v = storeys * FACADE_CELL
+    assert np.allclose(np.round(2 * np.abs(u) / M.FACADE_CELL), 2 * np.abs(u) / M.FACADE_CELL, atol=1e-4)
+    assert np.isclose(v.max(), 13.3 / 3.3 * M.FACADE_CELL, rtol=1e-5)
+    # the provoking (last) vertex of every wall triangle sits on the wall top
+    wall_faces = e.faces[walls[e.faces[:, 0]]]
+    assert np.allclose(e.uv[wall_faces[:, 2], 1], v.max())
+
+
 def test_builders_reject_bad_input():
     with pytest.raises(ValueError, match="size must be positive"):
         M.box_mesh((0, 0, 0), (1, -1, 1))
@@ -342,6 +381,22 @@ def test_determinism_same_inputs_identical_images():
     for k in a:
         assert np.array_equal(a[k], b[k]) and np.array_equal(a[k], c[k]), k
     assert a["rgb"].std() > 10  # not a blank image
+
+
+def test_back_face_culling_changes_no_pixel():
+    rig = default_rig()
+    ego = se3_from_xyz_yaw(np.array([1.0, 0.5, 0.0]), 0.05)
+    parts = [_scene(), M.extruded_polygon(box(40, -3, 48, 4).difference(box(43, -1, 45, 1)), 0.0, 7.0, seed=0.5),
+             M.cylinder_mesh((14, 4, 0), (14, 4, 5), 0.2, caps="end", semantic="pole"),
+             M.sphere_mesh((22, -4, 4), 2.0, seed=0.1), M.polyline_strip([(0, -1.5), (60, -1.5)], 0.15, z=0.02)]
+    agents = (np.array([1, 2]), np.array(["vehicle", "cyclist"]), np.array([[12.0, 2.5, 0.8], [9, -3, 0.85]]),
+              np.array([2.0, 0.4]), np.array([[4.5, 1.9, 1.6], [1.8, 0.6, 1.7]]))
+    with OracleRenderer(M.merge(parts)) as a, OracleRenderer(M.merge(parts), cull_back_faces=False) as b:
+        ra, rb = a.render(rig, ego, agents), b.render(rig, ego, agents)
+    for k in ("depth", "semantic", "instance"):
+        assert np.array_equal(ra[k], rb[k]), k
+    # colours may differ only where double-sided shading flips a normal: nowhere in this scene
+    assert np.array_equal(ra["rgb"], rb["rgb"])
 
 
 def test_render_views_arbitrary_world_to_cam():

@@ -22,6 +22,12 @@ Per-vertex attributes
 ``faces`` [F, 3] int32 vertex indices. A triangle should not mix materials/semantics (the shader takes
 them from the provoking vertex: the builders never mix them).
 
+Triangles are single-sided: counter-clockwise seen from the side they are visible from (right-hand rule
+gives the outward normal), and the oracle culls back faces by default (a third fewer triangles to set up
+on a CPU rasterizer). Every builder winds outward (closed solids) or up (flat ground polygons, markings).
+A surface that must be seen from both sides (a thin sign) should be a thin box; or render with
+``OracleRenderer(..., cull_back_faces=False)``.
+
 Avoiding z-fighting (the renderer uses a 24-bit depth buffer, near 0.1 m, far 500 m): stack coplanar
 layers a centimetre or more apart: terrain/grass at ``z = 0``, road surface at :data:`ROAD_Z`, lane
 markings and crosswalks at :data:`MARKING_Z` (= road + 2 cm), sidewalks as :func:`extruded_polygon`
@@ -89,8 +95,13 @@ SEMANTIC_COLORS = np.array(
 PLAIN = 0
 """Lambert-shaded vertex colour, nothing else."""
 FACADE = 1
-"""Building wall: a grid of windows from ``uv`` (u along the wall [m], v height above ground [m]). The
-per-vertex ``seed`` picks the window spacing, size and glass tint, so give each building its own seed.
+"""Building wall: a grid of windows, one per cell of :data:`FACADE_CELL` x :data:`FACADE_CELL` uv units
+(u along the wall, v up from the wall's bottom; cell row 0 is the ground floor with shop windows). The
+builders scale the wall uv so a cell is one bay (``bay_width`` m) by one storey (``floor_height`` m)
+and every wall holds a whole number of bays, so windows are never cut at corners. The window size and
+glass tint come from the per-vertex ``seed`` (give each building its own). Windows are drawn only in
+storeys that fit under the wall top, which the shader reads from the v of each triangle's LAST vertex
+(the provoking vertex): FACADE triangles must end on the wall top, as the builders' do.
 The vertex colour is the wall colour."""
 ASPHALT = 2
 """Road surface: vertex colour modulated by multi-scale noise in world x, y."""
@@ -113,6 +124,9 @@ MATERIALS: dict[str, int] = {
     "concrete": CONCRETE, "grass": GRASS, "agent_paint": AGENT_PAINT, "glass": GLASS,
 }
 """Material name -> id (uint8)."""
+
+FACADE_CELL = 3.0
+"""Size of one window cell of the FACADE material, in uv units (one bay wide, one storey high)."""
 
 AGENT_TYPES: tuple[str, ...] = ("vehicle", "pedestrian", "cyclist", "animal", "object")
 """Agent types with a canonical mesh; each is also a :data:`SEMANTIC_CLASSES` name (ids 7..11)."""
@@ -291,19 +305,32 @@ def _rot_z(yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
+def _facade_scale(length: float, height: float, bay_width: float | None, floor_height: float,
+                  seed: float) -> tuple[float, float]:
+    """uv units per metre (along, up) for a FACADE wall of ``length`` [m]: a whole number of bays across
+    the wall, one :data:`FACADE_CELL` per storey."""
+    if floor_height <= 0 or (bay_width is not None and bay_width <= 0):
+        raise ValueError(f"floor_height and bay_width must be > 0 m, got {floor_height}, {bay_width}")
+    if bay_width is None:  # per building variety, from its seed
+        bay_width = 2.4 + 1.6 * ((float(seed) * 7.919) % 1.0)
+    bays = max(1, round(length / bay_width))
+    return FACADE_CELL * bays / length, FACADE_CELL / floor_height
+
+
 # ----------------------------------------------------------------------------- boxes
 
 
 def box_mesh(center: Sequence[float], size: Sequence[float], yaw: float = 0.0, *,
              color: ColorLike = (0.6, 0.6, 0.6), material: int | str = PLAIN,
              semantic: int | str = "object", instance: int = 0, seed: float = 0.0,
-             bottom: bool = True) -> Mesh:
+             bottom: bool = True, floor_height: float = 3.0, bay_width: float | None = None) -> Mesh:
     """An oriented box: 6 faces, 24 vertices (flat normals), 12 triangles.
 
     center [3] m is the box centre (as the agent box frame of :mod:`jwmsim.geometry`), size (l, w, h) [m]
-    along the box's x (heading), y, z; yaw [rad]. Side faces get uv = (metres along the face, metres
-    above the box bottom) so a FACADE box of a building standing on z = 0 gets floors at the right
-    heights; top/bottom faces get uv = local (x, y). ``bottom=False`` drops the bottom face (buildings).
+    along the box's x (heading), y, z; yaw [rad]. Side faces get uv = (metres along the face from its
+    centre, metres above the box bottom), or FACADE units (see :data:`FACADE`: ``floor_height`` [m],
+    ``bay_width`` [m], None: from the seed) when ``material`` is FACADE; top/bottom faces get uv =
+    local (x, y) [m]. ``bottom=False`` drops the bottom face (buildings).
     """
     c = np.asarray(center, dtype=np.float64).reshape(3)
     l, w, h = (float(s) for s in np.asarray(size, dtype=np.float64).reshape(3))
@@ -327,12 +354,15 @@ def box_mesh(center: Sequence[float], size: Sequence[float], yaw: float = 0.0, *
         p0, eu, ev = np.array(p0, float), np.array(eu, float), np.array(ev, float)
         lu, lv = np.linalg.norm(eu), np.linalg.norm(ev)
         side = k < 4
-        for a, b in ((0, 0), (1, 0), (1, 1), (0, 1)):
+        su, sv = 1.0, 1.0
+        if side and _material_id(material) == FACADE:
+            su, sv = _facade_scale(lu, lv, bay_width, floor_height, seed)
+        for a, b in ((0, 0), (1, 0), (1, 1), (0, 1)):  # the last vertex of both triangles is on the top
             p = p0 + a * eu + b * ev
             pos.append(p)
             nrm.append(n)
             if side:  # centre u on the face so window grids are symmetric on each wall
-                uv.append((a * lu - lu / 2, b * lv))
+                uv.append(((a * lu - lu / 2) * su, b * lv * sv))
             else:
                 uv.append((p[0], p[1]))
         o = 4 * k
@@ -431,12 +461,21 @@ def triangulate_polygon(polygon) -> tuple[np.ndarray, np.ndarray]:
         coll = shapely.constrained_delaunay_triangles(poly)
         coords = shapely.get_coordinates(coll).reshape(-1, 4, 2)[:, :3]  # closed triangle rings
         verts, inv = np.unique(coords.reshape(-1, 2), axis=0, return_inverse=True)
-        return verts, inv.reshape(-1, 3)
+        return verts, _ccw(verts, inv.reshape(-1, 3))
     if len(poly.interiors):
         raise ValueError("polygons with holes need shapely >= 2.1 (constrained_delaunay_triangles); "
                          "upgrade shapely or split the polygon into hole-free parts")
     ring = np.asarray(poly.exterior.coords)[:-1]
-    return ring, _ear_clip(ring)
+    return ring, _ccw(ring, _ear_clip(ring))
+
+
+def _ccw(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Triangles [T, 3] reordered to be counter-clockwise in xy (seen from +z)."""
+    a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
+    cw = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]) < 0
+    tris = tris.copy()
+    tris[cw] = tris[cw][:, [0, 2, 1]]
+    return tris
 
 
 def polygon_mesh(polygon, z: float = 0.0, *, color: ColorLike = (0.3, 0.3, 0.3),
@@ -452,6 +491,8 @@ def polygon_mesh(polygon, z: float = 0.0, *, color: ColorLike = (0.3, 0.3, 0.3),
         return Mesh.empty()
     pos = np.column_stack([verts, np.full(len(verts), float(z))])
     nrm = np.tile([0.0, 0.0, 1.0 if normal_up else -1.0], (len(verts), 1))
+    if not normal_up:  # the visible side is the one the normal points to: wind clockwise seen from +z
+        tris = tris[:, [0, 2, 1]]
     return _make(pos, nrm, verts, tris, color, material, semantic, instance, seed)
 
 
@@ -467,14 +508,38 @@ def polygons_mesh(geometry, z: float = 0.0, **kwargs) -> Mesh:
                  if not isinstance(p, shapely.Geometry) or p.geom_type == "Polygon")
 
 
+def quad_mesh(corners, *, color: ColorLike = (0.8, 0.8, 0.8), material: int | str = PLAIN,
+              semantic: int | str = "object", instance: int = 0, seed: float = 0.0,
+              uv: np.ndarray | None = None) -> Mesh:
+    """One planar quad (2 triangles), visible from the side where its corners [4, 3] m run
+    counter-clockwise (the normal is the right-hand rule's). Signs, glass panels, decals.
+
+    uv [4, 2] per corner (default: metres along the first edge and the last edge from corner 0).
+    """
+    c = np.asarray(corners, dtype=np.float64)
+    if c.shape != (4, 3):
+        raise ValueError(f"quad_mesh corners must be [4, 3] m, got {c.shape}")
+    n = np.cross(c[1] - c[0], c[2] - c[0])
+    if np.linalg.norm(n) < 1e-12:
+        raise ValueError("quad_mesh corners are degenerate (zero area)")
+    if uv is None:
+        e1, e2 = c[1] - c[0], c[3] - c[0]
+        l1, l2 = np.linalg.norm(e1), np.linalg.norm(e2)
+        uv = np.array([[(p - c[0]) @ e1 / l1, (p - c[0]) @ e2 / l2] for p in c])
+    return _make(c, np.tile(n, (4, 1)), uv, [(0, 1, 2), (0, 2, 3)], color, material, semantic, instance, seed)
+
+
 def extruded_polygon(polygon, z0: float, height: float, *, color: ColorLike = (0.7, 0.65, 0.6),
                      roof_color: ColorLike | None = None, material: int | str = FACADE,
                      roof_material: int | str = PLAIN, semantic: int | str = "building", instance: int = 0,
-                     seed: float = 0.0, roof: bool = True, bottom: bool = False) -> Mesh:
+                     seed: float = 0.0, roof: bool = True, bottom: bool = False, floor_height: float = 3.0,
+                     bay_width: float | None = None) -> Mesh:
     """A vertical prism: walls around a polygon footprint from z0 to z0 + height [m], plus a flat roof.
 
-    Buildings: ``material=FACADE`` with a per-building ``seed``; the wall uv is (u = metres along each
-    wall, centred on the wall; v = metres above z0), so windows line up with floors. Curbs / sidewalk
+    Buildings: ``material=FACADE`` with a per-building ``seed`` and its ``floor_height`` [m] (and
+    ``bay_width`` [m]; None picks one from the seed): the wall uv is in FACADE units (see
+    :data:`FACADE`), so windows line up with storeys and every wall holds whole bays. Other materials
+    get uv = (metres along the wall from its centre, metres above z0). Curbs / sidewalk
     slabs: ``material=CONCRETE, semantic="sidewalk", height=CURB_HEIGHT``. Holes (courtyards) get
     inward-facing walls. Walls are flat-shaded (one normal per wall quad, pointing out of the solid).
     """
@@ -495,9 +560,14 @@ def extruded_polygon(polygon, z0: float, height: float, *, color: ColorLike = (0
                 continue
             n = (d[1] / length, -d[0] / length, 0.0)
             o = len(pos)
+            su, sv = 1.0, 1.0
+            if _material_id(material) == FACADE:
+                su, sv = _facade_scale(length, z1 - z0, bay_width, floor_height, seed)
+            hu, top = su * length / 2, sv * (z1 - z0)
             pos += [(a[0], a[1], z0), (b[0], b[1], z0), (b[0], b[1], z1), (a[0], a[1], z1)]
             nrm += [n] * 4
-            uv += [(-length / 2, 0.0), (length / 2, 0.0), (length / 2, z1 - z0), (-length / 2, z1 - z0)]
+            # both triangles end on a top vertex: the FACADE shader reads the wall top from it
+            uv += [(-hu, 0.0), (hu, 0.0), (hu, top), (-hu, top)]
             tri += [(o, o + 1, o + 2), (o, o + 2, o + 3)]
     parts = [_make(pos, nrm, uv, tri, color, material, semantic, instance, seed)]
     cap_color = color if roof_color is None else roof_color
@@ -514,11 +584,13 @@ def extruded_polygon(polygon, z0: float, height: float, *, color: ColorLike = (0
 
 
 def frustum_mesh(p0: Sequence[float], p1: Sequence[float], r0: float, r1: float, *, segments: int = 8,
-                 caps: bool = True, color: ColorLike = (0.5, 0.5, 0.5), material: int | str = PLAIN,
+                 caps: bool | str = True, color: ColorLike = (0.5, 0.5, 0.5), material: int | str = PLAIN,
                  semantic: int | str = "pole", instance: int = 0, seed: float = 0.0) -> Mesh:
     """A truncated cone from point p0 (radius r0) to p1 (radius r1) [m], any axis direction.
 
     Smooth side normals; flat caps where the radius is > 0. ``segments`` sides around (>= 3).
+    ``caps``: True (both ends), False, ``"start"`` (p0 only) or ``"end"`` (p1 only). Things standing on
+    the ground (poles, trunks) want ``"end"``: the bottom cap is never seen and costs triangles.
     """
     p0, p1 = np.asarray(p0, float).reshape(3), np.asarray(p1, float).reshape(3)
     axis = p1 - p0
@@ -545,15 +617,22 @@ def frustum_mesh(p0: Sequence[float], p1: Sequence[float], r0: float, r1: float,
                          np.column_stack([ang / (2 * math.pi) * circ, np.full(s1, length)])])
     i = np.arange(segments)
     tri = np.concatenate([np.stack([i, i + 1, s1 + i + 1], 1), np.stack([i, s1 + i + 1, s1 + i], 1)])
+    if r0 == 0 or r1 == 0:  # a cone: half the side triangles collapse onto the apex
+        area = np.linalg.norm(np.cross(pos[tri[:, 1]] - pos[tri[:, 0]], pos[tri[:, 2]] - pos[tri[:, 0]]), axis=1)
+        tri = tri[area > 1e-12]
     parts = [_make(pos, nrm, uv, tri, color, material, semantic, instance, seed)]
+    if caps not in (True, False, "start", "end"):
+        raise ValueError(f"caps must be True, False, 'start' or 'end', got {caps!r}")
     if caps:
         for centre, r, n in ((p0, r0, -a), (p1, r1, a)):
-            if r <= 0:
+            if r <= 0 or (caps == "start" and centre is p1) or (caps == "end" and centre is p0):
                 continue
             ring = centre + r * radial[:-1]
             cpos = np.concatenate([centre[None], ring])
             j = np.arange(segments)
             ctri = np.stack([np.zeros(segments, int), 1 + j, 1 + (j + 1) % segments], 1)
+            if centre is p0:  # the p0 cap faces -axis: reverse its winding
+                ctri = ctri[:, [0, 2, 1]]
             cuv = np.concatenate([[[0.0, 0.0]], r * np.column_stack([np.cos(ang[:-1]), np.sin(ang[:-1])])])
             parts.append(_make(cpos, np.tile(n, (segments + 1, 1)), cuv, ctri, color, material, semantic,
                                instance, seed))
@@ -696,29 +775,43 @@ def polyline_strip(points, width: float, z: float | None = None, *, dash: tuple[
 # ----------------------------------------------------------------------------- agents
 
 
+def _panel(axis: int, sign: float, at: float, lo: Sequence[float], hi: Sequence[float], **kw) -> Mesh:
+    """An axis-aligned quad on the plane ``coord[axis] = at`` facing ``sign`` along that axis, spanning
+    lo..hi [2] in the other two coordinates (in cyclic order axis+1, axis+2)."""
+    i, j = (axis + 1) % 3, (axis + 2) % 3
+    corners = np.zeros((4, 3))
+    corners[:, axis] = at
+    uvs = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]  # CCW about +axis
+    if sign < 0:
+        uvs = uvs[::-1]
+    corners[:, i] = [u for u, _ in uvs]
+    corners[:, j] = [v for _, v in uvs]
+    return quad_mesh(corners, **kw)
+
+
 def _agent_vehicle() -> Mesh:
     # Unit box frame: x forward in [-0.5, 0.5], y left, z up; scaled by (l, w, h) at render time.
-    body = box_mesh((0.0, 0.0, -0.19), (0.99, 1.0, 0.42), color=(1.0, 1.0, 1.0), material=AGENT_PAINT,
-                    semantic="vehicle")
-    cabin = box_mesh((-0.07, 0.0, 0.26), (0.52, 0.86, 0.48), color=(1.0, 1.0, 1.0), material=AGENT_PAINT,
-                     semantic="vehicle")
-    # body 1 % shorter than the box so the lights (flush with the box ends) never z-fight with it;
-    # glass panels just outside the cabin faces (1 % of the box, so they never z-fight with it)
-    glass_c = (0.25, 0.3, 0.35)
-    glass = [
-        box_mesh((0.195, 0.0, 0.27), (0.01, 0.78, 0.32), color=glass_c, material=GLASS, semantic="vehicle"),
-        box_mesh((-0.335, 0.0, 0.27), (0.01, 0.78, 0.3), color=glass_c, material=GLASS, semantic="vehicle"),
-        box_mesh((-0.07, 0.435, 0.27), (0.46, 0.01, 0.3), color=glass_c, material=GLASS, semantic="vehicle"),
-        box_mesh((-0.07, -0.435, 0.27), (0.46, 0.01, 0.3), color=glass_c, material=GLASS, semantic="vehicle"),
+    # ~130 triangles: a CPU rasterizer sets up every one of them for every car in every camera.
+    white = (1.0, 1.0, 1.0)
+    body = box_mesh((0.0, 0.0, -0.19), (0.994, 1.0, 0.42), color=white, material=AGENT_PAINT, semantic="vehicle")
+    cabin = box_mesh((-0.07, 0.0, 0.26), (0.52, 0.86, 0.48), color=white, material=AGENT_PAINT,
+                     semantic="vehicle", bottom=False)
+    glass = dict(color=(0.25, 0.3, 0.35), material=GLASS, semantic="vehicle")
+    # window panels 3 mm (in box units) outside the cabin faces, so they never z-fight with it
+    panels = [
+        _panel(0, +1, 0.193, (-0.39, 0.12), (0.39, 0.44), **glass),  # windscreen (y, z)
+        _panel(0, -1, -0.333, (-0.39, 0.14), (0.39, 0.44), **glass),  # rear window
+        _panel(1, +1, 0.433, (0.12, -0.31), (0.44, 0.17), **glass),  # left side (z, x)
+        _panel(1, -1, -0.433, (0.12, -0.31), (0.44, 0.17), **glass),  # right side
     ]
-    wheels = [cylinder_mesh((x, y - 0.06 * np.sign(y), -0.33), (x, y + 0.01 * np.sign(y), -0.33), 0.17,
-                            segments=10, color=(0.06, 0.06, 0.06), semantic="vehicle")
-              for x in (0.32, -0.32) for y in (0.46, -0.46)]
-    lights = [box_mesh((0.497, y, -0.12), (0.006, 0.18, 0.08), color=(1.0, 0.95, 0.8), semantic="vehicle")
-              for y in (0.32, -0.32)]
-    lights += [box_mesh((-0.497, y, -0.1), (0.006, 0.18, 0.07), color=(0.7, 0.05, 0.05), semantic="vehicle")
-               for y in (0.32, -0.32)]
-    return merge([body, cabin, *glass, *wheels, *lights])
+    head = dict(color=(1.0, 0.95, 0.8), semantic="vehicle")
+    tail = dict(color=(0.7, 0.05, 0.05), semantic="vehicle")
+    lights = [_panel(0, +1, 0.5, (y - 0.09, -0.16), (y + 0.09, -0.08), **head) for y in (0.32, -0.32)]
+    lights += [_panel(0, -1, -0.5, (y - 0.09, -0.135), (y + 0.09, -0.065), **tail) for y in (0.32, -0.32)]
+    wheels = [cylinder_mesh((x, 0.4 * np.sign(y), -0.33), (x, 0.47 * np.sign(y), -0.33), 0.17, segments=8,
+                            caps="end", color=(0.06, 0.06, 0.06), semantic="vehicle")
+              for x in (0.32, -0.32) for y in (1.0, -1.0)]
+    return merge([body, cabin, *panels, *lights, *wheels])
 
 
 def _agent_pedestrian() -> Mesh:
@@ -726,31 +819,31 @@ def _agent_pedestrian() -> Mesh:
     legs = box_mesh((0.0, 0.0, -0.27), (0.35, 0.5, 0.46), color=(0.15, 0.17, 0.25), semantic="pedestrian")
     torso = box_mesh((0.0, 0.0, 0.145), (0.45, 0.75, 0.37), color=(1.0, 1.0, 1.0), material=AGENT_PAINT,
                      semantic="pedestrian")
-    head = sphere_mesh((0.0, 0.0, 0.4), (0.2, 0.2, 0.1), rings=5, segments=8, color=(0.85, 0.68, 0.55),
+    head = sphere_mesh((0.0, 0.0, 0.4), (0.2, 0.2, 0.1), rings=4, segments=6, color=(0.85, 0.68, 0.55),
                        material=PLAIN, semantic="pedestrian")
     return merge([legs, torso, head])
 
 
 def _agent_cyclist() -> Mesh:
     dark = (0.08, 0.08, 0.08)
-    wheels = [cylinder_mesh((x, -0.08, -0.26), (x, 0.08, -0.26), 0.24, segments=12, color=dark,
+    wheels = [cylinder_mesh((x, -0.08, -0.26), (x, 0.08, -0.26), 0.24, segments=8, color=dark,
                             semantic="cyclist") for x in (0.26, -0.26)]
     frame = box_mesh((0.0, 0.0, -0.2), (0.6, 0.1, 0.06), color=(0.6, 0.1, 0.1), semantic="cyclist")
     rider_legs = box_mesh((-0.02, 0.0, -0.05), (0.18, 0.5, 0.3), color=(0.15, 0.17, 0.25), semantic="cyclist")
     torso = box_mesh((0.03, 0.0, 0.22), (0.22, 0.7, 0.26), color=(1.0, 1.0, 1.0), material=AGENT_PAINT,
                      semantic="cyclist")
-    head = sphere_mesh((0.08, 0.0, 0.42), (0.12, 0.3, 0.08), rings=5, segments=8, color=(0.85, 0.68, 0.55),
+    head = sphere_mesh((0.08, 0.0, 0.42), (0.12, 0.3, 0.08), rings=4, segments=6, color=(0.85, 0.68, 0.55),
                        material=PLAIN, semantic="cyclist")
     return merge([*wheels, frame, rider_legs, torso, head])
 
 
 def _agent_animal() -> Mesh:
     fur = (1.0, 1.0, 1.0)
-    body = sphere_mesh((-0.05, 0.0, 0.08), (0.38, 0.45, 0.22), rings=6, segments=10, color=fur,
+    body = sphere_mesh((-0.05, 0.0, 0.08), (0.38, 0.45, 0.22), rings=5, segments=8, color=fur,
                        material=AGENT_PAINT, semantic="animal")
-    head = sphere_mesh((0.38, 0.0, 0.28), (0.12, 0.3, 0.16), rings=5, segments=8, color=fur,
+    head = sphere_mesh((0.38, 0.0, 0.28), (0.12, 0.3, 0.16), rings=4, segments=6, color=fur,
                        material=AGENT_PAINT, semantic="animal")
-    legs = [box_mesh((x, y, -0.27), (0.08, 0.16, 0.46), color=(0.25, 0.2, 0.15), semantic="animal")
+    legs = [box_mesh((x, y, -0.27), (0.08, 0.16, 0.46), color=(0.25, 0.2, 0.15), semantic="animal", bottom=False)
             for x in (0.22, -0.3) for y in (0.25, -0.25)]
     return merge([body, head, *legs])
 
@@ -758,11 +851,12 @@ def _agent_animal() -> Mesh:
 def _agent_object() -> Mesh:
     # A traffic cone: orange cone with a white band, on a dark square base.
     base = box_mesh((0.0, 0.0, -0.47), (1.0, 1.0, 0.06), color=(0.1, 0.1, 0.1), semantic="object")
-    low = frustum_mesh((0, 0, -0.44), (0, 0, 0.0), 0.38, 0.21, segments=12, color=(1.0, 0.4, 0.05),
+    orange = (1.0, 0.4, 0.05)
+    low = frustum_mesh((0, 0, -0.44), (0, 0, 0.0), 0.38, 0.21, segments=10, caps=False, color=orange,
                        semantic="object")
-    band = frustum_mesh((0, 0, 0.0), (0, 0, 0.15), 0.21, 0.155, segments=12, color=(0.95, 0.95, 0.95),
-                        semantic="object")
-    top = frustum_mesh((0, 0, 0.15), (0, 0, 0.5), 0.155, 0.03, segments=12, color=(1.0, 0.4, 0.05),
+    band = frustum_mesh((0, 0, 0.0), (0, 0, 0.15), 0.21, 0.155, segments=10, caps=False,
+                        color=(0.95, 0.95, 0.95), semantic="object")
+    top = frustum_mesh((0, 0, 0.15), (0, 0, 0.5), 0.155, 0.03, segments=10, caps="end", color=orange,
                        semantic="object")
     return merge([base, low, band, top])
 
@@ -788,5 +882,5 @@ __all__ = [
     "PLAIN", "FACADE", "ASPHALT", "PAINT", "FOLIAGE", "CONCRETE", "GRASS", "AGENT_PAINT", "GLASS",
     "ROAD_Z", "MARKING_LIFT", "MARKING_Z", "CURB_HEIGHT",
     "Mesh", "merge", "box_mesh", "triangulate_polygon", "polygon_mesh", "polygons_mesh", "extruded_polygon",
-    "frustum_mesh", "cylinder_mesh", "cone_mesh", "sphere_mesh", "polyline_strip", "default_agent_meshes",
+    "quad_mesh", "FACADE_CELL", "frustum_mesh", "cylinder_mesh", "cone_mesh", "sphere_mesh", "polyline_strip", "default_agent_meshes",
 ]
