@@ -10,7 +10,8 @@ from agents.base import PlannerInput, world_to_ego
 class ExpertReplay:
     """The log's ego poses at t + 0.5, ..., t + 4.0 s, in the current (simulated) ego frame.
 
-    Past the end of the log the last pose repeats (a stop). The tracker closes the small gap between
+    Uses the scenario's ``expert_plan`` (the log continued past the window) so the plan never ends early;
+    past its end the last pose repeats. The tracker closes the small gap between
     the simulated and the logged ego.
     """
 
@@ -22,7 +23,8 @@ class ExpertReplay:
         self.expert: np.ndarray | None = None
 
     def initialize(self, scenario) -> None:
-        self.expert = np.asarray(scenario.expert)
+        plan = getattr(scenario, "expert_plan", None)
+        self.expert = np.asarray(scenario.expert if plan is None else plan)
         self.dt = float(scenario.dt)
 
     def act(self, inp: PlannerInput) -> np.ndarray:

@@ -77,7 +77,8 @@ class Perturbation:
 class ScenarioData:
     """Static arrays of one scenario (T steps, A agents).
 
-    expert [T, 5]: logged ego states (x, y, yaw, v, steer) at the rear axle. init [5]: ego start
+    expert [T, 5]: logged ego states (x, y, yaw, v, steer) at the rear axle; expert_plan [T + 40, 5]: the
+    same continued 4 s past the window (log, else constant velocity). init [5]: ego start
     state (expert[0] plus the perturbation). agent_xy [T, A, 2] m box centres, agent_yaw [T, A] rad,
     agent_vel [T, A, 2] m/s (world), agent_valid [T, A], agent_size [A, 2] (length, width) m,
     agent_type [A] (index into jwmsim.log.AGENT_TYPES). paths: IDM paths. route_xy [R, 2] route
@@ -105,6 +106,7 @@ class ScenarioData:
     road_map: RoadMap
     timestamps: np.ndarray
     reactive: bool = False
+    expert_plan: np.ndarray | None = None
 
     @property
     def num_steps(self) -> int:
@@ -139,6 +141,19 @@ class ScenarioData:
         sl = slice(i0, i0 + n)
         poses = log.ego.xy_yaw[sl]
         expert = states_from_poses(poses, cfg.dt, speed=log.ego.velocity[sl, 0], config=cfg.bicycle)
+        # The expert's future past the window (4 s of planning horizon), from the log where it continues,
+        # else extrapolated at constant velocity: an expert planner must not brake because the window ends.
+        extra = int(round(4.0 / cfg.dt))
+        j1 = min(len(ts), i0 + n + extra)
+        plan = states_from_poses(log.ego.xy_yaw[i0:j1], cfg.dt, speed=log.ego.velocity[i0:j1, 0], config=cfg.bicycle)
+        if len(plan) < n + extra:
+            k = np.arange(1, n + extra - len(plan) + 1) * cfg.dt
+            last = plan[-1]
+            ext = np.repeat(last[None], len(k), 0)
+            ext[:, 0] += last[3] * k * np.cos(last[2])
+            ext[:, 1] += last[3] * k * np.sin(last[2])
+            ext[:, 4] = 0.0
+            plan = np.concatenate([plan, ext])
         init = expert[0].copy()
         c, s = np.cos(init[2]), np.sin(init[2])
         init[0] += c * perturb.dx - s * perturb.dy
@@ -166,7 +181,8 @@ class ScenarioData:
                    agent_size=ag.size[:, :2].copy(), agent_type=ag.types.astype(np.int64),
                    agent_ids=ag.ids.astype(np.int64), paths=paths, route_xy=route_xy, route_vlim=route_vlim,
                    route_lane_ids=list(route.lane_ids), lane_segs=segs, lane_speed=seg_speed,
-                   road_map=log.road_map, timestamps=ts[sl] - ts[i0], reactive=traffic == "idm")
+                   road_map=log.road_map, timestamps=ts[sl] - ts[i0], reactive=traffic == "idm",
+                   expert_plan=plan)
 
 
 def _resample(poly: np.ndarray, ds: float) -> np.ndarray:
