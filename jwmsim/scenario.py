@@ -294,6 +294,8 @@ def load_suite(name_or_path: str, root: Path = SCENARIO_DIR) -> list[ScenarioCon
     if not p.exists():
         raise ValueError(f"unknown suite {name_or_path!r}; valid suites: {', '.join(available_suites(root))}")
     d = _yaml_load(p)
+    if isinstance(d, dict):
+        d.pop("seed_source", None)
     if not isinstance(d, dict) or "scenarios" not in d:
         raise ValueError(f"suite file {p} must be a mapping with a 'scenarios' list")
     out = [load_scenario(s, root) for s in d["scenarios"]]
@@ -335,27 +337,59 @@ def load_log(spec: str):
     return log
 
 
-def town_log(seed: int, seconds: float = 30.0, cache_dir: Path | None = None):
-    """A state-only town log for `seed`, generated once and cached on disk (needs jwmsim.town)."""
-    from jwmsim.log import read_log
+def town_log(seed: int, seconds: float = 20.0, cache_dir: Path | None = None):
+    """A state-only town log for `seed`, generated once and cached on disk.
+
+    Uses ``jwmsim.town.make_log(seed, seconds, out_dir, render=False)`` when the town package offers a
+    no-render path; otherwise builds the log's arrays by calling the town's traffic simulation
+    directly (:func:`jwmsim.town.traffic.simulate`: ego and agent tracks + the town's RoadMap, no frames).
+    """
+    from jwmsim.log import read_log, write_log
 
     cache_dir = Path(cache_dir or LOG_CACHE_DIR)
     out = cache_dir / f"town-{seed}-{int(seconds)}s"
     if (out / "manifest.json").exists():
         return read_log(out)
-    try:
-        from jwmsim.town import make_log  # type: ignore[attr-defined]
-    except ImportError as e:
-        raise ValueError(f"town logs need jwmsim.town.make_log, which is not available ({e}); use a "
-                         "'synthetic:<kind>' log or a DriveLog path") from None
     cache_dir.mkdir(parents=True, exist_ok=True)
     import inspect
 
-    kwargs = {}
-    if "render" in inspect.signature(make_log).parameters:
-        kwargs["render"] = False  # state only: the sim needs tracks and the map, not frames
-    make_log(seed, seconds, out, **kwargs)
+    try:
+        from jwmsim.town import make_log  # type: ignore[attr-defined]
+    except ImportError:
+        make_log = None
+    if make_log is not None and "render" in inspect.signature(make_log).parameters:
+        make_log(seed, seconds, out, render=False)
+        return read_log(out)
+    log = town_log_from_traffic(seed, seconds)
+    write_log(out, log)
     return read_log(out)
+
+
+def town_log_from_traffic(seed: int, seconds: float = 20.0):
+    """A state-only DriveLog from the town generator and its traffic simulation (no rendering)."""
+    try:
+        from jwmsim.town.layout import generate_town
+        from jwmsim.town.traffic import simulate
+    except ImportError as e:
+        raise ValueError(f"town logs need jwmsim.town (layout + traffic), not available here ({e}); use a "
+                         "'synthetic:<kind>' log or a DriveLog path") from None
+    from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrajectory, LogMeta, agent_type_index
+
+    town = generate_town(int(seed))
+    r = simulate(town, float(seconds))
+    T = len(r.timestamps)
+    yaw_rate = r.ego_speed * r.ego_curvature
+    ego = EgoTrajectory(ego_to_world=se2_to_se3(r.ego_xy_yaw),
+                        velocity=np.stack([r.ego_speed, np.zeros(T)], -1),
+                        acceleration=np.stack([r.ego_accel, r.ego_speed * yaw_rate], -1), yaw_rate=yaw_rate)
+    valid = np.abs(r.center[..., :2]).sum(-1) > 0  # frames where a track did not exist are all zeros
+    valid[:, np.asarray(r.parked, bool)] = True
+    tracks = AgentTracks(ids=np.asarray(r.ids, np.int64),
+                         types=np.array([agent_type_index(str(t)) for t in r.types], np.int8),
+                         center=r.center, size=r.size, yaw=r.yaw, velocity=r.velocity, valid=valid)
+    return DriveLog(meta=LogMeta(log_id=f"town-{seed}", source="town", rate_hz=10.0, town_seed=int(seed)),
+                    timestamps=np.asarray(r.timestamps, np.float64), ego=ego, agents=tracks,
+                    road_map=town.road_map, route=r.route, rig=default_rig())
 
 
 def scenario_data(sc: ScenarioConfig, sim_cfg=None):
@@ -382,3 +416,43 @@ def build_bank(scenarios: str | Sequence[str | dict | ScenarioConfig], sim_cfg=N
         raise ValueError("no scenarios given")
     bank = ScenarioBank.from_scenarios([scenario_data(s, sim_cfg) for s in scs])
     return bank if traffic is None else bank.with_traffic(traffic)
+
+
+# ----------------------------------------------------------------------------- the town test suite
+
+FALLBACK_TEST_SEEDS = tuple(range(1000, 1050))
+"""Used only while jwmsim.town exposes no dataset split (TEST_SEEDS); see :func:`town_test_seeds`."""
+
+
+def town_test_seeds() -> tuple[tuple[int, ...], str]:
+    """(seeds, source): the TEST seeds of the town dataset split, asked from the town code.
+
+    Looks for ``TEST_SEEDS`` in jwmsim.town, jwmsim.town.split or jwmsim.town.dataset; falls back to
+    :data:`FALLBACK_TEST_SEEDS` (source 'fallback') so the suite can be built before the split exists.
+    """
+    import importlib
+
+    for mod in ("jwmsim.town", "jwmsim.town.split", "jwmsim.town.dataset"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        seeds = getattr(m, "TEST_SEEDS", None)
+        if seeds is not None:
+            return tuple(int(s) for s in seeds), f"{mod}.TEST_SEEDS"
+    return FALLBACK_TEST_SEEDS, "fallback"
+
+
+def write_town_test_suite(path: Path | None = None, num: int = 50, duration: float = 15.0) -> Path:
+    """Write scenarios/suites/town_test.yaml: one scenario per TEST seed (first `num`), replay traffic,
+    the log's route, `duration` s from t = 0. The traffic mode is overridden per run (CLS-NR / CLS-R)."""
+    from omegaconf import OmegaConf
+
+    seeds, source = town_test_seeds()
+    path = Path(path or SCENARIO_DIR / "suites" / "town_test.yaml")
+    scs = [ScenarioConfig(name=f"town-{s}", log=f"town:{s}", start=0.0, duration=duration).to_dict()
+           for s in seeds[:num]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = OmegaConf.to_yaml(OmegaConf.create({"name": "town_test", "seed_source": source, "scenarios": scs}))
+    path.write_text(f"# Generated by jwmsim.scenario.write_town_test_suite (seeds from {source}).\n" + text)
+    return path

@@ -58,6 +58,9 @@ class SimConfig:
     route_ds: float = 1.0
     lane_seg_points: int = 10
     lane_seg_spacing: float = 2.0
+    agent_radius: float = 80.0
+    """[m] agents never this close to the logged ego during the window are dropped from the scenario
+    (they cannot interact within it; town logs carry hundreds of tracks, most of them far away)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,10 @@ class ScenarioData:
         init[2] = wrap_angle(init[2] + perturb.dyaw)
         init[3] = max(0.0, init[3] + perturb.dv)
         ag = log.agents
+        near = np.linalg.norm(ag.center[sl, :, :2] - poses[:, None, :2], axis=-1) < cfg.agent_radius
+        keep = np.flatnonzero((near & ag.valid[sl]).any(0))
+        ag = type(ag)(ids=ag.ids[keep], types=ag.types[keep], center=ag.center[:, keep], size=ag.size[keep],
+                      yaw=ag.yaw[:, keep], velocity=ag.velocity[:, keep], valid=ag.valid[:, keep])
         valid = ag.valid[sl].copy()
         center = ag.center[sl, :, :2]
         vel = ag.velocity[sl]
