@@ -53,7 +53,7 @@ PARKING_WIDTH = 2.4
 """Width [m] of a parking strip between the outer lane and the curb."""
 CURB_RADIUS = 2.5
 """Radius [m] of the rounding of junction corners (curb returns)."""
-PED_LANE_OFFSET = 0.7
+PED_LANE_OFFSET = 0.95
 """Pedestrians walk this far [m] to the right of a sidewalk loop / crosswalk centre line."""
 SPEED_LIMITS = (8.3, 11.1, 13.9)
 """Speed limits [m/s] a road can get (30, 40, 50 km/h)."""
@@ -274,7 +274,8 @@ def trim_polyline(p: np.ndarray, s0: float, s1: float) -> np.ndarray:
     if s1 <= s0:
         raise ValueError(f"trim_polyline: empty interval [{s0:.2f}, {s1:.2f}] on a {cum[-1]:.2f} m polyline")
     ends, _ = interpolate_polyline(p, np.array([s0, s1]))
-    inner = p[(cum > s0 + 1e-6) & (cum < s1 - 1e-6)]
+    # drop vertices within 0.5 m of the cut: a tiny end segment can flip direction once offset
+    inner = p[(cum > s0 + 0.5) & (cum < s1 - 0.5)]
     return np.concatenate([ends[:1], inner, ends[1:]])
 
 
@@ -322,16 +323,27 @@ def smooth_connector(p0: np.ndarray, h0: float, p1: np.ndarray, h1: float, step:
     d1 = np.array([math.cos(h1), math.sin(h1)])
     chord = float(np.linalg.norm(p1 - p0))
     delta = abs(math.atan2(math.sin(h1 - h0), math.cos(h1 - h0)))
-    k0 = k1 = chord / 3.0
+    pts = None
     if delta > math.radians(10):
         # intersection of the two tangent lines: p0 + t0 d0 = p1 - t1 d1
         a = np.column_stack([d0, d1])
         if abs(np.linalg.det(a)) > 1e-6:
             t0, t1 = np.linalg.solve(a, p1 - p0)
             if t0 > 0.1 and t1 > 0.1:
-                c = 4.0 / 3.0 * math.tan(delta / 4.0) / math.tan(delta / 2.0)
-                k0, k1 = c * t0, c * t1
-    pts = bezier(p0, p0 + k0 * d0, p1 - k1 * d1, p1, n=400)
+                # Quintic Bezier with three collinear control points at each end: zero curvature where
+                # it meets the straight lanes, so yaw rate ramps up instead of jumping (comfort).
+                # Symmetric corner (tangent length L on both sides), straight for the rest: an
+                # asymmetric Bezier would pack its curvature into the short side.
+                L = min(t0, t1)
+                a0, a1 = p0 + (t0 - L) * d0, p1 - (t1 - L) * d1
+                t = np.linspace(0.0, 1.0, 400)[:, None]
+                ctrl = [a0, a0 + 0.2 * L * d0, a0 + 0.6 * L * d0, a1 - 0.6 * L * d1, a1 - 0.2 * L * d1, a1]
+                coef = [1, 5, 10, 10, 5, 1]
+                corner = sum(c * (1 - t) ** (5 - i) * t ** i * q for i, (c, q) in enumerate(zip(coef, ctrl)))
+                pts = np.concatenate([[p0], corner, [p1]])
+    if pts is None:
+        k = chord / 3.0
+        pts = bezier(p0, p0 + k * d0, p1 - k * d1, p1, n=400)
     out = resample_polyline(pts, step)
     out[0], out[-1] = p0, p1
     return out
@@ -402,6 +414,11 @@ def generate_town(seed: int) -> Town:
     _junction_radii(junctions, roads)
     lanes = _lanes(roads, junctions)
     lanes += _connectors(junctions, roads, lanes)
+    for lane in lanes:  # guard against kinks (a reversed tiny segment would turn a car around)
+        d = np.diff(lane.centerline, axis=0)
+        h = np.arctan2(d[:, 1], d[:, 0])
+        if len(h) > 1 and np.max(np.abs(np.angle(np.exp(1j * np.diff(h))))) > math.radians(35):
+            raise RuntimeError(f"town {seed}: lane {lane.id} has a kink (generator bug)")
     drivable = _drivable(junctions, roads, lanes)
     network = shapely.union_all([Polygon(p) for p in drivable])
     sidewalk_width = float(rng.uniform(2.8, 3.6))
@@ -537,7 +554,10 @@ def _junction_radii(junctions: list[Junction], roads: list[Road]) -> None:
             s_i = (rj + li * math.cos(theta)) / math.sin(theta)
             s_j = (li + rj * math.cos(theta)) / math.sin(theta)
             need = max(need, s_i + CURB_RADIUS, s_j + CURB_RADIUS)
-        j.radius = max(need, 8.0)
+        # Room for right turns from the outermost lane: the turn radius is about radius - lane offset,
+        # keep it >= ~7 m so turning speeds and the swing of a long vehicle's front stay reasonable.
+        outer = max((max(roads[r].n_fwd, roads[r].n_bwd) - 0.5) * roads[r].lane_width for r, _ in j.arms)
+        j.radius = max(need, outer + 7.5, 8.0)
     for r in roads:
         ja, jb = junctions[r.node_a], junctions[r.node_b]
         r.s_start, r.s_end = ja.radius, r.length - jb.radius
