@@ -347,6 +347,14 @@ class _Chunks:
     hi: np.ndarray
     large: np.ndarray
 
+    @property
+    def centre(self) -> np.ndarray:
+        return (self.lo + self.hi) / 2
+
+    @property
+    def half(self) -> np.ndarray:
+        return (self.hi - self.lo) / 2
+
 
 def _chunk_mesh(mesh: Mesh, max_cells_per_axis: int = 16, min_cell: float = 16.0) -> _Chunks:
     """Bucket triangles by the grid cell of their centre (cell >= min_cell m, <= max_cells_per_axis cells
@@ -384,21 +392,23 @@ def _chunk_mesh(mesh: Mesh, max_cells_per_axis: int = 16, min_cell: float = 16.0
                    np.array(hi), np.array(big))
 
 
-_CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)  # [8, 3]
+def _frustum_planes(world_to_clip: np.ndarray) -> np.ndarray:
+    """[C, 6, 4] planes (a, b, c, d) of the clip volumes -w <= x, y, z <= w of world_to_clip [C, 4, 4]:
+    a world point p is inside iff a p_x + b p_y + c p_z + d >= 0 for all six."""
+    r = world_to_clip
+    return np.stack([r[:, 3] + r[:, 0], r[:, 3] - r[:, 0], r[:, 3] + r[:, 1], r[:, 3] - r[:, 1],
+                     r[:, 3] + r[:, 2], r[:, 3] - r[:, 2]], 1)
 
 
-def _outside_frustum(corners: np.ndarray, world_to_clip: np.ndarray) -> np.ndarray:
-    """[N] bool: boxes given by corners [N, 8, 3] (world) lie entirely outside one clip plane.
+def _boxes_in_frustums(centre: np.ndarray, half: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """[C, N] bool: may the axis-aligned box (centre [N, 3], half extents [N, 3]) be seen by camera c?
 
-    Conservative: a box that is not reported outside may still be invisible, never the reverse, so
-    culling with it never changes a pixel.
+    False only when the whole box lies outside one clip plane (its corner farthest along the plane's
+    normal is outside), so culling with it never changes a pixel.
     """
-    clip = corners @ world_to_clip[:3, :3].T + world_to_clip[:3, 3]  # [N, 8, 3]
-    w = corners @ world_to_clip[3, :3] + world_to_clip[3, 3]  # [N, 8]
-    out = np.zeros(len(corners), bool)
-    for axis in range(3):
-        out |= np.all(clip[..., axis] < -w, axis=1) | np.all(clip[..., axis] > w, axis=1)
-    return out
+    n = planes[..., :3]  # [C, 6, 3]
+    far = np.einsum("nk,cpk->cnp", centre, n) + np.einsum("nk,cpk->cnp", half, np.abs(n)) + planes[:, None, :, 3]
+    return np.all(far >= 0, axis=-1)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -681,8 +691,9 @@ class OracleRenderer:
                                   for c in range(C)])  # [C, 4, 4] float64
         # All buffer uploads happen before the first draw: writing a buffer that queued draws still use
         # would make llvmpipe flush and wait in the middle of the frame.
-        agent_draws = self._upload_agents(gl, poses, world_to_clip)
-        chunk_lists = [self._visible_chunks(world_to_clip[c], world_to_cam[c]) for c in range(C)]
+        planes = _frustum_planes(world_to_clip)
+        agent_draws = self._upload_agents(gl, poses, planes)
+        chunk_lists = self._visible_chunks(planes, world_to_cam)
 
         fbo.use()
         ctx.disable(ctx.BLEND)  # opaque
@@ -742,19 +753,22 @@ class OracleRenderer:
         fbo.read_into(inst, viewport=full, components=1, attachment=3, dtype="i4")
         return {"rgb": rgb, "depth": depth, "semantic": sem, "instance": inst}
 
-    def _visible_chunks(self, world_to_clip: np.ndarray, world_to_cam: np.ndarray) -> list[tuple[int, int]]:
-        """(first index, index count) of the static chunks a camera may see, in draw order."""
+    def _visible_chunks(self, planes: np.ndarray, world_to_cam: np.ndarray) -> list[list[tuple[int, int]]]:
+        """Per camera, (first index, index count) of the static chunks it may see, in draw order."""
         ch = self._chunks
         if ch is None:
-            return []
-        corners = ch.lo[:, None, :] + _CORNERS[None] * (ch.hi - ch.lo)[:, None, :]  # [N, 8, 3]
-        keep = np.nonzero(~_outside_frustum(corners, world_to_clip))[0]
-        centre_z = ((ch.lo[keep] + ch.hi[keep]) / 2) @ world_to_cam[2, :3] + world_to_cam[2, 3]
-        order = keep[np.lexsort((centre_z, ch.large[keep]))]  # small chunks near to far, then large ones
-        return [(int(ch.first[k]), int(ch.count[k])) for k in order]
+            return [[] for _ in range(len(planes))]
+        vis = _boxes_in_frustums(ch.centre, ch.half, planes)  # [C, N]
+        centre_z = ch.centre @ world_to_cam[:, 2, :3].T + world_to_cam[:, 2, 3]  # [N, C]
+        out = []
+        for c in range(len(planes)):
+            keep = np.nonzero(vis[c])[0]
+            order = keep[np.lexsort((centre_z[keep, c], ch.large[keep]))]  # small near to far, then large
+            out.append(list(zip(ch.first[order].tolist(), ch.count[order].tolist())))
+        return out
 
     def _upload_agents(self, gl: dict[str, Any], poses: AgentPoses | None,
-                       world_to_clip: np.ndarray) -> list[list[tuple[Any, int, int]]]:
+                       planes: np.ndarray) -> list[list[tuple[Any, int, int]]]:
         """Upload the agents each camera may see (culled by their oriented mesh bounds) into the instance
         texture; returns per camera the draws (vertex array, slot base, instance count) to issue.
 
@@ -764,39 +778,48 @@ class OracleRenderer:
         slot's pose from the texture: one plain draw per agent type and camera, the same data as
         instancing (per-instance centre, yaw, size, id).
         """
-        C = len(world_to_clip)
+        C = len(planes)
         draws: list[list[tuple[Any, int, int]]] = [[] for _ in range(C)]
         if poses is None or not len(poses.ids):
             return draws
-        unknown = sorted(set(poses.types) - set(self.agent_meshes))
+        unknown = sorted(set(poses.types) - set(gl["agents"]))
         if unknown:
             raise ValueError(f"no agent mesh for types {unknown}; known: {sorted(self.agent_meshes)} "
                              "(pass agent_meshes= to OracleRenderer to add some)")
+        A = len(poses.ids)
+        data = np.empty(A, _INSTANCE_DTYPE)
+        data["center"] = poses.centers
+        data["yaw"] = poses.yaws
+        data["size"] = poses.sizes
+        data["instance"] = poses.ids + 1
+        packed = data.view(np.int32).reshape(A, 8)
+        # world AABB of each agent's oriented mesh bounds, for culling per camera
+        lo = np.empty((A, 3))
+        hi = np.empty((A, 3))
+        by_type = {}
+        for name in np.unique(poses.types):
+            sel = np.nonzero(poses.types == name)[0]
+            by_type[name] = sel
+            lo[sel], hi[sel] = gl["agents"][name]["bounds"]
+        local_c = (lo + hi) / 2 * poses.sizes
+        local_h = (hi - lo) / 2 * poses.sizes
+        cy, sy = np.cos(poses.yaws), np.sin(poses.yaws)
+        centre = poses.centers + np.stack([cy * local_c[:, 0] - sy * local_c[:, 1],
+                                           sy * local_c[:, 0] + cy * local_c[:, 1], local_c[:, 2]], 1)
+        half = np.stack([np.abs(cy) * local_h[:, 0] + np.abs(sy) * local_h[:, 1],
+                         np.abs(sy) * local_h[:, 0] + np.abs(cy) * local_h[:, 1], local_h[:, 2]], 1)
+        vis = _boxes_in_frustums(centre, half, planes)  # [C, A]
         rows = [[] for _ in range(C)]  # per camera: list of [n, 8] int32 blocks
         base = np.zeros(C, np.int64)
-        for name, slot in gl["agents"].items():
-            sel = np.nonzero(poses.types == name)[0]
-            if not len(sel):
-                continue
-            data = np.empty(len(sel), _INSTANCE_DTYPE)
-            data["center"] = poses.centers[sel]
-            data["yaw"] = poses.yaws[sel]
-            data["size"] = poses.sizes[sel]
-            data["instance"] = poses.ids[sel] + 1
-            packed = data.view(np.int32).reshape(len(sel), 8)
-            lo, hi = slot["bounds"]
-            local = (lo + _CORNERS * (hi - lo))[None] * poses.sizes[sel][:, None, :]  # [A, 8, 3]
-            cy, sy = np.cos(poses.yaws[sel])[:, None], np.sin(poses.yaws[sel])[:, None]
-            corners = np.stack([cy * local[..., 0] - sy * local[..., 1], sy * local[..., 0] + cy * local[..., 1],
-                                local[..., 2]], -1) + poses.centers[sel][:, None, :]
+        for name, sel in by_type.items():
+            slot = gl["agents"][name]
             self._agent_capacity(gl, name, len(sel))
             for c in range(C):
-                vis = ~_outside_frustum(corners, world_to_clip[c])
-                n = int(vis.sum())
-                if n:
-                    draws[c].append((slot["vao"], int(base[c]), n * 3 * len(slot["faces"])))
-                    rows[c].append(packed[vis])
-                    base[c] += n
+                shown = sel[vis[c, sel]]
+                if len(shown):
+                    draws[c].append((slot["vao"], int(base[c]), len(shown) * 3 * len(slot["faces"])))
+                    rows[c].append(packed[shown])
+                    base[c] += len(shown)
         width = int(base.max())
         if width == 0:
             return draws
