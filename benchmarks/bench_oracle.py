@@ -42,11 +42,16 @@ def build_synthetic_town(seed: int = 0):
     lines = np.arange(-half + 40, half, pitch)  # road centre lines in x and y
     roads = unary_union([box(-half, c - road_w / 2, half, c + road_w / 2) for c in lines] +
                         [box(c - road_w / 2, -half, c + road_w / 2, half) for c in lines])
+    # The terrain is what roads and sidewalks leave (as the town generator does): no overdraw under them
+    walk = roads.buffer(3.0, join_style=2).difference(roads)
+    terrain = box(-half, -half, half, half).difference(roads.buffer(3.0, join_style=2))
     parts = [
-        M.polygon_mesh(box(-half, -half, half, half), 0.0, color=(0.36, 0.52, 0.26), material=M.GRASS,
-                       semantic="terrain"),
+        M.polygons_mesh(terrain, 0.0, color=(0.36, 0.52, 0.26), material=M.GRASS, semantic="terrain"),
         M.polygons_mesh(roads, M.ROAD_Z, color=(0.33, 0.33, 0.34), material=M.ASPHALT, semantic="road"),
     ]
+    for g in getattr(walk, "geoms", [walk]):  # sidewalks: 3 m curb-height slabs around the roads
+        parts.append(M.extruded_polygon(g, 0.0, M.CURB_HEIGHT, color=(0.68, 0.68, 0.66), material=M.CONCRETE,
+                                        roof_material=M.CONCRETE, semantic="sidewalk"))
     for c in lines:  # dashed centre lines and solid edge lines
         for pts in (np.array([[-half, c], [half, c]]), np.array([[c, -half], [c, half]])):
             parts.append(M.polyline_strip(pts, 0.15, dash=(3.0, 6.0)))
@@ -58,10 +63,6 @@ def build_synthetic_town(seed: int = 0):
     blocks = [b for b in blocks if b.area > 100]
     n_buildings = 0
     for bi, blk in enumerate(blocks):
-        # sidewalk ring 3 m wide as a curb-height slab
-        sidewalk = blk.difference(blk.buffer(-3.0, join_style=2))
-        parts.append(M.extruded_polygon(sidewalk, 0.0, M.CURB_HEIGHT, color=(0.68, 0.68, 0.66),
-                                        material=M.CONCRETE, roof_material=M.CONCRETE, semantic="sidewalk"))
         inner = blk.buffer(-4.0, join_style=2)
         x0, y0, x1, y1 = inner.bounds
         for _ in range(3):  # ~3 buildings per block along its edges

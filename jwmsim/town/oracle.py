@@ -150,9 +150,11 @@ uniform isampler2D u_instances;
 uniform int u_inst_row;
 uniform int u_inst_base;
 #endif
-out vec3 v_world; out vec3 v_normal; out vec3 v_color; out vec2 v_uv; out float v_camz;
-flat out int v_material; flat out int v_semantic; flat out int v_instance; flat out float v_seed;
-flat out float v_top;          // uv.y of the provoking (last) vertex: the wall top for FACADE triangles
+// Few varyings: llvmpipe sets up and interpolates each one per triangle and pixel. Camera z is
+// recomputed per pixel from the interpolated world point (the same value, perspective-correct).
+out vec3 v_world; out vec3 v_normal; out vec3 v_color; out vec2 v_uv;
+flat out ivec2 v_ids;          // material | semantic << 8, instance id
+flat out vec2 v_seed_top;      // seed; uv.y of the provoking (last) vertex: the wall top for FACADE
 void main() {
 #ifdef AGENT
     int k = u_inst_base + in_instance;
@@ -167,22 +169,19 @@ void main() {
     mat3 rot = mat3(c, s, 0.0, -s, c, 0.0, 0.0, 0.0, 1.0);  // column-major
     vec3 p = i_center + rot * (in_pos * i_size);
     vec3 n = rot * (in_normal / i_size);  // inverse-transpose of the non-uniform scale
-    v_instance = i_instance;
+    int v_instance_ = i_instance;
     v_uv = in_uv * i_size.xz;
 #else
     vec3 p = in_pos;
     vec3 n = in_normal;
-    v_instance = in_instance;
+    int v_instance_ = in_instance;
     v_uv = in_uv;
 #endif
     v_world = p;
     v_normal = n;
     v_color = in_color;
-    v_seed = in_seed;
-    v_top = v_uv.y;
-    v_material = int(in_ids.x + 0.5);
-    v_semantic = int(in_ids.y + 0.5);
-    v_camz = dot(u_cam_z, vec4(p, 1.0));
+    v_seed_top = vec2(in_seed, v_uv.y);
+    v_ids = ivec2(int(in_ids.x + 0.5) | (int(in_ids.y + 0.5) << 8), v_instance_);
     gl_Position = u_world_to_clip * vec4(p, 1.0);
 }
 """
@@ -195,9 +194,10 @@ uniform vec3 u_ambient_sky;
 uniform vec3 u_ambient_ground;
 uniform vec3 u_horizon;
 uniform float u_haze;          // 1 / haze distance [1/m]
-in vec3 v_world; in vec3 v_normal; in vec3 v_color; in vec2 v_uv; in float v_camz;
-flat in int v_material; flat in int v_semantic; flat in int v_instance; flat in float v_seed;
-flat in float v_top;
+uniform vec4 u_cam_z;          // row 2 of world_to_cam
+in vec3 v_world; in vec3 v_normal; in vec3 v_color; in vec2 v_uv;
+flat in ivec2 v_ids;
+flat in vec2 v_seed_top;
 layout(location = 0) out vec4 f_rgb;
 layout(location = 1) out float f_depth;
 layout(location = 2) out uint f_semantic;
@@ -209,7 +209,9 @@ const vec3 PAINTS[10] = vec3[10](
     vec3(0.76, 0.70, 0.55), vec3(0.85, 0.55, 0.10));
 
 void main() {
-    uint seed = uint(v_seed * 65536.0);
+    int v_material = v_ids.x & 255, v_instance = v_ids.y;
+    float v_top = v_seed_top.y;
+    uint seed = uint(v_seed_top.x * 65536.0);
     vec3 albedo = v_color;
     vec3 n = normalize(v_normal);
     vec3 to_cam = u_cam_pos - v_world;
@@ -270,8 +272,8 @@ void main() {
     c = mix(c, u_horizon * (0.55 + 0.45 * (1.0 - abs(dot(n, view)))), gloss);
     c = mix(c, u_horizon, 1.0 - exp(-dist * u_haze));  // aerial perspective
     f_rgb = vec4(clamp(c, 0.0, 1.0), 1.0);
-    f_depth = v_camz;
-    f_semantic = uint(v_semantic);
+    f_depth = dot(u_cam_z, vec4(v_world, 1.0));
+    f_semantic = uint(v_ids.x >> 8);
     f_instance = v_instance;
 }
 """
