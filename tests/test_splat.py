@@ -223,6 +223,19 @@ def test_bad_inputs_raise_value_errors():
             rasterize(scene, backend="gsplat", **kw)
 
 
+def test_concurrent_renders_from_threads_agree():
+    """numba's workqueue layer is not thread-safe on its own; the backend serialises kernel launches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    scene = random_scene(200, seed=12)
+    ks, w2c = _cameras(torch.float32)
+    expected = rasterize(scene, Ks=ks, world_to_cams=w2c, width=W, height=H).rgb
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: rasterize(scene, Ks=ks, world_to_cams=w2c, width=W, height=H).rgb, range(8)))
+    for out in outs:
+        assert torch.equal(out, expected)
+
+
 def test_precompile_runs():
     from jwmsim.splat import cpu
 

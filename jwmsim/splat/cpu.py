@@ -29,14 +29,27 @@ Per-pair parameter rows (``params [P, 10]``): ``u, v, conic_a, conic_b, conic_c,
 from __future__ import annotations
 
 import math
+import os
+import threading
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
 
 from jwmsim.splat.projection import ALPHA_MIN, EPS2D, FOV_CLAMP, NEAR_PLANE, project_pairs
 from jwmsim.splat.scene import SH_C0, SH_C1, GaussianScene
+
+# Threading layer. numba's default (OpenMP) workers spin-wait after each parallel region, and torch runs a
+# second OpenMP pool that spins too; on this 2-core machine shared with other jobs that was measured to
+# slow a 50k-Gaussian forward+backward from ~70 ms to 0.8-1.9 s (load average 4-5), while the "workqueue"
+# layer (sleeping workers) stayed at ~230-250 ms under the same load and equal when idle. workqueue is
+# fork-safe but not thread-safe, so every parallel launch below holds _LAUNCH_LOCK. Set
+# NUMBA_THREADING_LAYER to override (e.g. "omp" or "tbb"); the layer is fixed at the first parallel launch.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+_LAUNCH_LOCK = threading.Lock()
 
 TILE = 16
 ALPHA_MAX = 0.99
@@ -486,8 +499,9 @@ class _Composite(torch.autograd.Function):
         depth = np.zeros(shape, p.dtype)
         t_final = np.ones(shape, np.float64)
         last = np.full(shape, -1, np.int64)
-        _forward(bins.offsets, bins.isect, bins.bbox, p, bins.n_cams, bins.height, bins.width, bins.tiles_x,
-                 bins.tiles_y, rgb, depth, t_final, last)
+        with _LAUNCH_LOCK:
+            _forward(bins.offsets, bins.isect, bins.bbox, p, bins.n_cams, bins.height, bins.width, bins.tiles_x,
+                     bins.tiles_y, rgb, depth, t_final, last)
         ctx.bins, ctx.params_np, ctx.t_final, ctx.last = bins, p, t_final, last
         ctx.dtype, ctx.device = params.dtype, params.device
         alpha = (1.0 - t_final).astype(p.dtype)
@@ -505,9 +519,10 @@ class _Composite(torch.autograd.Function):
                                                                                  dtype=np.float64)
 
         g_isect = np.zeros((bins.num_intersections, N_PARAMS), np.float64)
-        _backward(bins.offsets, bins.isect, bins.bbox, p, bins.n_cams, bins.height, bins.width, bins.tiles_x,
-                  bins.tiles_y, ctx.t_final, ctx.last, arr(g_rgb, shape + (3,)), arr(g_depth, shape),
-                  arr(g_alpha, shape), g_isect)
+        grads_out = (arr(g_rgb, shape + (3,)), arr(g_depth, shape), arr(g_alpha, shape))
+        with _LAUNCH_LOCK:
+            _backward(bins.offsets, bins.isect, bins.bbox, p, bins.n_cams, bins.height, bins.width, bins.tiles_x,
+                      bins.tiles_y, ctx.t_final, ctx.last, *grads_out, g_isect)
         g_pairs = _sum_per_pair(bins.isect, g_isect, p.shape[0])
         return torch.from_numpy(g_pairs).to(device=ctx.device, dtype=ctx.dtype), None
 
@@ -532,9 +547,10 @@ def render(scene: GaussianScene, Ks: torch.Tensor, world_to_cams: torch.Tensor, 
     bbox_all = np.zeros((n_cams, n, 4), np.int64)
     radii = np.zeros((n_cams, n, 2), np.int32)
     valid = np.zeros((n_cams, n), np.bool_)
-    _project_kernel(_f64(scene.means), _f64(scene.quats), _f64(scene.log_scales), _f64(scene.opacity_logits),
-                    _f64(scene.colors), sh_degree, _f64(Ks), _f64(world_to_cams), width, height, near_plane,
-                    params_all, bbox_all, radii, valid)
+    inputs = (_f64(scene.means), _f64(scene.quats), _f64(scene.log_scales), _f64(scene.opacity_logits),
+              _f64(scene.colors), sh_degree, _f64(Ks), _f64(world_to_cams), width, height, near_plane)
+    with _LAUNCH_LOCK:
+        _project_kernel(*inputs, params_all, bbox_all, radii, valid)
     cam_np, gauss_np = np.nonzero(valid)
     rows = params_all[cam_np, gauss_np]
     bins = bin_pairs(cam_np, rows[:, 9], bbox_all[cam_np, gauss_np], n_cams, height, width)

@@ -312,7 +312,7 @@ def masked_l1_ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     # SSIM on images where the masked pixels are replaced by the target: they then contribute perfect
     # structure and no gradient, so agents do not pull the static scene.
     p = torch.where(mask[..., None], pred, target).permute(0, 3, 1, 2)
-    s = ssim(p, target.permute(0, 3, 1, 2), data_range=1.0, size_average=True, win_size=7)
+    s = ssim(p, target.permute(0, 3, 1, 2), data_range=1.0, size_average=True)
     return (1 - ssim_weight) * l1 + ssim_weight * (1 - s)
 
 
@@ -325,11 +325,11 @@ def evaluate(scene: GaussianScene, views: dict[str, Views]) -> dict:
     for v in views.values():
         for i in range(len(v.images)):
             out = rasterize(scene, Ks=v.Ks[i], world_to_cams=v.world_to_cams[i], width=v.width, height=v.height)
-            pred = out.rgb.clamp(0, 1).cpu()
-            tgt = v.images[i]
-            res["psnr_all"].append(float(psnr(pred, tgt)))
-            res["psnr_static"].append(float(masked_psnr(pred, tgt, v.static[i])))
-            res["ssim_all"].append(float(ssim(pred, tgt)))
+            pred = out.rgb.clamp(0, 1).cpu().permute(0, 3, 1, 2)  # models' layout [C, 3, H, W]
+            tgt = v.images[i].permute(0, 3, 1, 2)
+            res["psnr_all"] += psnr(pred, tgt).tolist()
+            res["psnr_static"] += masked_psnr(pred, tgt, v.static[i]).tolist()
+            res["ssim_all"] += ssim(pred, tgt).tolist()
     return {k: float(np.mean(x)) for k, x in res.items()}
 
 
@@ -428,7 +428,7 @@ def fit_scene(log_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: FitCo
             opt.reset_opacity()
         train_time += time.perf_counter() - t0
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}", n=len(opt.params["means"]),
+        bar.set_postfix(loss=f"{loss.item():.4f}", n=len(opt.params["means"]),
                         psnr=f"{curve[-1]['psnr_static']:.2f}" if curve else "-")
         if train_time - last_eval >= cfg.eval_every_s:
             record(it)
@@ -448,7 +448,7 @@ def fit_scene(log_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: FitCo
     if curve[-1]["iter"] != it:
         record(it)
     checkpoint(it)
-    final = opt.scene().detach().cpu()
+    final = opt.scene().detach().to("cpu").normalize_quats()
     final.save(out / "scene.safetensors", extra_metadata={"log": str(log_dir), "iter": str(it)})
     summary = {"log": str(log_dir), "iters": it, "train_seconds": round(train_time, 1), "stop": stop_reason,
                "gaussians": len(final), "final": curve[-1], "device": str(device)}

@@ -7,9 +7,11 @@ all small and documented here so nobody chases them:
   ``K`` with ``cx + 0.5``, ``cy + 0.5`` so gsplat's pixel centres land on the same rays.
 * Alpha clamp: gsplat clamps alpha at 0.999, the CPU backend (and 3DGS) at 0.99. Only pixels where a single
   Gaussian has ``o * G > 0.99`` differ.
-* Footprint box: gsplat bins by tiles touched by an opacity-aware box, then evaluates every pixel of those
-  tiles; ours evaluates only pixels whose alpha can reach 1/255. Both render every alpha >= 1/255 (gsplat may
-  additionally render fringe pixels that our exact box proves below threshold: none).
+* Footprint box: gsplat assigns a Gaussian to the tiles its opacity-aware box touches and tests every pixel
+  of those tiles; ours visits only pixels whose alpha can reach 1/255. Both keep exactly the pixels with
+  alpha >= 1/255, so this changes nothing (if gsplat's box were ever tighter than that set, gsplat would be
+  the one dropping fringe pixels).
+* Precision: gsplat computes in float32 with fast exp; ours in float64 inside the kernels.
 """
 
 from __future__ import annotations
