@@ -5,7 +5,7 @@ import pytest
 
 from jwmsim.log.schema import AgentTracks
 from jwmsim.scenario import synthetic_log
-from jwmsim.sim.simulator import ScenarioBank, ScenarioData, SimConfig, reset, step
+from jwmsim.sim.simulator import ScenarioBank, ScenarioData, SimConfig, ego_box, reset, step
 from jwmsim.sim.traffic import TrafficConfig, idm_acceleration
 
 CAR = [4.6, 1.9, 1.6]
@@ -32,7 +32,7 @@ def straight_log_with(agents, seconds):
 
 
 def run(log, steps, mode="idm", brake_ego=True):
-    cfg = SimConfig(traffic=TrafficConfig(mode=mode))
+    cfg = SimConfig(traffic=TrafficConfig(mode=mode), agent_radius=1e4)  # keep agents far from the ego too
     bank = ScenarioBank.from_scenarios([ScenarioData.from_log(log, 0.0, steps * 0.1, cfg=cfg)])
     st = reset(bank, np.array([0]), cfg)
     action = np.array([[-8.0 if brake_ego else 0.0, 0.0]])
@@ -116,3 +116,31 @@ def test_batched_traffic_equals_single_runs():
 def test_unknown_mode_lists_choices():
     with pytest.raises(ValueError, match="replay, idm"):
         TrafficConfig(mode="smart")
+
+
+def test_numba_lead_kernel_matches_the_numpy_twin():
+    from jwmsim.sim.traffic import find_leads, find_leads_reference
+
+    cfg = SimConfig(traffic=TrafficConfig(mode="idm"))
+    logs = [synthetic_log(k, seed=s) for k in ("straight", "curve", "intersection") for s in (0, 1)]
+    bank = ScenarioBank.from_scenarios([ScenarioData.from_log(lg, 0.0, 12.0, cfg=cfg, traffic="idm") for lg in logs])
+    st = reset(bank, np.arange(6), cfg)
+    rng = np.random.default_rng(0)
+    any_lead = False
+    for k in range(40):
+        st = step(bank, st, np.column_stack([rng.uniform(-1, 1, 6), np.zeros(6)]), cfg)
+        size = bank.agent_size[st.sid]
+        ego_c, ego_yaw = ego_box(st.ego, cfg.ego)  # the ego is a candidate lead too, as in the simulator
+        cat = lambda a, e: np.concatenate([a, e[:, None]], 1)  # noqa: E731
+        ego_v = st.ego[:, 3:4] * np.stack([np.cos(ego_yaw), np.sin(ego_yaw)], -1)
+        args = (st.sid, st.idm_s, st.idm_active & ~st.idm_done, st.agent_xy, st.agent_yaw, size[..., 0], size[..., 1],
+                cat(st.agent_xy, ego_c), cat(st.agent_yaw, ego_yaw), cat(size[..., 0], np.full(6, cfg.ego.length)),
+                cat(size[..., 1], np.full(6, cfg.ego.width)), cat(st.agent_vel, ego_v),
+                cat(st.agent_valid, np.ones(6, bool)), bank.path_xy, bank.path_heading, bank.path_len, bank.path_ds,
+                60.0)
+        g1, v1 = find_leads(*args)
+        g2, v2 = find_leads_reference(*args)
+        np.testing.assert_allclose(g1, g2, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(v1, v2, rtol=1e-9, atol=1e-9)
+        any_lead |= bool(np.isfinite(g1).any())
+    assert any_lead  # the comparison covered followers with a lead

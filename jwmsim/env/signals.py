@@ -2,7 +2,7 @@
 
 Everything metric-like is delegated to :class:`jwmsim.metrics.MetricsTracker` (collisions with nuPlan's
 classes and at-fault rule, TTC, drivable area, speed limit, progress, comfort, the scenario score).
-What this module adds is only glue: one tracker per map of a bank (:class:`MetricsHub`), the route
+What this module adds is only glue: one tracker over the bank's maps (:class:`MetricsHub`), the route
 progress and the instantaneous comfort flags used by the *reward* (not the nuPlan comfort metric,
 which smooths over the whole episode), and the episode result dict.
 """
@@ -69,22 +69,17 @@ def _map_index(road_map):
 
 
 class MetricsHub:
-    """The metrics engineer's :class:`jwmsim.metrics.MetricsTracker`, one per map of the bank.
-
-    A MetricsTracker serves B envs on one map; a bank may hold several maps, so each map gets a
-    tracker over all B rows and is stepped with ``active`` = the rows currently on that map (one call
-    per distinct map per step, not per env). Expert references are built once per scenario.
-    """
+    """The metrics engineer's :class:`jwmsim.metrics.MetricsTracker` over all B rows and all maps of the
+    bank (the tracker groups its map queries by map). Expert references are built once per scenario."""
 
     def __init__(self, bank: ScenarioBank, B: int, cfg: SimConfig):
-        from jwmsim.metrics import MapIndex, MetricsTracker
+        from jwmsim.metrics import MetricsTracker
 
         self.bank, self.B, self.cfg = bank, B, cfg
         self.params = ego_params(cfg)
         cap = int(bank.num_steps.max()) + 1
-        self.trackers = [MetricsTracker(_map_index(m), B, self.params, dt=cfg.dt, capacity=cap) for m in bank.maps]
+        self.tracker = MetricsTracker([_map_index(m) for m in bank.maps], B, self.params, dt=cfg.dt, capacity=cap)
         self._refs: dict[int, object] = {}
-        self.row_map = np.full(B, -1, np.int64)
 
     def ref(self, sid: int):
         from jwmsim.metrics import build_expert_reference
@@ -98,42 +93,25 @@ class MetricsHub:
         """Record the rows' current states (full-B arrays of st); returns per-step values [B]."""
         bank = self.bank
         sid = st.sid
-        yaw_rate = st.ego_yaw_rate
         vel = np.stack([st.ego[:, 3], np.zeros(self.B)], -1)  # rear axle: no lateral slip
-        acc = np.stack([st.ego_accel, st.ego[:, 3] * yaw_rate], -1)
-        out: dict[str, np.ndarray] | None = None
-        for m, tracker in enumerate(self.trackers):
-            act = rows & (self.row_map == m)
-            if not act.any():
-                continue
-            sm = tracker.step(st.ego[:, :3], vel, st.agent_xy, st.agent_yaw, bank.agent_size[sid], st.agent_vel,
-                              st.agent_valid, bank.agent_type[sid], ego_acceleration=acc, ego_yaw_rate=yaw_rate,
-                              active=act).as_dict()
-            if out is None:
-                out = {k: np.array(v, copy=True) for k, v in sm.items()}
-            else:
-                for k, v in sm.items():
-                    out[k][act] = v[act]
-        assert out is not None
-        return out
+        acc = np.stack([st.ego_accel, st.ego[:, 3] * st.ego_yaw_rate], -1)
+        return self.tracker.step(st.ego[:, :3], vel, st.agent_xy, st.agent_yaw, bank.agent_size[sid], st.agent_vel,
+                                 st.agent_valid, bank.agent_type[sid], ego_acceleration=acc,
+                                 ego_yaw_rate=st.ego_yaw_rate, active=rows).as_dict()
 
     def reset_rows(self, rows: np.ndarray, st: SimState) -> None:
         ids = np.flatnonzero(rows)
-        self.row_map[ids] = self.bank.map_index[st.sid[ids]]
-        for m, tracker in enumerate(self.trackers):
-            mine = ids[self.row_map[ids] == m]
-            if len(mine):
-                tracker.reset(mine, [self.ref(int(st.sid[b])) for b in mine])
+        self.tracker.reset(ids, [self.ref(int(st.sid[b])) for b in ids], map_ids=self.bank.map_index[st.sid[ids]])
         self._step(rows, st)
 
     def step_rows(self, rows: np.ndarray, st: SimState) -> dict[str, np.ndarray]:
         """Per-step metric values [rows.sum()] of the stepped rows."""
         out = self._step(rows, st)
-        return {k: v[rows] for k, v in out.items()}
+        return {k: np.asarray(v)[rows] for k, v in out.items()}
 
     def finalize(self, row: int, challenge: str | None = None):
         """EpisodeMetrics of one row's finished episode."""
-        return self.trackers[int(self.row_map[row])].finalize([row], challenge=challenge)[0]
+        return self.tracker.finalize([row], challenge=challenge)[0]
 
 
 def episode_result(core, row: int) -> dict:

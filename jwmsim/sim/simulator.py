@@ -58,6 +58,9 @@ class SimConfig:
     route_ds: float = 1.0
     lane_seg_points: int = 10
     lane_seg_spacing: float = 2.0
+    lane_obs_radius: float = 100.0
+    """[m] lane segments farther than this from the logged ego path are left out of the scenario's
+    observation candidates (a 15 s scenario never gets near them)."""
     agent_radius: float = 80.0
     """[m] agents never this close to the logged ego during the window are dropped from the scenario
     (they cannot interact within it; town logs carry hundreds of tracks, most of them far away)."""
@@ -182,6 +185,13 @@ class ScenarioData:
         which = np.searchsorted(np.cumsum(lane_len), polyline_arclength(route_xy), side="right")
         route_vlim = lane_lim[np.minimum(which, len(lane_lim) - 1)]
         segs, seg_speed = _lane_segments(log.road_map, cfg.lane_seg_points, cfg.lane_seg_spacing)
+        # keep the segments that can be observed in this scenario: near the logged ego path
+        mid = segs[:, cfg.lane_seg_points // 2]
+        path = plan[:: max(1, int(round(1.0 / cfg.dt))), :2]
+        near = np.zeros(len(segs), bool)
+        for k in range(0, len(path), 64):  # chunks bound the [G, chunk] temporary
+            near |= (np.linalg.norm(mid[:, None] - path[None, k:k + 64], axis=-1) < cfg.lane_obs_radius).any(1)
+        segs, seg_speed = segs[near], seg_speed[near]
         return cls(name=name or log.meta.log_id, dt=cfg.dt, expert=expert, init=init,
                    agent_xy=np.where(valid[..., None], center, 0.0), agent_yaw=np.where(valid, ag.yaw[sl], 0.0),
                    agent_vel=np.where(valid[..., None], vel, 0.0), agent_valid=valid,
@@ -317,10 +327,10 @@ class ScenarioBank:
             & _pad([np.ones((1, s.agent_valid.shape[1]), bool) for s in scenarios], (1,), False),
             agent_size=_pad([s.agent_size for s in scenarios], (0,), 1.0),
             agent_type=_pad([s.agent_type for s in scenarios], (0,), 4),
-            path_xy=_pad([p.xy for p in P], (0, 1), "edge"),
-            path_heading=_pad([p.heading for p in P], (0, 1), "edge"),
+            path_xy=np.ascontiguousarray(_pad([p.xy for p in P], (0, 1), "edge")),
+            path_heading=np.ascontiguousarray(_pad([p.heading for p in P], (0, 1), "edge")),
             path_vlim=_pad([p.vlim for p in P], (0, 1), "edge"),
-            path_len=_pad([p.length for p in P], (0,), 0.0),
+            path_len=np.ascontiguousarray(_pad([p.length for p in P], (0,), 0.0)),
             is_idm=_pad([p.is_idm for p in P], (0,), False),
             log_s=_pad([p.log_s for p in P], (0, 1), "edge"),
             path_ds=P[0].ds,

@@ -242,7 +242,7 @@ def path_lookup(path_xy: np.ndarray, path_heading: np.ndarray, ds: float, sid: n
     return p0 + u * (p1 - p0), path_heading[sid, agent, k]
 
 
-def find_leads(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndarray, heading: np.ndarray,
+def find_leads_reference(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndarray, heading: np.ndarray,
                length: np.ndarray, width: np.ndarray, obj_xy: np.ndarray, obj_yaw: np.ndarray,
                obj_len: np.ndarray, obj_wid: np.ndarray, obj_vel: np.ndarray, obj_valid: np.ndarray,
                path_xy: np.ndarray, path_heading: np.ndarray, path_len: np.ndarray, ds: float,
@@ -257,6 +257,7 @@ def find_leads(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndar
     """
     B, A = s.shape
     M = obj_xy.shape[1]
+    # The pure-numpy twin of the numba kernel (find_leads): same arithmetic, dense [B, A, M] arrays.
     rel = obj_xy[:, None, :, :] - xy[:, :, None, :]  # [B, A, M, 2]
     c, si = np.cos(heading)[..., None], np.sin(heading)[..., None]
     fwd = rel[..., 0] * c + rel[..., 1] * si
@@ -306,3 +307,107 @@ def idm_step(s: np.ndarray, v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_le
     """Forward-Euler IDM step: progress [..] m, speed [..] m/s, acceleration [..] m/s^2 after dt [s]."""
     a = idm_acceleration(v, v0, gap, v_lead, cfg)
     return s + v * dt, np.maximum(v + a * dt, 0.0), a
+
+
+# ----------------------------------------------------------------------------- numba kernel
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy twin keeps the sim usable
+    numba = None
+
+
+def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_yaw, obj_len, obj_wid, obj_vel,
+                     obj_valid, path_xy, path_heading, path_len, ds, radius, gap, vlead):
+    B, A = s.shape
+    M = obj_xy.shape[1]
+    P = path_xy.shape[2]
+    fmax = P - 1.000001
+    for b in range(B):
+        sc = sid[b]
+        for i in range(A):
+            if not follower[b, i]:
+                continue
+            ch = np.cos(heading[b, i])
+            sh = np.sin(heading[b, i])
+            best = np.inf
+            bestv = 0.0
+            for j in range(M):
+                if j == i or not obj_valid[b, j]:
+                    continue
+                rx = obj_xy[b, j, 0] - xy[b, i, 0]
+                ry = obj_xy[b, j, 1] - xy[b, i, 1]
+                fwd = rx * ch + ry * sh
+                if not (fwd > 0.0 and fwd < radius):
+                    continue
+                lat = -rx * sh + ry * ch
+                if not abs(lat) < radius * 0.5:
+                    continue
+                s_i = s[b, i]
+                s_est = s_i + fwd
+                qx = qy = tx = ty = h = 0.0
+                for it in range(4):  # 3 Newton steps, then the final lookup
+                    f = min(max(s_est / ds, 0.0), fmax)
+                    k = int(f)
+                    u = f - k
+                    qx = path_xy[sc, i, k, 0] + u * (path_xy[sc, i, k + 1, 0] - path_xy[sc, i, k, 0])
+                    qy = path_xy[sc, i, k, 1] + u * (path_xy[sc, i, k + 1, 1] - path_xy[sc, i, k, 1])
+                    h = path_heading[sc, i, k]
+                    tx = np.cos(h)
+                    ty = np.sin(h)
+                    if it < 3:
+                        s_est = s_est + ((obj_xy[b, j, 0] - qx) * tx + (obj_xy[b, j, 1] - qy) * ty)
+                dx = obj_xy[b, j, 0] - qx
+                dy = obj_xy[b, j, 1] - qy
+                off = abs(tx * dy - ty * dx)
+                rel_yaw = obj_yaw[b, j] - h
+                cr = abs(np.cos(rel_yaw))
+                sr = abs(np.sin(rel_yaw))
+                lj = obj_len[b, j]
+                wj = obj_wid[b, j]
+                half_across = 0.5 * (lj * sr + wj * cr)
+                half_along = 0.5 * (lj * cr + wj * sr)
+                residual = abs(dx * tx + dy * ty)
+                if not (off < 0.5 * width[b, i] + half_across and residual < half_along + ds and s_est > s_i):
+                    continue
+                if not s_est - half_along <= path_len[sc, i]:
+                    continue
+                g = s_est - s_i - 0.5 * length[b, i] - half_along
+                if g < best:
+                    best = g
+                    bestv = obj_vel[b, j, 0] * tx + obj_vel[b, j, 1] * ty
+            gap[b, i] = best
+            vlead[b, i] = bestv
+
+
+_leads_kernel = (numba.njit(cache=True, nogil=True)(_leads_kernel_py) if numba is not None else _leads_kernel_py)
+
+
+def find_leads(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndarray, heading: np.ndarray,
+               length: np.ndarray, width: np.ndarray, obj_xy: np.ndarray, obj_yaw: np.ndarray,
+               obj_len: np.ndarray, obj_wid: np.ndarray, obj_vel: np.ndarray, obj_valid: np.ndarray,
+               path_xy: np.ndarray, path_heading: np.ndarray, path_len: np.ndarray, ds: float,
+               radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gap [B, A] m (inf: no lead) and lead speed [B, A] m/s; arguments as :func:`find_leads_reference`.
+
+    A numba kernel over (env, follower, object) with the cheap pre-filter first, so the cost is
+    ~B x followers x objects comparisons instead of dense [B, A, M] temporaries. Tested against the
+    numpy twin :func:`find_leads_reference`.
+    """
+    B, A = s.shape
+    gap = np.full((B, A), np.inf)
+    vlead = np.zeros((B, A))
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    _leads_kernel(np.ascontiguousarray(sid, dtype=np.int64), f64(s), np.ascontiguousarray(follower, dtype=np.bool_),
+                  f64(xy), f64(heading), f64(length), f64(width), f64(obj_xy), f64(obj_yaw), f64(obj_len),
+                  f64(obj_wid), f64(obj_vel), np.ascontiguousarray(obj_valid, dtype=np.bool_), path_xy,
+                  path_heading, path_len, float(ds), float(radius), gap, vlead)
+    return gap, vlead
+
+
+def precompile() -> None:
+    """Compile the numba kernel (jwmsim.precompile calls this at install time)."""
+    z = np.zeros
+    find_leads(z(1, np.int64), z((1, 1)), np.ones((1, 1), bool), z((1, 1, 2)), z((1, 1)), np.ones((1, 1)),
+               np.ones((1, 1)), z((1, 2, 2)), z((1, 2)), np.ones((1, 2)), np.ones((1, 2)), z((1, 2, 2)),
+               np.ones((1, 2), bool), z((1, 1, 3, 2)), z((1, 1, 3)), np.full((1, 1), 2.0), 1.0, 60.0)

@@ -1,0 +1,154 @@
+"""Simulator benchmarks: batched and single-env stepping speed, and the reference agents' scores.
+
+    .venv/bin/python benchmarks/bench_sim.py [--suite town_test] [--batch 256] [--steps 100] [--skip-agents]
+
+(a) batched state-only throughput: DriveVectorEnv with B envs, IDM traffic, metrics on (the
+    MetricsTracker per-step work) and observations built every step; env-steps/s = B * steps / s.
+(b) single env steps/s (DriveEnv, same settings).
+(c) CLS-NR (replay) and CLS-R (idm) suite scores of ExpertReplay, ConstantVelocity and IDMPlanner.
+
+Writes benchmarks/results/sim_<suite>.json with {"command", "machine", "date", "figures", "loadavg"}.
+The build machines have 2 cores shared with other engineers: the load average is recorded before and
+after each part, so read the speeds next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def bench_batched(scenarios, B: int, steps: int, traffic: str = "idm") -> dict:
+    from jwmsim.env.vector import DriveVectorEnv
+
+    t0 = time.perf_counter()
+    env = DriveVectorEnv(num_envs=B, scenarios=scenarios, traffic=traffic, episode_metrics=True)
+    build_s = time.perf_counter() - t0
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    act = np.zeros((B, 2), np.float32)
+    for _ in range(5):  # warm caches
+        env.step(act)
+    la0 = loadavg()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        act[:, 0] = rng.uniform(-0.1, 0.15, B)
+        env.step(act)
+    dt = time.perf_counter() - t0
+    return {"num_envs": B, "steps": steps, "traffic": traffic, "env_steps_per_s": round(B * steps / dt, 1),
+            "ms_per_batched_step": round(1000 * dt / steps, 2), "num_scenarios": len(env.bank.names),
+            "num_maps": len(env.bank.maps), "max_agents": env.bank.num_agents, "build_s": round(build_s, 2),
+            "loadavg_before": la0, "loadavg_after": loadavg()}
+
+
+def bench_single(scenarios, steps: int, traffic: str = "idm") -> dict:
+    from jwmsim.env.drive import DriveEnv
+
+    env = DriveEnv(scenarios=scenarios, traffic=traffic)
+    env.reset(seed=0)
+    a = np.array([0.05, 0.0], np.float32)
+    la0 = loadavg()
+    t0 = time.perf_counter()
+    n = 0
+    while n < steps:
+        _, _, te, tr, _ = env.step(a)
+        n += 1
+        if te or tr:
+            env.reset()
+    dt = time.perf_counter() - t0
+    return {"steps": steps, "traffic": traffic, "steps_per_s": round(steps / dt, 1), "loadavg_before": la0,
+            "loadavg_after": loadavg()}
+
+
+def bench_agents(suite: str, workers: int, out_dir: Path) -> dict:
+    from jwmsim.runner import run_suite
+
+    out = {}
+    for agent in ("expert", "constant_velocity", "idm"):
+        for traffic, label in (("replay", "CLS-NR"), ("idm", "CLS-R")):
+            t0 = time.perf_counter()
+            data = run_suite(suite, agent, traffic, out=out_dir / f"runs/{suite}-{agent}-{traffic}.json",
+                             workers=workers, quiet=True)
+            rows = data["scenarios"]
+            errors = [r for r in rows if "error" in r]
+            out[f"{agent}/{label}"] = {
+                "score": data["suite_score"], "num_scenarios": len(rows), "num_errors": len(errors),
+                "errors": sorted({r["error"][:160] for r in errors})[:5],
+                "score_without_errors": (round(float(np.mean([r["score"] for r in rows if "error" not in r])), 4)
+                                         if len(errors) < len(rows) else None),
+                "failed_metrics": _failed(rows), "wall_s": round(time.perf_counter() - t0, 1),
+                "loadavg_after": loadavg()}
+            print(agent, label, out[f"{agent}/{label}"]["score"], flush=True)
+    return out
+
+
+def _failed(rows: list[dict]) -> dict:
+    """How many scenarios failed each metric (score < 1): says why a score is not 1."""
+    names = ("no_ego_at_fault_collisions", "drivable_area_compliance", "driving_direction_compliance",
+             "ego_is_making_progress", "time_to_collision_within_bound", "speed_limit_compliance",
+             "ego_is_comfortable")
+    return {n: sum(1 for r in rows if r.get(n) is not None and r[n] < 1.0) for n in names}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--suite", default="town_test", help="suite for all parts (town_test or synthetic)")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--single-steps", type=int, default=300)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--skip-agents", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    from jwmsim.scenario import load_suite
+
+    out_dir = ROOT / "benchmarks" / "results"
+    figures: dict = {"suite": args.suite}
+    scenarios = load_suite(args.suite)
+    from jwmsim.scenario import build_bank
+
+    usable = []  # scenarios whose log builds (a town seed may fail to generate: those are reported)
+    failed = {}
+    for sc in scenarios:
+        try:
+            build_bank([sc])
+            usable.append(sc)
+        except Exception as e:  # noqa: BLE001 - reported in the results
+            failed[sc.name] = f"{type(e).__name__}: {str(e)[:160]}"
+    figures["scenarios_usable"] = len(usable)
+    figures["scenarios_failed_to_build"] = failed
+    figures["batched"] = bench_batched(usable, args.batch, args.steps)
+    print("batched", figures["batched"], flush=True)
+    figures["batched_single_map"] = bench_batched(
+        [s for s in usable if s.log == usable[0].log] or usable[:1], args.batch, args.steps)
+    print("batched (one map)", figures["batched_single_map"], flush=True)
+    figures["single"] = bench_single(usable, args.single_steps)
+    print("single", figures["single"], flush=True)
+    if not args.skip_agents:
+        figures["agents"] = bench_agents(args.suite, args.workers, out_dir)
+    res = {"command": " ".join([Path(sys.executable).name] + sys.argv),
+           "machine": f"{platform.node()} {platform.processor() or platform.machine()} {os.cpu_count()} cpus, "
+                      f"python {platform.python_version()}, numpy {np.__version__}",
+           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "figures": figures, "loadavg": loadavg()}
+    path = Path(args.out or out_dir / f"sim_{args.suite}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
+    print("->", path)
+
+
+if __name__ == "__main__":
+    main()
