@@ -2,14 +2,18 @@
 
 Pipeline (see :func:`render`):
 
-1. :func:`jwmsim.splat.projection.project` (torch, autograd) -> visible (camera, Gaussian) pairs with 2D means,
-   conics, opacities, colours, depths and pixel boxes.
-2. Binning: one stable numpy argsort of all pair depths, then a counting sort of the pairs into 16x16 tiles
-   (numba). Filling tiles in global depth order leaves every tile's list depth-sorted (front to back); ties
-   keep the pair order (Gaussian index), the same as the reference's stable sort. numpy's argsort was
-   measured 5x faster than a numba sort; the counting sort is O(intersections).
+1. Projection and culling (numba, :func:`_project_kernel`, parallel over Gaussians): EWA projection of every
+   Gaussian into every camera (equations in :mod:`jwmsim.splat.projection`), near-plane / opacity / image
+   culling and the exact 1/255 pixel box of each visible (camera, Gaussian) pair. When gradients are needed
+   the per-pair values are recomputed for the visible pairs by the torch twin
+   :func:`jwmsim.splat.projection.project_pairs`, so autograd differentiates the projection.
+2. Binning: sort all pairs by depth (numpy; see :func:`depth_order`), then a counting sort of the pairs into
+   16x16 tiles (numba). Filling tiles in global depth order leaves every tile's list depth-sorted (front to
+   back); ties keep the pair order (Gaussian index), the same as the reference's stable sort. numpy's sort
+   was measured 5x faster than a numba sort; the counting sort is O(intersections).
 3. Forward compositing (numba, parallel over tiles of all cameras): Gaussian-outer loop over the tile's sorted
-   list, visiting only the pixels of the Gaussian's box inside the tile, with per-pixel transmittance and
+   list, visiting only the pixels of the Gaussian's box inside the tile and, per row, only the columns where
+   its ellipse can reach alpha 1/255 (:func:`_row_span`), with per-pixel transmittance and
    "done" flags in tile buffers (6-10x faster than a pixel-outer loop measured on this machine: most
    Gaussians touch a small part of a tile). No cap on Gaussians per tile: the result is exact.
 4. Backward (numba, parallel over tiles): the same lists walked back to front from the last contributing
@@ -20,8 +24,8 @@ Pipeline (see :func:`render`):
 
 Compositing rules (3DGS / gsplat): ``alpha = min(0.99, o exp(-sigma))``; skip ``sigma < 0`` or
 ``alpha < 1/255``; if ``T (1 - alpha) <= 1e-4`` the pixel is finished and this Gaussian is not added
-(gsplat's exclusive early stop). Kernels compute in float64 internally whatever the input dtype
-(scalar float64 costs the same as float32 here and keeps the T recovery accurate).
+(gsplat's exclusive early stop; its CUDA code tests ``<=``, which we follow). Kernels compute in float64
+internally whatever the input dtype, which keeps the backward's T recovery by division accurate.
 
 Per-pair parameter rows (``params [P, 10]``): ``u, v, conic_a, conic_b, conic_c, opacity, r, g, b, z``.
 """
@@ -543,10 +547,12 @@ def render(scene: GaussianScene, Ks: torch.Tensor, world_to_cams: torch.Tensor, 
     n_cams, n = Ks.shape[0], len(scene)
     dtype, device = scene.dtype, scene.device
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
-    params_all = np.zeros((n_cams, n, N_PARAMS), np_dtype)
-    bbox_all = np.zeros((n_cams, n, 4), np.int64)
-    radii = np.zeros((n_cams, n, 2), np.int32)
-    valid = np.zeros((n_cams, n), np.bool_)
+    # np.empty: the kernel writes valid and radii everywhere, params and boxes only where valid (only those
+    # are read), which saves zero-filling C x N x 14 values (the page faults showed up at 200k Gaussians).
+    params_all = np.empty((n_cams, n, N_PARAMS), np_dtype)
+    bbox_all = np.empty((n_cams, n, 4), np.int64)
+    radii = np.empty((n_cams, n, 2), np.int32)
+    valid = np.empty((n_cams, n), np.bool_)
     inputs = (_f64(scene.means), _f64(scene.quats), _f64(scene.log_scales), _f64(scene.opacity_logits),
               _f64(scene.colors), sh_degree, _f64(Ks), _f64(world_to_cams), width, height, near_plane)
     with _LAUNCH_LOCK:
