@@ -436,3 +436,29 @@ def test_renderer_rejects_bad_input():
             r.render([rig[0], Camera(rig[1].K, rig[1].cam_to_ego, 10, 10)], np.eye(4))
     with pytest.raises(ValueError, match="static_mesh"):
         OracleRenderer("not a mesh")
+
+
+def test_missing_gl_says_what_to_install(monkeypatch):
+    import moderngl
+
+    import jwmsim.town.oracle as O
+
+    def broken(*args, **kwargs):
+        raise Exception("libEGL.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(moderngl, "create_standalone_context", broken)
+    monkeypatch.setattr(O, "_CONTEXTS", {})  # forget this process's context for the test only
+    with pytest.raises(OracleUnavailableError, match="libegl1 libgl1-mesa-dri libegl-mesa0") as e:
+        OracleRenderer(_ground()).render(default_rig(), np.eye(4))
+    assert "create_standalone_context(backend='egl')" in str(e.value)
+
+
+def test_release_then_render_again_gives_the_same_images():
+    rig = default_rig()
+    r = OracleRenderer(_scene())
+    a = r.render(rig, np.eye(4))
+    r.release()
+    r.release()  # twice is fine
+    b = r.render(rig, np.eye(4))
+    r.release()
+    assert all(np.array_equal(a[k], b[k]) for k in a)

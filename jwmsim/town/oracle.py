@@ -684,7 +684,12 @@ class OracleRenderer:
         if h * C > 16384 or w > 16384:
             raise ValueError(f"{C} views of {w}x{h} exceed the framebuffer limit: render fewer views per call")
         poses = AgentPoses.coerce(agents)
+        fbo = self._draw(K, world_to_cam, poses, w, h)
+        return self._read(fbo, C, h, w)
 
+    def _draw(self, K: np.ndarray, world_to_cam: np.ndarray, poses: "AgentPoses | None", w: int, h: int):
+        """Queue the drawing of all views into the stacked framebuffer (validated inputs); returns it."""
+        C = len(world_to_cam)
         gl = self._setup()
         ctx = gl["ctx"]
         fb = self._framebuffer(w, h, C)
@@ -743,7 +748,11 @@ class OracleRenderer:
             if self.cull_back_faces:
                 ctx.enable(ctx.CULL_FACE)
         fbo.scissor = None
+        return fbo
 
+    @staticmethod
+    def _read(fbo, C: int, h: int, w: int) -> dict[str, np.ndarray]:
+        """Read the four attachments of the stacked framebuffer (waits for the queued drawing)."""
         rgb = np.empty((C, h, w, 3), np.uint8)
         depth = np.empty((C, h, w), np.float32)
         sem = np.empty((C, h, w), np.uint8)
