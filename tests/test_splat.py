@@ -257,3 +257,19 @@ def test_gsplat_matches_cpu():
         # float32 with fast exp on the GPU: tiny differences, and rare alpha ~ 1/255 threshold flips
         assert (a - b).abs().mean() < 1e-4, name
         assert (a - b).abs().max() < 2e-2, name
+
+
+def test_render_cli_writes_images(tmp_path):
+    from jwmsim.splat.tools import render_main
+
+    scene_path = tmp_path / "street.safetensors"
+    from jwmsim.splat.synthetic import street_scene
+
+    street_scene(3000, seed=1).save(scene_path)
+    assert render_main(["--scene", str(scene_path), "--pose", "5", "0", "10", "--width", "64", "--height", "40",
+                        "--backend", "cpu", "--out", str(tmp_path / "r")]) == 0
+    import imageio.v3 as iio
+
+    img = iio.imread(tmp_path / "r" / "front_rgb.png")
+    assert img.shape == (40, 64, 3) and img.std() > 5
+    assert np.load(tmp_path / "r" / "depth.npy").shape == (3, 40, 64)
