@@ -28,7 +28,7 @@ from jwmsim.sim.collision import EgoParams, VEHICLE_TYPES, VRU_TYPES
 __all__ = [
     "MetricSpec", "METRICS", "metric_names", "no_ego_at_fault_collisions", "drivable_area_compliance",
     "driving_direction_compliance", "ego_is_making_progress", "ego_progress_along_expert_route",
-    "time_to_collision_within_bound", "speed_limit_compliance", "ego_is_comfortable", "comfort_signals",
+    "time_to_collision_within_bound", "speed_limit_compliance", "ego_is_comfortable", "comfort_signals", "savgol",
     "scenario_score", "score_records", "compute_episode_metrics", "suite_score", "aggregate_suite",
 ]
 
@@ -159,6 +159,32 @@ def speed_limit_compliance(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResu
                          "overspeed_integral_m": float(over.sum() * _mean_dt_s(rec))})
 
 
+_SG_MATRIX_MAX_T = 2048
+_sg_cache: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+
+def savgol(x: np.ndarray, window: int, polyorder: int, deriv: int = 0, delta: float = 1.0) -> np.ndarray:
+    """``scipy.signal.savgol_filter(x, window, polyorder, deriv, delta)`` (mode "interp") along the last axis.
+
+    The filter is linear, so for a given length T it is a fixed [T, T] matrix; it is built once (by
+    filtering the identity with scipy itself) and cached, which turns the six comfort filters of an episode
+    into six small matrix products instead of six scipy calls.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    T = x.shape[-1]
+    if T > _SG_MATRIX_MAX_T:
+        return savgol_filter(x, window_length=window, polyorder=polyorder, deriv=deriv, delta=delta, axis=-1)
+    key = (T, int(window), int(polyorder), int(deriv))
+    m = _sg_cache.get(key)
+    if m is None:
+        if len(_sg_cache) > 64:
+            _sg_cache.clear()
+        m = savgol_filter(np.eye(T), window_length=window, polyorder=polyorder, deriv=deriv, delta=1.0, axis=0)
+        _sg_cache[key] = m
+    y = x @ m.T
+    return y / delta ** deriv if deriv else y
+
+
 def comfort_signals(rec: EpisodeRecord, cfg: MetricsConfig) -> dict[str, np.ndarray] | None:
     """nuPlan's six comfort signals [T] (state_extractors.py), or None when T < 4 (the filters need it).
 
@@ -197,11 +223,10 @@ def comfort_signals(rec: EpisodeRecord, cfg: MetricsConfig) -> dict[str, np.ndar
     mag = np.hypot(acc[:, 0], acc[:, 1])  # nuPlan's DynamicCarState.acceleration is the rear-axle magnitude
 
     def smooth(x: np.ndarray) -> np.ndarray:
-        return np.round(savgol_filter(x, window_length=min(cfg.accel_window, T), polyorder=2), cfg.decimals)
+        return np.round(savgol(x, min(cfg.accel_window, T), 2), cfg.decimals)
 
     def deriv(x: np.ndarray, window: int, polyorder: int, order: int) -> np.ndarray:
-        return np.round(savgol_filter(x, window_length=min(window, T), polyorder=polyorder, deriv=order, delta=dt),
-                        cfg.decimals)
+        return np.round(savgol(x, min(window, T), polyorder, order, dt), cfg.decimals)
 
     lon = smooth(ax_c)
     lat = smooth(ay_c)

@@ -247,12 +247,14 @@ class MapIndex:
             h = np.asarray(headings, dtype=np.float64)[pt]
             cost = cost + HEADING_WEIGHT * np.abs(wrap_angle(self.seg_heading[seg] - h))
         cost = np.where(contained, cost, np.inf)
-        order = np.lexsort((cost, pt))
-        ps = pt[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = ps[1:] != ps[:-1]
-        best = order[first]
-        ok = np.isfinite(cost[best])
+        # Argmin per point: pairs come grouped by point, so segment reductions do it without a sort.
+        M = len(pt)
+        starts = np.flatnonzero(np.concatenate([[True], pt[1:] != pt[:-1]]))
+        counts = np.diff(np.append(starts, M))
+        min_cost = np.minimum.reduceat(cost, starts)
+        is_min = cost <= np.repeat(min_cost, counts)
+        best = np.minimum.reduceat(np.where(is_min, np.arange(M), M), starts)
+        ok = np.isfinite(min_cost)
         best = best[ok]
         p_best = pt[best]
         lane[p_best] = cand[best]

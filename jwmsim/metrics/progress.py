@@ -17,20 +17,21 @@ around the previous one (a global closest point would jump between the legs of a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from jwmsim.map import Route, polyline_arclength
 from jwmsim.sim.collision import EgoParams, ego_center
 
-__all__ = ["ExpertReference", "build_expert_reference", "RouteTracker", "resample_polyline",
+__all__ = ["ExpertReference", "build_expert_reference", "build_expert_references", "RouteTracker", "resample_polyline",
            "ROUTE_SPACING", "ROUTE_EXTENSION"]
 
 ROUTE_SPACING = 0.5
 """[m] spacing of the resampled route polyline."""
 ROUTE_EXTENSION = 50.0
 """[m] straight extension of the route beyond each end."""
-_WINDOW_MARGIN = 10.0  # [m] search margin beyond the ego's displacement (projections jump at corners)
+_WINDOW_MARGIN = 30.0  # [m] second-pass search margin (at a route corner the foot point can jump)
 
 
 def resample_polyline(polyline: np.ndarray, spacing: float = ROUTE_SPACING) -> tuple[np.ndarray, np.ndarray]:
@@ -49,10 +50,8 @@ def resample_polyline(polyline: np.ndarray, spacing: float = ROUTE_SPACING) -> t
 
 
 def _dedupe(poly: np.ndarray, tol: float = 1e-3) -> np.ndarray:
-    keep = [0]
-    for i in range(1, len(poly)):
-        if np.linalg.norm(poly[i] - poly[keep[-1]]) > tol:
-            keep.append(i)
+    """Drop points closer than tol [m] to their predecessor (a polyline needs non-degenerate segments)."""
+    keep = np.concatenate([[True], np.hypot(*np.diff(poly, axis=0).T) > tol])
     return poly[keep]
 
 
@@ -70,14 +69,12 @@ def _extend(poly: np.ndarray, heading0: float, heading1: float, length: float) -
     return np.concatenate([[poly[0] - length * d0], poly, [poly[-1] + length * d1]])
 
 
-def _project_window(pts: np.ndarray, cum: np.ndarray, nseg: np.ndarray, rows: np.ndarray, points: np.ndarray,
-                    k_prev: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Project points [n, 2] on the padded polylines pts[rows] ([B, P, 2], arclengths cum [B, P], nseg [B]
-    segments), searching segments k_prev +- half_window. Gathers only the window, never whole polylines.
-    Returns (arclength [n], segment index [n])."""
+def _project_segments(pts: np.ndarray, cum: np.ndarray, rows: np.ndarray, points: np.ndarray,
+                      idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Project points [n, 2] on the candidate segments idx [n, W] of the padded polylines pts[rows]
+    ([B, P, 2], arclengths cum [B, P]); gathers only those segments. Returns (arclength [n], segment
+    index [n], column of the best candidate [n])."""
     n = len(points)
-    offs = np.arange(-half_window, half_window + 1)
-    idx = np.clip(k_prev[:, None] + offs[None, :], 0, np.maximum(nseg[rows] - 1, 0)[:, None])  # [n, W]
     r = rows[:, None]
     a = pts[r, idx]
     d = pts[r, idx + 1] - a
@@ -90,7 +87,7 @@ def _project_window(pts: np.ndarray, cum: np.ndarray, nseg: np.ndarray, rows: np
     ar = np.arange(n)
     seg = idx[ar, j]
     s = cum[rows, seg] + t[ar, j] * np.sqrt(len2[ar, j])
-    return s, seg
+    return s, seg, j
 
 
 @dataclass
@@ -119,13 +116,10 @@ class ExpertReference:
         return cls(np.zeros((2, 2)) + [[0.0, 0.0], [1.0, 0.0]], np.array([0.0, 1.0]), np.zeros(1), False)
 
 
-def build_expert_reference(expert_poses: np.ndarray | None, route: Route | np.ndarray | None = None,
-                           ego_params: EgoParams = EgoParams()) -> ExpertReference:
-    """The route polyline and the expert's progress along it.
-
-    expert_poses [Te, 3]: the expert's REAR-AXLE poses (x, y, yaw) at the simulation steps (the log's ego),
-    or None. route: a :class:`jwmsim.map.Route` or a polyline [P, 2] m, or None to use the expert's path.
-    """
+def _route_polyline(expert_poses: np.ndarray | None, route: Route | np.ndarray | None,
+                    ego_params: EgoParams) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(extended route polyline [P, 2] or None, expert box centres [Te, 3] or None)."""
+    centers = None
     if expert_poses is not None:
         ep = np.asarray(expert_poses, dtype=np.float64)
         if ep.ndim != 2 or ep.shape[1] != 3 or len(ep) == 0:
@@ -133,39 +127,80 @@ def build_expert_reference(expert_poses: np.ndarray | None, route: Route | np.nd
         if not np.isfinite(ep).all():
             raise ValueError("expert poses contain NaN/inf; pass only the expert's valid steps")
         centers = ego_center(ep, ego_params)
-    else:
-        centers = None
     if route is not None:
         poly = route.polyline if isinstance(route, Route) else np.asarray(route, dtype=np.float64)
-        if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 1:
-            raise ValueError(f"route polyline must be [P, 2] metres, got {poly.shape}")
+        if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 1 or not np.isfinite(poly).all():
+            raise ValueError(f"route polyline must be finite [P, 2] metres, got shape {poly.shape}")
         poly = _dedupe(poly)
+        if len(poly) < 2 and centers is None:
+            raise ValueError("a route of a single point has no direction; give at least two distinct points")
         h0 = h1 = 0.0 if centers is None else float(centers[0, 2])
     elif centers is not None:
         poly = _dedupe(centers[:, :2])
         h0, h1 = float(centers[0, 2]), float(centers[-1, 2])
     else:
-        return ExpertReference.empty()
-    if len(poly) < 2 and route is not None and centers is None:
-        raise ValueError("a route with a single point has no direction; give at least two points")
-    pts, cum = resample_polyline(_extend(poly, h0, h1, ROUTE_EXTENSION))
-    if centers is None:
-        expert = np.zeros(1)
-    else:
-        tracker = RouteTracker(1)
-        tracker.reset(np.array([0]), [pts], [cum], centers[:1, :2])
-        expert = np.zeros(len(centers))
-        s0 = tracker.s[0]
-        for i in range(1, len(centers)):
-            expert[i] = tracker.update(centers[i:i + 1, :2])[0] - s0
-    return ExpertReference(pts, cum, expert, True)
+        return None, None
+    return _extend(poly, h0, h1, ROUTE_EXTENSION), centers
+
+
+def build_expert_references(expert_poses: Sequence[np.ndarray | None],
+                            routes: Sequence[Route | np.ndarray | None] | None = None,
+                            ego_params: EgoParams = EgoParams()) -> list[ExpertReference]:
+    """:func:`build_expert_reference` for many scenarios at once (the expert tracking is vectorised over
+    scenarios, so a bank of S scenarios costs about as much as one)."""
+    n = len(expert_poses)
+    routes = [None] * n if routes is None else list(routes)
+    if len(routes) != n:
+        raise ValueError(f"build_expert_references: {len(routes)} routes for {n} expert trajectories")
+    refs: list[ExpertReference | None] = [None] * n
+    polys, centers_list = [], []
+    for i in range(n):
+        poly, centers = _route_polyline(expert_poses[i], routes[i], ego_params)
+        if poly is None:
+            refs[i] = ExpertReference.empty()
+            polys.append(None)
+            centers_list.append(None)
+            continue
+        pts, cum = resample_polyline(poly)
+        polys.append((pts, cum))
+        centers_list.append(centers)
+        if centers is None:
+            refs[i] = ExpertReference(pts, cum, np.zeros(1), True)
+    todo = [i for i in range(n) if refs[i] is None]
+    if todo:
+        tracker = RouteTracker(len(todo))
+        rows = np.arange(len(todo))
+        tracker.reset(rows, [polys[i][0] for i in todo], [polys[i][1] for i in todo],
+                      np.stack([centers_list[i][0, :2] for i in todo]))
+        s0 = tracker.s.copy()
+        lengths = np.array([len(centers_list[i]) for i in todo])
+        progress = np.zeros((len(todo), int(lengths.max())))
+        for t in range(1, int(lengths.max())):
+            live = rows[lengths > t]
+            pts_t = np.stack([centers_list[todo[r]][t, :2] for r in live])
+            progress[live, t] = tracker.update(pts_t, live) - s0[live]
+        for r, i in enumerate(todo):
+            refs[i] = ExpertReference(polys[i][0], polys[i][1], progress[r, :lengths[r]].copy(), True)
+    return refs  # type: ignore[return-value]
+
+
+def build_expert_reference(expert_poses: np.ndarray | None, route: Route | np.ndarray | None = None,
+                           ego_params: EgoParams = EgoParams()) -> ExpertReference:
+    """The route polyline and the expert's progress along it, for one scenario.
+
+    expert_poses [Te, 3]: the expert's REAR-AXLE poses (x, y, yaw) at the simulation steps (the log's ego),
+    or None. route: a :class:`jwmsim.map.Route` or a polyline [P, 2] m, or None to use the expert's path.
+    With neither, the progress metrics score 1 (nuPlan: no route can be assigned to the expert).
+    """
+    return build_expert_references([expert_poses], [route], ego_params)[0]
 
 
 class RouteTracker:
     """Arclength of B points on B route polylines, tracked step by step (vectorised over B).
 
-    Each step searches the segments within (displacement since the previous step + 10 m) of the previous
-    foot point, so the cost is independent of the route length.
+    Each step searches the segments within (displacement since the previous step + 1.5 m) of the previous
+    foot point, and again within + 30 m where the best one lies on that window's edge, so the cost does not
+    grow with the route length.
     """
 
     def __init__(self, batch_size: int) -> None:
@@ -190,6 +225,8 @@ class RouteTracker:
         """Install route polylines (points [P, 2], cum [P]) for env_ids [n] and place each env at the closest
         point of its route to start [n, 2] (a global search: done once per episode)."""
         env_ids = np.asarray(env_ids, dtype=np.int64)
+        if len(env_ids) == 0:
+            return
         self._ensure(max(len(p) for p in points_list))
         for j, b in enumerate(env_ids):
             p, c = points_list[j], cum_list[j]
@@ -199,19 +236,36 @@ class RouteTracker:
             self.cum[b, :P] = c
             self.cum[b, P:] = c[-1]
             self.nseg[b] = P - 1
-            # Global search (the whole polyline), once per episode.
-            s, seg = _project_window(self.pts, self.cum, self.nseg, np.array([b]), start[j:j + 1],
-                                     np.zeros(1, np.int64), P)
-            self.s[b], self.seg[b] = s[0], seg[0]
-            self.last[b] = start[j]
+        pmax = int(self.nseg[env_ids].max())
+        idx = np.minimum(np.arange(pmax)[None, :], self.nseg[env_ids, None] - 1)
+        start = np.asarray(start, dtype=np.float64)
+        s, seg, _ = _project_segments(self.pts, self.cum, env_ids, start, idx)
+        self.s[env_ids], self.seg[env_ids], self.last[env_ids] = s, seg, start
+
+    def _window(self, ids: np.ndarray, points: np.ndarray, half: np.ndarray | int):
+        k = self.seg[ids]
+        hmax = int(np.max(half))
+        offs = np.arange(-hmax, hmax + 1)
+        idx = np.clip(k[:, None] + offs[None, :], 0, self.nseg[ids, None] - 1)
+        s, seg, _ = _project_segments(self.pts, self.cum, ids, points, idx)
+        # The best segment on the window's edge (and not at the route's end) may have a better one outside.
+        edge = (((seg <= k - hmax) & (seg > 0)) | ((seg >= k + hmax) & (seg < self.nseg[ids] - 1)))
+        return s, seg, edge
 
     def update(self, points: np.ndarray, env_ids: np.ndarray | None = None) -> np.ndarray:
         """New arclengths [n] m of points [n, 2] for env_ids [n] (None: all B)."""
         ids = np.arange(self.B) if env_ids is None else np.asarray(env_ids, dtype=np.int64)
         points = np.asarray(points, dtype=np.float64)
-        disp = np.hypot(*(points - self.last[ids]).T) if len(ids) else np.zeros(0)
-        half = int(np.ceil((float(disp.max(initial=0.0)) + _WINDOW_MARGIN) / ROUTE_SPACING)) + 1
-        half = min(half, self.pts.shape[1])
-        s, seg = _project_window(self.pts, self.cum, self.nseg, ids, points, self.seg[ids], half)
+        if len(ids) == 0:
+            return np.zeros(0)
+        disp = np.hypot(points[:, 0] - self.last[ids, 0], points[:, 1] - self.last[ids, 1])
+        # Small window first (the foot point moves about as far as the point); where the best segment lies
+        # on the window's edge, search again wider (at a route corner the foot point can jump).
+        half = int(np.ceil((float(disp.max()) + 1.5) / ROUTE_SPACING)) + 1
+        s, seg, edge = self._window(ids, points, half)
+        if edge.any():
+            e = np.flatnonzero(edge)
+            half2 = int(np.ceil((float(disp[e].max()) + _WINDOW_MARGIN) / ROUTE_SPACING)) + 1
+            s[e], seg[e], _ = self._window(ids[e], points[e], half2)
         self.s[ids], self.seg[ids], self.last[ids] = s, seg, points
         return s

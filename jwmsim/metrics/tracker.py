@@ -3,8 +3,9 @@
 :class:`MetricsTracker` is what a batched simulator / vector env calls: ``reset`` an env with its
 scenario's :class:`ExpertReference`, ``step`` with the new states of all B envs (every piece of per-step
 work -- collisions, TTC, drivable area, lane, speed limit, route progress -- is vectorised over B and over
-agents), ``finalize`` an env when its episode ends (comfort, which needs the whole signal, is computed
-there from the stored history).
+agents; map-dependent work that is rare, such as the lane test of a lateral collision, runs only for the
+envs that need it), ``finalize`` an env when its episode ends (comfort, which needs the whole signal, is
+computed there from the stored history).
 
 The standalone :func:`jwmsim.metrics.compute_episode_metrics` runs this same tracker with B = 1 over a
 recorded trajectory, so the env's numbers and the offline numbers come from one code path.
@@ -12,7 +13,7 @@ recorded trajectory, so the env's numbers and the offline numbers come from one 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -22,21 +23,27 @@ from jwmsim.metrics.config import MetricsConfig, WEIGHTED_METRICS
 from jwmsim.metrics.map_index import MapIndex
 from jwmsim.metrics.progress import ExpertReference, RouteTracker
 from jwmsim.metrics.types import CollisionEvent, EpisodeMetrics, EpisodeRecord, StepMetrics
-from jwmsim.sim.collision import (MOVING_AGENT_TYPES, OBJECT_TYPES, VEHICLE_TYPES, VRU_TYPES, EgoParams,
-                                  agent_corners, as_agent_types, boxes_intersect, classify_collisions,
-                                  ego_center, ego_corners, ego_delta_v, first_overlap_time, is_at_fault,
-                                  relative_angle)
+from jwmsim.sim.collision import (MOVING_AGENT_TYPES, VEHICLE_TYPES, VRU_TYPES, CollisionType, EgoParams,
+                                  as_agent_types, box_corners_cs, boxes_intersect, classify_collisions,
+                                  ego_delta_v, first_overlap_time, is_at_fault)
 
 __all__ = ["MetricsTracker"]
 
 _FLOAT_FIELDS = ("time", "x", "y", "yaw", "vx", "vy", "ax", "ay", "yaw_rate", "yaw_acc", "ttc", "lane_progress",
                  "lane_cum", "speed_limit", "overspeed", "route_progress")
 _BOOL_FIELDS = ("at_fault", "corners_ok", "far")
-_MOVING = np.asarray(MOVING_AGENT_TYPES, dtype=np.int8)
+_MOVING_LUT = np.zeros(256, dtype=bool)
+_MOVING_LUT[np.asarray(MOVING_AGENT_TYPES, dtype=np.int64)] = True
+# At-fault collision groups (nuPlan: VRU, vehicle, object); index by AgentType code.
+_GROUP_LUT = np.full(256, 2, dtype=np.int64)
+_GROUP_LUT[np.asarray(VRU_TYPES, dtype=np.int64)] = 0
+_GROUP_LUT[np.asarray(VEHICLE_TYPES, dtype=np.int64)] = 1
 
 
 def _as_batch(name: str, x, shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
     arr = np.asarray(x, dtype=dtype)
+    if arr.shape == shape:
+        return arr
     try:
         return np.broadcast_to(arr, shape)
     except ValueError:
@@ -46,9 +53,12 @@ def _as_batch(name: str, x, shape: tuple[int, ...], dtype=np.float64) -> np.ndar
 class MetricsTracker:
     """nuPlan closed-loop metrics for B environments, step by step.
 
-    road_map: the :class:`RoadMap` all B envs drive on, or a prebuilt :class:`MapIndex` of it (share one
-    index between trackers of the same map). batch_size: B. ego_params: ego dimensions. config: thresholds.
-    dt [s]: nominal step, used for per-step windows and for timestamps when none are given.
+    road_map: the :class:`RoadMap` the envs drive on, a prebuilt :class:`MapIndex` of it (share one index
+    between trackers of the same map), or a sequence of them when the B envs drive on several maps (then
+    ``reset`` says which map each env uses; map queries run once per distinct map). batch_size: B.
+    ego_params: ego dimensions. config: thresholds. dt [s]: nominal step, used for the per-step
+    driving-direction window and for timestamps when none are given. capacity: initial history length
+    (grows as needed).
 
     Protocol, per environment b::
 
@@ -60,33 +70,42 @@ class MetricsTracker:
     ``step`` takes all B envs; pass ``active`` [B] bool to record only some of them.
     """
 
-    def __init__(self, road_map: RoadMap | MapIndex, batch_size: int, ego_params: EgoParams = EgoParams(),
-                 config: MetricsConfig = MetricsConfig(), dt: float = DT, capacity: int = 256) -> None:
+    def __init__(self, road_map: RoadMap | MapIndex | Sequence[RoadMap | MapIndex], batch_size: int,
+                 ego_params: EgoParams = EgoParams(), config: MetricsConfig = MetricsConfig(), dt: float = DT,
+                 capacity: int = 256) -> None:
         if batch_size < 1:
             raise ValueError(f"MetricsTracker: batch_size must be >= 1, got {batch_size}")
-        self.index = road_map if isinstance(road_map, MapIndex) else MapIndex(road_map)
+        if not dt > 0:
+            raise ValueError(f"MetricsTracker: dt must be a positive step in seconds, got {dt!r}")
+        maps = [road_map] if isinstance(road_map, (RoadMap, MapIndex)) else list(road_map)
+        if not maps or not all(isinstance(m, (RoadMap, MapIndex)) for m in maps):
+            raise ValueError("MetricsTracker: road_map must be a RoadMap, a MapIndex, or a non-empty sequence of them")
+        self.indexes = [m if isinstance(m, MapIndex) else MapIndex(m) for m in maps]
         self.B = int(batch_size)
         self.ego_params = ego_params
         self.config = config
         self.dt = float(dt)
         self._ttc_times = np.arange(config.ttc_time_step, config.ttc_horizon, config.ttc_time_step)
-        self._cos_ahead = np.cos(np.deg2rad(config.ttc_ahead_angle_deg))
-        self._cos_behind = np.cos(np.deg2rad(config.behind_angle_deg))
-        # n samples of the driving-direction window (nuPlan: int(horizon * 1e6 / mean dt_us)).
+        self._cos_ahead = float(np.cos(np.deg2rad(config.ttc_ahead_angle_deg)))
+        self._cos_behind = float(np.cos(np.deg2rad(config.behind_angle_deg)))
+        # Samples of the driving-direction window (nuPlan: n = int(horizon_us / mean dt_us)).
         self._dd_n = int(round(config.driving_direction_horizon * 1e6) // max(1, round(self.dt * 1e6)))
-        self._cap = int(capacity)
+        self._cap = max(1, int(capacity))
         B = self.B
         self._h = {k: np.full((B, self._cap), np.nan) for k in _FLOAT_FIELDS}
         self._h.update({k: np.zeros((B, self._cap), dtype=bool) for k in _BOOL_FIELDS})
         self._h["lane"] = np.full((B, self._cap), -1, dtype=np.int64)
         self._t = np.zeros(B, dtype=np.int64)
+        self._map_of = np.zeros(B, dtype=np.int64)
+        self._mids = np.zeros(0, dtype=np.int64)
         self._refs: list[ExpertReference] = [ExpertReference.empty() for _ in range(B)]
         self._has_route = np.zeros(B, dtype=bool)
-        self._expert_cum: list[np.ndarray] = [np.zeros(1) for _ in range(B)]
+        self._expert = np.zeros((B, 1))  # cumulative expert progress, padded with its last value
+        self._expert_len = np.ones(B, dtype=np.int64)
         self._route = RouteTracker(B)
         self._collided = np.zeros((B, 0), dtype=bool)
         self._events: list[list[CollisionEvent]] = [[] for _ in range(B)]
-        self._group_counts = np.zeros((B, 3), dtype=np.int64)  # at-fault hits: VRU, vehicle, object
+        self._group_counts = np.zeros((B, 3), dtype=np.int64)  # at-fault first contacts: VRU, vehicle, object
         self._center_lane = np.full(B, -1, dtype=np.int64)
         self._dd_lane = np.full(B, -1, dtype=np.int64)
         self._dd_s = np.full(B, np.nan)
@@ -98,18 +117,37 @@ class MetricsTracker:
         self._track_ids: list[np.ndarray | None] = [None] * B
         self.reset(np.arange(B))
 
+    @property
+    def index(self) -> MapIndex:
+        """The (first) map's :class:`MapIndex`."""
+        return self.indexes[0]
+
     # -- episode control ------------------------------------------------------------------------------
 
-    def reset(self, env_ids: Sequence[int] | np.ndarray, references: Sequence[ExpertReference] | None = None,
-              track_ids: Sequence[np.ndarray | None] | None = None) -> None:
-        """Start new episodes for env_ids [n]. references: one :class:`ExpertReference` per env (None: no
-        expert, progress metrics score 1). track_ids: per env, the ids [A] of its agent slots (for the
-        collision report; None: slot indices)."""
+    def reset(self, env_ids: Sequence[int] | np.ndarray, references: Sequence[ExpertReference | None] | None = None,
+              track_ids: Sequence[np.ndarray | None] | None = None,
+              map_ids: Sequence[int] | np.ndarray | None = None) -> None:
+        """Start new episodes for env_ids [n].
+
+        references: one :class:`ExpertReference` per env (None: no expert; the progress metrics then score
+        1). track_ids: per env, the ids [A] of its agent slots (for the collision report; None: slot
+        indices). map_ids [n]: index of each env's map in the tracker's map list (None: map 0).
+        """
         ids = np.atleast_1d(np.asarray(env_ids, dtype=np.int64))
         if len(ids) and (ids.min() < 0 or ids.max() >= self.B):
             raise ValueError(f"MetricsTracker.reset: env ids must be in [0, {self.B}), got {ids.tolist()}")
         if references is not None and len(references) != len(ids):
             raise ValueError(f"MetricsTracker.reset: got {len(references)} references for {len(ids)} env ids")
+        if track_ids is not None and len(track_ids) != len(ids):
+            raise ValueError(f"MetricsTracker.reset: got {len(track_ids)} track-id arrays for {len(ids)} env ids")
+        if map_ids is None:
+            self._map_of[ids] = 0
+        else:
+            mids = np.broadcast_to(np.asarray(map_ids, dtype=np.int64), ids.shape)
+            if len(mids) and (mids.min() < 0 or mids.max() >= len(self.indexes)):
+                raise ValueError(f"MetricsTracker.reset: map ids must be in [0, {len(self.indexes)}) (one per map "
+                                 f"given to the tracker), got {sorted(set(mids.tolist()))}")
+            self._map_of[ids] = mids
         for j, b in enumerate(ids):
             ref = ExpertReference.empty() if references is None or references[j] is None else references[j]
             if not isinstance(ref, ExpertReference):
@@ -117,7 +155,15 @@ class MetricsTracker:
                                  "(build them with jwmsim.metrics.build_expert_reference)")
             self._refs[b] = ref
             self._has_route[b] = ref.has_route
-            self._expert_cum[b] = ref.expert_progress
+            te = len(ref.expert_progress)
+            if te > self._expert.shape[1]:
+                grown = np.zeros((self.B, te))
+                grown[:, :self._expert.shape[1]] = self._expert
+                grown[:, self._expert.shape[1]:] = self._expert[:, -1:]
+                self._expert = grown
+            self._expert[b, :te] = ref.expert_progress
+            self._expert[b, te:] = ref.expert_progress[-1]
+            self._expert_len[b] = te
             self._events[b] = []
             self._track_ids[b] = None if track_ids is None else track_ids[j]
         self._t[ids] = 0
@@ -131,8 +177,6 @@ class MetricsTracker:
         self._ttc_ok[ids] = True
         self._overspeed_sum[ids] = 0.0
         self._progress[ids] = 0.0
-        for k, v in self._h.items():
-            v[ids] = -1 if k == "lane" else (False if v.dtype == bool else np.nan)
 
     def num_steps(self, env_id: int) -> int:
         """Recorded steps of env_id's current episode."""
@@ -149,6 +193,23 @@ class MetricsTracker:
             self._h[k] = new
         self._cap = cap
 
+    def _by_map(self, rows: np.ndarray, fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
+        """fn(map_index, *arrays[sel]) per map among the env rows [m] (positions into this step's active
+        envs), scattered back into one array [m, ...]. A single call when there is one map."""
+        if len(self.indexes) == 1 or len(rows) == 0:
+            return fn(self.indexes[0], *arrays)
+        mids = self._mids[rows]
+        if (mids == mids[0]).all():
+            return fn(self.indexes[int(mids[0])], *arrays)
+        out = None
+        for m in np.unique(mids):
+            sel = np.flatnonzero(mids == m)
+            r = np.asarray(fn(self.indexes[int(m)], *[a[sel] for a in arrays]))
+            if out is None:
+                out = np.empty((len(rows),) + r.shape[1:], dtype=r.dtype)
+            out[sel] = r
+        return out
+
     # -- the step -------------------------------------------------------------------------------------
 
     def step(self, ego_pose: np.ndarray, ego_velocity: np.ndarray, agent_center: np.ndarray | None = None,
@@ -157,224 +218,219 @@ class MetricsTracker:
              agent_type: np.ndarray | None = None, *, timestamp: np.ndarray | float | None = None,
              ego_acceleration: np.ndarray | None = None, ego_yaw_rate: np.ndarray | None = None,
              ego_yaw_acceleration: np.ndarray | None = None, active: np.ndarray | None = None) -> StepMetrics:
-        """Record one state of each (active) env and return the per-step metrics.
+        """Record one state of each (active) env and return the per-step metrics (:class:`StepMetrics`).
 
-        ego_pose [B, 3]: REAR-AXLE (x [m], y [m], yaw [rad]). ego_velocity [B, 2] m/s: rear-axle velocity,
-        EGO frame (lon, lat). agent_center [B, A, 2] m; agent_yaw [B, A] rad; agent_size [B, A, >=2] or
-        [A, >=2] m (length, width); agent_velocity [B, A, 2] m/s WORLD frame; agent_valid [B, A] bool;
-        agent_type [B, A] or [A] AgentType codes (None: vehicles). A may be 0 / agents None.
+        ego_pose [B, 3]: REAR-AXLE (x [m], y [m], yaw [rad]). ego_velocity [B, 2] m/s: rear-axle velocity
+        in the EGO frame (lon, lat); its norm is nuPlan's ego speed. agent_center [B, A, 2] m;
+        agent_yaw [B, A] rad; agent_size [B, A, >=2] or [A, >=2] m (length, width); agent_velocity
+        [B, A, 2] m/s WORLD frame; agent_valid [B, A] bool (None: all); agent_type [B, A] or [A]
+        :class:`AgentType` codes (None: vehicles). Without agents pass agent_center=None.
         timestamp [B] or scalar s (None: step count x dt). ego_acceleration [B, 2] m/s^2 rear axle, ego
-        frame (None: estimated from velocity at the end). ego_yaw_rate [B] rad/s and
+        frame (None: estimated from the velocity at the end). ego_yaw_rate [B] rad/s and
         ego_yaw_acceleration [B] rad/s^2 (None: from the headings at the end). active [B] bool (None: all).
+        Agent slot a must hold the same track for the whole episode.
         """
         cfg, p = self.config, self.ego_params
         B = self.B
-        pose_all = _as_batch("ego_pose", ego_pose, (B, 3))
-        act = np.ones(B, bool) if active is None else np.broadcast_to(np.asarray(active, dtype=bool), (B,))
-        ids = np.flatnonzero(act)
+        if active is None:
+            ids = np.arange(B)
+            sel: slice | np.ndarray = slice(None)
+        else:
+            act = np.broadcast_to(np.asarray(active, dtype=bool), (B,))
+            ids = np.flatnonzero(act)
+            sel = slice(None) if len(ids) == B else ids
         n = len(ids)
-        pose = pose_all[ids]
-        if not np.isfinite(pose).all():
-            bad = ids[~np.isfinite(pose).all(-1)]
-            raise ValueError(f"MetricsTracker.step: ego_pose has NaN/inf for envs {bad[:10].tolist()}; "
-                             "every active env needs a defined pose (mark it inactive with `active`)")
-        vel = _as_batch("ego_velocity", ego_velocity, (B, 2))[ids]
-        if not np.isfinite(vel).all():
-            raise ValueError("MetricsTracker.step: ego_velocity has NaN/inf for an active env")
+        if n == 0:
+            return self._step_metrics(ids, *([np.zeros(0)] * 7))
+        pose = _as_batch("ego_pose", ego_pose, (B, 3))[sel]
+        vel = _as_batch("ego_velocity", ego_velocity, (B, 2))[sel]
+        if not np.isfinite(pose.sum(-1) + vel.sum(-1)).all():
+            bad = ids[~np.isfinite(pose.sum(-1) + vel.sum(-1))]
+            raise ValueError(f"MetricsTracker.step: ego_pose / ego_velocity has NaN/inf for envs {bad[:10].tolist()}; "
+                             "every active env needs a defined state (mark others inactive with `active`)")
         acc = (np.full((n, 2), np.nan) if ego_acceleration is None
-               else _as_batch("ego_acceleration", ego_acceleration, (B, 2))[ids])
-        yr = np.full(n, np.nan) if ego_yaw_rate is None else _as_batch("ego_yaw_rate", ego_yaw_rate, (B,))[ids]
+               else _as_batch("ego_acceleration", ego_acceleration, (B, 2))[sel])
+        yr = np.full(n, np.nan) if ego_yaw_rate is None else _as_batch("ego_yaw_rate", ego_yaw_rate, (B,))[sel]
         ya = (np.full(n, np.nan) if ego_yaw_acceleration is None
-              else _as_batch("ego_yaw_acceleration", ego_yaw_acceleration, (B,))[ids])
+              else _as_batch("ego_yaw_acceleration", ego_yaw_acceleration, (B,))[sel])
         t_idx = self._t[ids]
+        first = t_idx == 0
         if timestamp is None:
             ts = t_idx * self.dt
         else:
-            ts = _as_batch("timestamp", timestamp, (B,))[ids]
-            if not np.isfinite(ts).all():
-                raise ValueError("MetricsTracker.step: timestamp has NaN/inf for an active env")
-        prev_t = self._h["time"][ids, np.maximum(t_idx - 1, 0)]
-        if ((t_idx > 0) & ~(ts > prev_t)).any():
-            raise ValueError("MetricsTracker.step: timestamps must increase strictly within an episode "
-                             "(reset the env before reusing it)")
-        self._grow(int(t_idx.max(initial=0)) + 1)
+            ts = _as_batch("timestamp", timestamp, (B,))[sel]
+            prev_t = self._h["time"][ids, np.maximum(t_idx - 1, 0)]
+            if not (np.isfinite(ts).all() and (first | (ts > prev_t)).all()):
+                raise ValueError("MetricsTracker.step: timestamps must be finite and increase strictly within an "
+                                 "episode (reset the env before reusing it)")
+        self._grow(int(t_idx.max()) + 1)
+        self._mids = self._map_of[ids]
 
-        # Agents, restricted to the active envs.
+        # Agents of the active envs.
         if agent_center is None:
             A = 0
-            a_center = np.zeros((n, 0, 2))
-            a_yaw = np.zeros((n, 0))
-            a_size = np.ones((n, 0, 2))
-            a_vel = np.zeros((n, 0, 2))
-            a_valid = np.zeros((n, 0), bool)
-            a_type = np.zeros((n, 0), np.int8)
         else:
-            ac = np.asarray(agent_center, dtype=np.float64)
-            if ac.ndim != 3 or ac.shape[0] != B or ac.shape[2] != 2:
-                raise ValueError(f"MetricsTracker.step: agent_center must be [B={B}, A, 2], got {list(ac.shape)}")
-            A = ac.shape[1]
+            a_center = np.asarray(agent_center, dtype=np.float64)
+            if a_center.ndim != 3 or a_center.shape[0] != B or a_center.shape[2] != 2:
+                raise ValueError(f"MetricsTracker.step: agent_center must be [B={B}, A, 2], got {list(a_center.shape)}")
+            A = a_center.shape[1]
             if agent_yaw is None or agent_size is None or agent_velocity is None:
                 raise ValueError("MetricsTracker.step: with agent_center give agent_yaw, agent_size and "
                                  "agent_velocity too")
-            a_center = ac[ids]
-            a_yaw = _as_batch("agent_yaw", agent_yaw, (B, A))[ids]
-            a_size = _as_batch("agent_size", np.asarray(agent_size, np.float64)[..., :2], (B, A, 2))[ids]
-            a_vel = _as_batch("agent_velocity", agent_velocity, (B, A, 2))[ids]
+            a_center = a_center[sel]
+            a_yaw = _as_batch("agent_yaw", agent_yaw, (B, A))[sel]
+            a_size = _as_batch("agent_size", np.asarray(agent_size, np.float64)[..., :2], (B, A, 2))[sel]
+            a_vel = _as_batch("agent_velocity", agent_velocity, (B, A, 2))[sel]
             a_valid = (np.ones((n, A), bool) if agent_valid is None
-                       else _as_batch("agent_valid", agent_valid, (B, A), bool)[ids])
+                       else _as_batch("agent_valid", agent_valid, (B, A), bool)[sel])
             a_type = (np.zeros((n, A), np.int8) if agent_type is None
-                      else np.broadcast_to(as_agent_types(agent_type), (B, A))[ids])
-            finite = (np.isfinite(a_center).all(-1) & np.isfinite(a_yaw) & np.isfinite(a_vel).all(-1)
-                      & np.isfinite(a_size).all(-1))
-            if (a_valid & ~finite).any():
+                      else np.broadcast_to(as_agent_types(agent_type), (B, A))[sel])
+            # One sum propagates any NaN/inf of a valid agent (cheaper than a check per field).
+            probe = (a_center[..., 0] + a_center[..., 1] + a_yaw + a_vel[..., 0] + a_vel[..., 1]
+                     + a_size[..., 0] + a_size[..., 1])
+            if not np.isfinite(probe[a_valid]).all():
                 raise ValueError("MetricsTracker.step: NaN/inf in a valid agent's centre, yaw, size or velocity; "
                                  "mark such slots invalid with agent_valid")
         if self._collided.shape[1] < A:
             self._collided = np.concatenate([self._collided, np.zeros((B, A - self._collided.shape[1]), bool)], 1)
-        collided = self._collided[ids, :A]
-        is_moving_type = np.isin(a_type, _MOVING)
-        a_speed = np.where(is_moving_type, np.hypot(a_vel[..., 0], a_vel[..., 1]), 0.0)
 
-        # Ego geometry.
+        # Ego geometry (box centre = rear axle + rear_axle_to_center along the heading).
         speed = np.hypot(vel[:, 0], vel[:, 1])
-        center = ego_center(pose, p)
-        corners = ego_corners(pose, p)  # [n, 4, 2]
-        multi_cache: dict[int, bool] = {}  # env row -> "in multiple lanes or off-road" (computed on demand)
+        cos, sin = np.cos(pose[:, 2]), np.sin(pose[:, 2])
+        d = p.rear_axle_to_center
+        cx, cy = pose[:, 0] + d * cos, pose[:, 1] + d * sin
+        corners = box_corners_cs(cx, cy, cos, sin, p.length, p.width)  # [n, 4, 2]
+        multi_cache: dict[int, bool] = {}  # row -> ego in multiple lanes / off-road (nuPlan), on demand
 
         def multi_lane(rows: np.ndarray) -> np.ndarray:
-            need = np.array([r for r in rows if int(r) not in multi_cache], dtype=np.int64)
+            need = np.array(sorted({int(r) for r in rows} - multi_cache.keys()), dtype=np.int64)
             if len(need):
-                common = self.index.corners_in_common_or_connected_lanes(corners[need])
-                for r, c in zip(need, common):
-                    multi_cache[int(r)] = not bool(c)
+                common = self._by_map(need, lambda ix, c: ix.corners_in_common_or_connected_lanes(c), corners[need])
+                multi_cache.update(zip(need.tolist(), (~common).tolist()))
             return np.array([multi_cache[int(r)] for r in rows], dtype=bool)
 
-        # 1. Collisions: circle pre-filter, SAT, classification of first contacts.
         at_fault_now = np.zeros(n, bool)
         new_any = np.zeros(n, bool)
+        ttc = np.full(n, np.inf)
         if A:
-            dist = np.hypot(a_center[..., 0] - center[:, None, 0], a_center[..., 1] - center[:, None, 1])
+            collided = self._collided[ids, :A]
+            a_moving = _MOVING_LUT[a_type]
+            a_speed = np.where(a_moving, np.hypot(a_vel[..., 0], a_vel[..., 1]), 0.0)
+            dxc = a_center[..., 0] - cx[:, None]
+            dyc = a_center[..., 1] - cy[:, None]
+            dist = np.hypot(dxc, dyc)
             a_radius = 0.5 * np.hypot(a_size[..., 0], a_size[..., 1])
-            near = a_valid & ~collided & (dist <= p.half_diagonal + a_radius + 1e-6)
-            bi, ai = np.nonzero(near)
+            live = a_valid & ~collided
+
+            # 1. Collisions: circle pre-filter, SAT, nuPlan classes of first contacts.
+            bi, ai = np.nonzero(live & (dist <= p.half_diagonal + a_radius + 1e-6))
             if len(bi):
-                tb = agent_corners(a_center[bi, ai], a_yaw[bi, ai], a_size[bi, ai])
+                ay = a_yaw[bi, ai]
+                tb = box_corners_cs(a_center[bi, ai, 0], a_center[bi, ai, 1], np.cos(ay), np.sin(ay),
+                                    a_size[bi, ai, 0], a_size[bi, ai, 1])
                 hit = boxes_intersect(corners[bi], tb)
                 if hit.any():
-                    bh, ah = bi[hit], ai[hit]
-                    ctype = classify_collisions(pose[bh], corners[bh], speed[bh], a_center[bh, ah], tb[hit],
-                                                a_speed[bh, ah], is_moving_type[bh, ah], cfg.collision_stopped_speed)
-                    lateral = ctype == 3
-                    multi = np.zeros(len(bh), bool)
-                    if lateral.any():
-                        multi[lateral] = multi_lane(bh[lateral])
-                    fault = is_at_fault(ctype, multi)
-                    dv = ego_delta_v(speed[bh], pose[bh, 2], a_speed[bh, ah], a_yaw[bh, ah])
-                    collided[bh, ah] = True
-                    self._collided[ids[bh], ah] = True
-                    new_any[bh] = True
-                    np.logical_or.at(at_fault_now, bh[fault], True)
-                    for k in range(len(bh)):
-                        b = int(ids[bh[k]])
-                        tid_arr = self._track_ids[b]
-                        tid = int(ah[k]) if tid_arr is None else tid_arr[ah[k]]
-                        atype = int(a_type[bh[k], ah[k]])
-                        self._events[b].append(CollisionEvent(int(t_idx[bh[k]]), float(ts[bh[k]]), int(ah[k]), tid,
-                                                              atype, int(ctype[k]), bool(fault[k]), float(dv[k])))
-                        if fault[k]:
-                            group = 0 if atype in VRU_TYPES else (1 if atype in VEHICLE_TYPES else 2)
-                            self._group_counts[b, group] += 1
+                    self._record_collisions(ids, bi[hit], ai[hit], tb[hit], pose, corners, speed, a_center, a_yaw,
+                                            a_speed, a_moving, a_type, t_idx, ts, multi_lane, at_fault_now, new_any)
+                    collided = self._collided[ids, :A]
+                    live = a_valid & ~collided
 
-        # 2. Time to collision (nuPlan: lead/cross tracks; lateral ones too when the ego straddles lanes,
-        #    is off-road or in an intersection; constant speed along the headings; first overlap on 0.1 s grid).
-        ttc = np.full(n, np.inf)
-        moving = speed > cfg.ttc_stopped_speed
-        if A and moving.any():
-            dx = a_center[..., 0] - pose[:, None, 0]
-            dy = a_center[..., 1] - pose[:, None, 1]
-            norm = np.hypot(dx, dy)
-            c, s = np.cos(pose[:, 2])[:, None], np.sin(pose[:, 2])[:, None]
-            cos_rel = np.where(norm > 1e-12, (c * dx + s * dy) / np.maximum(norm, 1e-12), 1.0)
-            ahead = cos_rel > self._cos_ahead
-            behind = cos_rel < self._cos_behind
-            horizon = float(self._ttc_times[-1]) if len(self._ttc_times) else 0.0
-            cdist = np.hypot(a_center[..., 0] - center[:, None, 0], a_center[..., 1] - center[:, None, 1])
-            reach = (p.half_diagonal + 0.5 * np.hypot(a_size[..., 0], a_size[..., 1])
-                     + (speed[:, None] + a_speed) * horizon + 1e-6)
-            cand = a_valid & ~collided & ~behind & moving[:, None] & (cdist <= reach)
-            bi, ai = np.nonzero(cand)
-            if len(bi):
-                ev = speed[bi, None] * np.stack([np.cos(pose[bi, 2]), np.sin(pose[bi, 2])], -1)
-                tv = a_speed[bi, ai, None] * np.stack([np.cos(a_yaw[bi, ai]), np.sin(a_yaw[bi, ai])], -1)
-                tb = agent_corners(a_center[bi, ai], a_yaw[bi, ai], a_size[bi, ai])
-                tt = first_overlap_time(corners[bi], ev, tb, tv, self._ttc_times)
-                is_ahead = ahead[bi, ai]
-                ttc_ahead = np.full(n, np.inf)
-                ttc_side = np.full(n, np.inf)
-                np.minimum.at(ttc_ahead, bi[is_ahead], tt[is_ahead])
-                np.minimum.at(ttc_side, bi[~is_ahead], tt[~is_ahead])
-                ttc = ttc_ahead
-                need = np.flatnonzero(ttc_side < ttc_ahead)  # only there can the lane state change the result
-                if len(need):
-                    watch_side = multi_lane(need) | self.index.in_connector(pose[need, :2])
-                    ttc[need] = np.where(watch_side, ttc_side[need], ttc_ahead[need])
-        ttc = np.where(at_fault_now, 0.0, ttc)
+            # 2. Time to collision (nuPlan: tracks ahead (< 30 deg from the rear axle); tracks beside too when
+            #    the ego straddles lanes, is off-road or in an intersection; ego and tracks at constant speed
+            #    along their headings; first box overlap at t = 0.1 .. 2.9 s).
+            moving = speed > cfg.ttc_stopped_speed
+            if moving.any():
+                horizon = float(self._ttc_times[-1])
+                reach = p.half_diagonal + a_radius + (speed[:, None] + a_speed) * horizon + 1e-6
+                dx = a_center[..., 0] - pose[:, 0:1]
+                dy = a_center[..., 1] - pose[:, 1:2]
+                along = cos[:, None] * dx + sin[:, None] * dy  # cos(relative angle) * |d|
+                norm = np.hypot(dx, dy)
+                cand = live & moving[:, None] & (dist <= reach) & (along >= self._cos_behind * norm)
+                bi, ai = np.nonzero(cand)
+                if len(bi):
+                    ay = a_yaw[bi, ai]
+                    ca, sa = np.cos(ay), np.sin(ay)
+                    tb = box_corners_cs(a_center[bi, ai, 0], a_center[bi, ai, 1], ca, sa, a_size[bi, ai, 0],
+                                        a_size[bi, ai, 1])
+                    ev = speed[bi, None] * np.stack([cos[bi], sin[bi]], -1)
+                    tv = a_speed[bi, ai, None] * np.stack([ca, sa], -1)
+                    tt = first_overlap_time(corners[bi], ev, tb, tv, self._ttc_times)
+                    nb = norm[bi, ai]
+                    is_ahead = np.where(nb > 1e-12, along[bi, ai] > self._cos_ahead * nb, True)
+                    ttc_ahead = np.full(n, np.inf)
+                    ttc_side = np.full(n, np.inf)
+                    np.minimum.at(ttc_ahead, bi[is_ahead], tt[is_ahead])
+                    np.minimum.at(ttc_side, bi[~is_ahead], tt[~is_ahead])
+                    ttc = ttc_ahead
+                    need = np.flatnonzero(ttc_side < ttc_ahead)  # only there can the lane state change TTC
+                    if len(need):
+                        watch_side = multi_lane(need) | self._by_map(need, lambda ix, q: ix.in_connector(q),
+                                                                      pose[need, :2])
+                        ttc[need] = np.where(watch_side, ttc_side[need], ttc_ahead[need])
+        ttc[at_fault_now] = 0.0
         self._ttc_ok[ids] &= ttc > cfg.ttc_least_min
 
         # 3. Lane holding the box centre (nuPlan's ego route): driving direction and speed limit.
-        la = self.index.assign_lanes(center[:, :2], center[:, 2], self._center_lane[ids])
-        lane, lane_s = la.lane, la.s
+        rows = np.arange(n)
+
+        def assign(ix: MapIndex, c: np.ndarray, prev: np.ndarray) -> np.ndarray:
+            la = ix.assign_lanes(c[:, :2], c[:, 2], prev)
+            return np.stack([la.lane.astype(np.float64), la.s], -1)
+
+        center = np.stack([cx, cy, pose[:, 2]], -1)
+        la = self._by_map(rows, assign, center, self._center_lane[ids])
+        lane, lane_s = la[:, 0].astype(np.int64), la[:, 1]
         self._center_lane[ids] = lane
         has = lane >= 0
-        first = t_idx == 0
         dd_lane = np.where(first, lane, self._dd_lane[ids])
         dd_s = self._dd_s[ids]
         same = has & (dd_lane >= 0) & (lane == dd_lane)
-        # nuPlan: progress = s - s_prev on the same lane (0 right after entering a lane, and 0 when s == 0);
-        # off every lane the state is kept and the progress is 0.
+        # nuPlan: progress = s - s_prev on the same lane; 0 right after entering a lane (twice: entering, then
+        # the first s) and when s == 0; off every lane the state is kept and the progress is 0.
         lane_prog = np.where(same & np.isfinite(dd_s) & (lane_s != 0), lane_s - np.nan_to_num(dd_s), 0.0)
         self._dd_s[ids] = np.where(same, lane_s, np.where(has, np.nan, dd_s))
         self._dd_lane[ids] = np.where(has, lane, dd_lane)
-        limit = np.where(has, self.index.effective_speed_limit[np.maximum(lane, 0)], np.nan)
-        over = np.where(np.isfinite(limit) & (speed > limit), speed - np.nan_to_num(limit), 0.0)
+        limit = self._by_map(rows, lambda ix, ln: np.where(ln >= 0, ix.effective_speed_limit[np.maximum(ln, 0)],
+                                                           np.nan), lane)
+        over = np.where(speed > limit, speed - limit, 0.0)  # NaN limits compare False
         self._overspeed_sum[ids] += over
 
-        # 4. Drivable area: a corner off every lane and off the drivable area is "outside"; it is a
-        #    violation when >= 0.3 m from the drivable area and from the centre's lane.
-        flat = corners.reshape(-1, 2)
-        out = ~self.index.is_drivable(flat)
-        if out.any():
-            oi = np.flatnonzero(out)
-            out[oi] = ~self.index.in_any_lane(flat[oi])
-        out = out.reshape(n, 4)
-        corners_ok = ~out.any(-1)
+        # 4. Drivable area: a corner off every lane and off the drivable area is "outside"; it is a violation
+        #    when >= 0.3 m from the drivable area and from the centre's lane.
+        out = ~self._by_map(rows, lambda ix, c: ix.is_drivable(c.reshape(-1, 2)).reshape(-1, 4), corners)
         far_now = np.zeros(n, bool)
-        check = out & ~self._far[ids][:, None]  # once violated, the episode's verdict cannot change
-        if check.any():
-            rb, rc = np.nonzero(check)
-            pts = corners[rb, rc]
-            far = self.index.distance_to_drivable(pts) >= cfg.drivable_max_violation
-            lane_known = lane[rb] >= 0
-            if (far & lane_known).any():
-                k = np.flatnonzero(far & lane_known)
-                far[k] = self.index.distance_to_lanes(pts[k], lane[rb[k]]) >= cfg.drivable_max_violation
-            np.logical_or.at(far_now, rb[far], True)
-        self._far[ids] |= far_now
+        if out.any():
+            ob, oc = np.nonzero(out)
+            out[ob, oc] = ~self._by_map(ob, lambda ix, q: ix.in_any_lane(q), corners[ob, oc])
+            check = out & ~self._far[ids][:, None]  # once violated, the episode's verdict cannot change
+            if check.any():
+                rb, rc = np.nonzero(check)
+                pts = corners[rb, rc]
+                far = self._by_map(rb, lambda ix, q: ix.distance_to_drivable(q), pts) >= cfg.drivable_max_violation
+                near_lane = far & (lane[rb] >= 0)
+                if near_lane.any():
+                    k = np.flatnonzero(near_lane)
+                    far[k] = (self._by_map(rb[k], lambda ix, q, ln: ix.distance_to_lanes(q, ln), pts[k], lane[rb[k]])
+                              >= cfg.drivable_max_violation)
+                far_now[rb[far]] = True
+                self._far[ids] |= far_now
+        corners_ok = ~out.any(-1)
 
         # 5. Progress of the box centre along the expert route.
         route_prog = np.zeros(n)
         routed = self._has_route[ids]
         if routed.any():
-            rid = ids[routed]
-            fresh = first[routed]
-            if fresh.any():
-                fid = rid[fresh]
+            rr = np.flatnonzero(routed)
+            fresh = rr[first[rr]]
+            if len(fresh):
+                fid = ids[fresh]
                 self._route.reset(fid, [self._refs[b].points for b in fid], [self._refs[b].cum for b in fid],
-                                  center[routed][fresh, :2])
-            s_prev = self._route.s[rid].copy()
-            s_new = self._route.update(center[routed, :2], rid)
-            route_prog[routed] = np.where(fresh, 0.0, s_new - s_prev)
-        self._progress[ids] += route_prog
+                                  center[fresh, :2])
+            s_prev = self._route.s[ids[rr]]
+            s_new = self._route.update(center[rr, :2], ids[rr])
+            route_prog[rr] = np.where(first[rr], 0.0, s_new - s_prev)
+            self._progress[ids] += route_prog
 
         # 6. Record.
         h, col = self._h, t_idx
@@ -384,16 +440,39 @@ class MetricsTracker:
                          ("speed_limit", limit), ("overspeed", over), ("route_progress", route_prog),
                          ("at_fault", at_fault_now), ("corners_ok", corners_ok), ("far", far_now), ("lane", lane)):
             h[key][ids, col] = val
-        prev_cum = np.where(first, 0.0, h["lane_cum"][ids, np.maximum(col - 1, 0)])
-        cum = prev_cum + lane_prog
+        cum = np.where(first, 0.0, h["lane_cum"][ids, np.maximum(col - 1, 0)]) + lane_prog
         h["lane_cum"][ids, col] = cum
-        # Window sum of the last n+1 per-step progresses (nuPlan sums progress[max(0, i-n) : i+1]).
+        # Window sum of the last n + 1 per-step progresses (nuPlan sums progress[max(0, i - n) : i + 1]).
         back = col - self._dd_n - 1
         window = cum - np.where(back >= 0, h["lane_cum"][ids, np.maximum(back, 0)], 0.0)
         self._dd_min[ids] = np.minimum(np.where(first, 0.0, self._dd_min[ids]), window)
         self._t[ids] += 1
-
         return self._step_metrics(ids, new_any, at_fault_now, ttc, corners_ok, over, limit, lane)
+
+    def _record_collisions(self, ids, bh, ah, tb, pose, corners, speed, a_center, a_yaw, a_speed, a_moving, a_type,
+                           t_idx, ts, multi_lane, at_fault_now, new_any) -> None:
+        """Classify first contacts (rows bh, slots ah), apply the at-fault rule and log the events."""
+        cfg = self.config
+        ctype = classify_collisions(pose[bh], corners[bh], speed[bh], a_center[bh, ah], tb, a_speed[bh, ah],
+                                    a_moving[bh, ah], cfg.collision_stopped_speed)
+        lateral = ctype == CollisionType.ACTIVE_LATERAL
+        multi = np.zeros(len(bh), bool)
+        if lateral.any():
+            multi[lateral] = multi_lane(bh[lateral])
+        fault = is_at_fault(ctype, multi)
+        dv = ego_delta_v(speed[bh], pose[bh, 2], a_speed[bh, ah], a_yaw[bh, ah])
+        envs = ids[bh]
+        self._collided[envs, ah] = True
+        new_any[bh] = True
+        at_fault_now[bh[fault]] = True
+        types = a_type[bh, ah].astype(np.int64)
+        np.add.at(self._group_counts, (envs[fault], _GROUP_LUT[types[fault]]), 1)
+        for k in range(len(bh)):
+            b = int(envs[k])
+            tid_arr = self._track_ids[b]
+            tid = int(ah[k]) if tid_arr is None else tid_arr[ah[k]]
+            self._events[b].append(CollisionEvent(int(t_idx[bh[k]]), float(ts[bh[k]]), int(ah[k]), tid,
+                                                  int(types[k]), int(ctype[k]), bool(fault[k]), float(dv[k])))
 
     def _step_metrics(self, ids, new_any, at_fault_now, ttc, corners_ok, over, limit, lane) -> StepMetrics:
         cfg, B = self.config, self.B
@@ -403,16 +482,14 @@ class MetricsTracker:
             out[ids] = val
             return out
 
-        counts = self._group_counts[ids]
         thr = np.array([cfg.max_violation_vru, cfg.max_violation_vehicle, cfg.max_violation_object], np.float64)
-        coll = np.prod(np.maximum(0.0, 1.0 - counts / (thr + 1.0)), axis=-1)
+        coll = np.prod(np.maximum(0.0, 1.0 - self._group_counts[ids] / (thr + 1.0)), axis=-1)
         drivable = (~self._far[ids]).astype(np.float64)
         m = -self._dd_min[ids]
         dd = np.where(m < cfg.driving_direction_compliance_threshold, 1.0,
                       np.where(m < cfg.driving_direction_violation_threshold, 0.5, 0.0))
         steps = self._t[ids]
-        expert_now = np.array([self._expert_cum[b][min(int(steps[j]) - 1, len(self._expert_cum[b]) - 1)]
-                               for j, b in enumerate(ids)]) if len(ids) else np.zeros(0)
+        expert_now = self._expert[ids, np.minimum(np.maximum(steps - 1, 0), self._expert.shape[1] - 1)]
         ego = self._progress[ids]
         thr_p = cfg.score_progress_threshold
         ratio = np.where(ego < -thr_p, 0.0, np.minimum(1.0, np.maximum(ego, thr_p) / np.maximum(expert_now, thr_p)))
@@ -420,12 +497,11 @@ class MetricsTracker:
         making = (ratio >= cfg.min_progress_ratio).astype(np.float64)
         ttc_ok = self._ttc_ok[ids].astype(np.float64)
         # Running speed-limit score: sum(over) * mean_dt / (2.23 * duration) = sum(over) / (2.23 * (k - 1)).
-        denom = max(cfg.max_overspeed_value, 1e-3) * np.maximum(steps - 1, 1)
-        speed_score = np.where(self._overspeed_sum[ids] > 0, np.maximum(0.0, 1.0 - self._overspeed_sum[ids] / denom),
-                               1.0)
-        speed_score = np.where(steps > 1, speed_score, 1.0)
+        over_sum = self._overspeed_sum[ids]
+        loss = over_sum / (max(cfg.max_overspeed_value, 1e-3) * np.maximum(steps - 1, 1))
+        speed_score = np.where((over_sum > 0) & (steps > 1), np.maximum(0.0, 1.0 - loss), 1.0)
         w = cfg.weights
-        wp, wt, ws = (w.get(k, WEIGHTED_METRICS[k]) for k in
+        wp, wt, ws = (float(w.get(k, WEIGHTED_METRICS[k])) for k in
                       ("ego_progress_along_expert_route", "time_to_collision_within_bound", "speed_limit_compliance"))
         weighted = (wp * ratio + wt * ttc_ok + ws * speed_score) / (wp + wt + ws)
         score = coll * drivable * dd * making * weighted
@@ -448,22 +524,21 @@ class MetricsTracker:
             raise ValueError(f"MetricsTracker: env {b} has no recorded step; call step() after reset() at least "
                              "once (with the initial state) before finalize()")
         h = {k: v[b, :T].copy() for k, v in self._h.items()}
-        pose = np.stack([h["x"], h["y"], h["yaw"]], -1)
-        vel = np.stack([h["vx"], h["vy"]], -1)
-        acc = np.stack([h["ax"], h["ay"]], -1)
         return EpisodeRecord(
-            timestamps=h["time"], ego_pose=pose, ego_velocity=vel, ego_acceleration=acc, ego_yaw_rate=h["yaw_rate"],
-            ego_yaw_acceleration=h["yaw_acc"], collisions=list(self._events[b]), at_fault_collision=h["at_fault"],
-            ttc=h["ttc"], corners_in_drivable=h["corners_ok"], far_from_drivable=h["far"], lane=h["lane"],
-            lane_progress=h["lane_progress"], speed_limit=h["speed_limit"], overspeed=h["overspeed"],
-            route_progress=h["route_progress"], expert_progress=self._expert_cum[b].copy(),
-            has_route=bool(self._has_route[b]), rear_axle_to_center=self.ego_params.rear_axle_to_center)
+            timestamps=h["time"], ego_pose=np.stack([h["x"], h["y"], h["yaw"]], -1),
+            ego_velocity=np.stack([h["vx"], h["vy"]], -1), ego_acceleration=np.stack([h["ax"], h["ay"]], -1),
+            ego_yaw_rate=h["yaw_rate"], ego_yaw_acceleration=h["yaw_acc"], collisions=list(self._events[b]),
+            at_fault_collision=h["at_fault"], ttc=h["ttc"], corners_in_drivable=h["corners_ok"],
+            far_from_drivable=h["far"], lane=h["lane"], lane_progress=h["lane_progress"],
+            speed_limit=h["speed_limit"], overspeed=h["overspeed"], route_progress=h["route_progress"],
+            expert_progress=self._expert[b, :self._expert_len[b]].copy(), has_route=bool(self._has_route[b]),
+            rear_axle_to_center=self.ego_params.rear_axle_to_center)
 
     def finalize(self, env_ids: Sequence[int] | np.ndarray, challenge: str | None = None,
                  scenario_types: Sequence[str | None] | None = None) -> list[EpisodeMetrics]:
         """Episode metrics of env_ids [n] from their recorded history (comfort is computed here). The envs
-        keep their history until the next ``reset``."""
+        keep their history until their next ``reset``. challenge: "CLS-NR" / "CLS-R" metadata."""
         from jwmsim.metrics.episode import score_records
         ids = np.atleast_1d(np.asarray(env_ids, dtype=np.int64))
-        records = [self.record(int(b)) for b in ids]
-        return score_records(records, self.config, challenge=challenge, scenario_types=scenario_types)
+        return score_records([self.record(int(b)) for b in ids], self.config, challenge=challenge,
+                             scenario_types=scenario_types)

@@ -35,7 +35,7 @@ from jwmsim.geometry import box_corners_2d
 __all__ = [
     "EgoParams", "AgentType", "as_agent_types", "CollisionType", "CollisionStep",
     "STOPPED_SPEED_THRESHOLD", "MOVING_AGENT_TYPES", "VRU_TYPES", "VEHICLE_TYPES", "OBJECT_TYPES",
-    "ego_center", "ego_corners", "agent_corners", "boxes_intersect", "segment_intersects_box",
+    "box_corners_cs", "ego_center", "ego_corners", "agent_corners", "boxes_intersect", "segment_intersects_box",
     "relative_angle", "first_overlap_time", "classify_collisions", "is_at_fault", "ego_delta_v",
     "collision_step",
 ]
@@ -145,6 +145,19 @@ def _rot(yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(yaw), np.sin(yaw)
 
 
+def box_corners_cs(cx: np.ndarray, cy: np.ndarray, c: np.ndarray, s: np.ndarray, length: np.ndarray,
+                   width: np.ndarray) -> np.ndarray:
+    """Box corners [..., 4, 2] (FL, RL, RR, FR, as :func:`jwmsim.geometry.box_corners_2d`) from centre
+    coordinates cx, cy [...] m, cos / sin of the yaw [...], length and width [...] m (broadcast). The fast
+    path for hot loops that already hold cos and sin."""
+    hl, hw = 0.5 * np.asarray(length, np.float64), 0.5 * np.asarray(width, np.float64)
+    fx, fy = hl * c, hl * s  # half-length along the heading
+    lx, ly = -hw * s, hw * c  # half-width to the left
+    xs = np.stack(np.broadcast_arrays(cx + fx + lx, cx - fx + lx, cx - fx - lx, cx + fx - lx), -1)
+    ys = np.stack(np.broadcast_arrays(cy + fy + ly, cy - fy + ly, cy - fy - ly, cy + fy - ly), -1)
+    return np.stack([xs, ys], -1)
+
+
 def ego_center(rear_axle_pose: np.ndarray, params: EgoParams = EgoParams()) -> np.ndarray:
     """Box-centre poses [..., 3] (x, y, yaw) of ego rear-axle poses [..., 3]."""
     pose = np.asarray(rear_axle_pose, dtype=np.float64)
@@ -169,51 +182,61 @@ def agent_corners(center: np.ndarray, yaw: np.ndarray, size: np.ndarray) -> np.n
 # ----------------------------------------------------------------------------- separating axes
 
 
-def _edge_axes(corners: np.ndarray) -> np.ndarray:
-    """The two edge directions [..., 2, 2] of rectangles [..., 4, 2] (unnormalised; SAT does not need unit axes)."""
-    return np.stack([corners[..., 0, :] - corners[..., 1, :], corners[..., 1, :] - corners[..., 2, :]], axis=-2)
+def _rect_parts(corners: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Centre (cx, cy) and half edge vectors e1 (front - rear, along the length) and e2 (left - right) of
+    rectangles [..., 4, 2] in box_corners_2d order; each component [...]."""
+    c = corners
+    cx = 0.25 * (c[..., 0, 0] + c[..., 1, 0] + c[..., 2, 0] + c[..., 3, 0])
+    cy = 0.25 * (c[..., 0, 1] + c[..., 1, 1] + c[..., 2, 1] + c[..., 3, 1])
+    e1x, e1y = 0.5 * (c[..., 0, 0] - c[..., 1, 0]), 0.5 * (c[..., 0, 1] - c[..., 1, 1])
+    e2x, e2y = 0.5 * (c[..., 1, 0] - c[..., 2, 0]), 0.5 * (c[..., 1, 1] - c[..., 2, 1])
+    return cx, cy, e1x, e1y, e2x, e2y
+
+
+def _check_corners(name: str, c: np.ndarray) -> np.ndarray:
+    c = np.asarray(c, dtype=np.float64)
+    if c.shape[-2:] != (4, 2):
+        raise ValueError(f"{name} expects box corners [..., 4, 2] (jwmsim.geometry.box_corners_2d), got {c.shape}")
+    return c
 
 
 def boxes_intersect(corners_a: np.ndarray, corners_b: np.ndarray) -> np.ndarray:
     """Whether oriented boxes overlap (touching counts, like shapely ``intersects``).
 
-    corners_a, corners_b: [..., 4, 2] m rectangles (any corner order around the box, e.g. from
-    :func:`jwmsim.geometry.box_corners_2d`); leading dimensions broadcast, e.g. ego [B, 1, 4, 2] against
-    agents [B, A, 4, 2] -> bool [B, A]. Separating-axis theorem over the 4 edge directions.
+    corners_a, corners_b: [..., 4, 2] m rectangles with corners in :func:`jwmsim.geometry.box_corners_2d`
+    order (FL, RL, RR, FR); leading dimensions broadcast, e.g. ego [B, 1, 4, 2] against agents
+    [B, A, 4, 2] -> bool [B, A]. Separating-axis theorem over the 4 edge directions, written out per
+    component (no einsum) because it runs on every candidate pair of every step.
     """
-    a = np.asarray(corners_a, dtype=np.float64)
-    b = np.asarray(corners_b, dtype=np.float64)
-    if a.shape[-2:] != (4, 2) or b.shape[-2:] != (4, 2):
-        raise ValueError(f"boxes_intersect expects corners [..., 4, 2], got {a.shape} and {b.shape}")
-    a, b = np.broadcast_arrays(a, b)
-    axes = np.concatenate([_edge_axes(a), _edge_axes(b)], axis=-2)  # [..., 4, 2]
-    pa = np.einsum("...kd,...cd->...kc", axes, a)  # [..., 4 axes, 4 corners]
-    pb = np.einsum("...kd,...cd->...kc", axes, b)
-    # Scale-aware tolerance so boxes that exactly touch are not split by rounding.
-    tol = 1e-9 * (1.0 + np.abs(pa).max(-1))
-    sep = (pa.max(-1) < pb.min(-1) - tol) | (pb.max(-1) < pa.min(-1) - tol)
-    return ~sep.any(-1)
+    ax, ay, a1x, a1y, a2x, a2y = _rect_parts(_check_corners("boxes_intersect", corners_a))
+    bx, by, b1x, b1y, b2x, b2y = _rect_parts(_check_corners("boxes_intersect", corners_b))
+    dx, dy = bx - ax, by - ay
+    separated = np.zeros(np.broadcast_shapes(ax.shape, bx.shape), dtype=bool)
+    for nx, ny in ((a1x, a1y), (a2x, a2y), (b1x, b1y), (b2x, b2y)):
+        gap = np.abs(dx * nx + dy * ny)
+        r = (np.abs(a1x * nx + a1y * ny) + np.abs(a2x * nx + a2y * ny)
+             + np.abs(b1x * nx + b1y * ny) + np.abs(b2x * nx + b2y * ny))
+        separated |= gap > r * (1.0 + 1e-12) + 1e-12  # relative slack: exactly touching boxes intersect
+    return ~separated
 
 
 def segment_intersects_box(p0: np.ndarray, p1: np.ndarray, corners: np.ndarray) -> np.ndarray:
     """Whether segments p0-p1 ([..., 2] m each) touch oriented boxes [..., 4, 2]; broadcast -> bool [...].
 
-    Separating axes for a segment against a convex polygon: the box's two edge directions and the
+    Separating axes for a segment against a rectangle: the rectangle's two edge directions and the
     segment's normal.
     """
-    p0, p1 = np.broadcast_arrays(np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64))
-    c = np.asarray(corners, dtype=np.float64)
-    batch = np.broadcast_shapes(p0.shape[:-1], p1.shape[:-1], c.shape[:-2])
-    seg = np.broadcast_to(np.stack([p0, p1], axis=-2), batch + (2, 2))
-    c = np.broadcast_to(c, batch + (4, 2))
-    d = p1 - p0
-    normal = np.broadcast_to(np.stack([-d[..., 1], d[..., 0]], axis=-1)[..., None, :], batch + (1, 2))
-    axes = np.concatenate([_edge_axes(c), normal], axis=-2)  # [..., 3, 2]
-    ps = np.einsum("...kd,...cd->...kc", axes, seg)
-    pc = np.einsum("...kd,...cd->...kc", axes, c)
-    tol = 1e-9 * (1.0 + np.abs(pc).max(-1))
-    sep = (ps.max(-1) < pc.min(-1) - tol) | (pc.max(-1) < ps.min(-1) - tol)
-    return ~sep.any(-1)
+    p0 = np.asarray(p0, dtype=np.float64)
+    p1 = np.asarray(p1, dtype=np.float64)
+    bx, by, b1x, b1y, b2x, b2y = _rect_parts(_check_corners("segment_intersects_box", corners))
+    hx, hy = 0.5 * (p1[..., 0] - p0[..., 0]), 0.5 * (p1[..., 1] - p0[..., 1])
+    dx, dy = bx - 0.5 * (p0[..., 0] + p1[..., 0]), by - 0.5 * (p0[..., 1] + p1[..., 1])
+    separated = np.zeros(np.broadcast_shapes(bx.shape, hx.shape), dtype=bool)
+    for nx, ny in ((b1x, b1y), (b2x, b2y), (-hy, hx)):
+        gap = np.abs(dx * nx + dy * ny)
+        r = np.abs(hx * nx + hy * ny) + np.abs(b1x * nx + b1y * ny) + np.abs(b2x * nx + b2y * ny)
+        separated |= gap > r * (1.0 + 1e-12) + 1e-12
+    return ~separated
 
 
 def relative_angle(ego_pose: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -234,36 +257,41 @@ def first_overlap_time(corners_a: np.ndarray, velocity_a: np.ndarray, corners_b:
                        velocity_b: np.ndarray, times: np.ndarray) -> np.ndarray:
     """First time in ``times`` at which two boxes moving at constant velocity overlap; inf if never.
 
-    corners_a, corners_b [P, 4, 2] m at t = 0; velocity_a, velocity_b [P, 2] m/s (translation only: the
-    boxes keep their yaw, as in nuPlan's TTC). times [K] s ascending. Returns [P] s.
+    corners_a, corners_b [P, 4, 2] m at t = 0 (box_corners_2d order); velocity_a, velocity_b [P, 2] m/s
+    (translation only: the boxes keep their yaw, as in nuPlan's TTC). times [K] s ascending. Returns [P] s.
 
     Exact equivalent of testing :func:`boxes_intersect` at every time in ``times``: under pure
     translation the gap along each separating axis is linear in t, so the overlap set is one interval
     [t_in, t_out] (intersection of four per-axis intervals) and the answer is the first grid time in it.
     """
-    a = np.asarray(corners_a, dtype=np.float64)
-    b = np.asarray(corners_b, dtype=np.float64)
     times = np.asarray(times, dtype=np.float64)
-    if a.shape[0] == 0:
-        return np.zeros(0)
-    axes = np.concatenate([_edge_axes(a), _edge_axes(b)], axis=-2)  # [P, 4, 2]
-    axes = axes / np.maximum(np.linalg.norm(axes, axis=-1, keepdims=True), 1e-12)
-    ca, cb = a.mean(-2), b.mean(-2)  # box centres [P, 2]
-    ha = np.abs(np.einsum("pkd,pcd->pkc", axes, a - ca[:, None, :])).max(-1)  # half extents [P, 4]
-    hb = np.abs(np.einsum("pkd,pcd->pkc", axes, b - cb[:, None, :])).max(-1)
-    r = ha + hb + 1e-9  # touching counts as overlap
-    g0 = np.einsum("pkd,pd->pk", axes, cb - ca)  # centre gap along each axis at t = 0
-    g1 = np.einsum("pkd,pd->pk", axes, np.asarray(velocity_b, np.float64) - np.asarray(velocity_a, np.float64))
+    ax, ay, a1x, a1y, a2x, a2y = _rect_parts(_check_corners("first_overlap_time", corners_a))
+    bx, by, b1x, b1y, b2x, b2y = _rect_parts(_check_corners("first_overlap_time", corners_b))
+    if ax.size == 0 or len(times) == 0:
+        return np.full(ax.shape, np.inf)
+    va = np.asarray(velocity_a, dtype=np.float64)
+    vb = np.asarray(velocity_b, dtype=np.float64)
+    dx, dy = bx - ax, by - ay
+    wx, wy = vb[..., 0] - va[..., 0], vb[..., 1] - va[..., 1]
+    t_in = np.full(ax.shape, -np.inf)
+    t_out = np.full(ax.shape, np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t1 = (-r - g0) / g1
-        t2 = (r - g0) / g1
-    moving = np.abs(g1) > 1e-12
-    lo = np.where(moving, np.minimum(t1, t2), np.where(np.abs(g0) <= r, -np.inf, np.inf))
-    hi = np.where(moving, np.maximum(t1, t2), np.where(np.abs(g0) <= r, np.inf, -np.inf))
-    t_in, t_out = lo.max(-1), hi.min(-1)
+        for nx, ny in ((a1x, a1y), (a2x, a2y), (b1x, b1y), (b2x, b2y)):
+            g0 = dx * nx + dy * ny  # centre gap along the axis at t = 0
+            g1 = wx * nx + wy * ny  # its rate of change
+            r = (np.abs(a1x * nx + a1y * ny) + np.abs(a2x * nx + a2y * ny)
+                 + np.abs(b1x * nx + b1y * ny) + np.abs(b2x * nx + b2y * ny))
+            r = r * (1.0 + 1e-12) + 1e-12  # touching counts as overlap
+            moving = np.abs(g1) > 1e-12 * (1.0 + r)
+            t1, t2 = (-r - g0) / g1, (r - g0) / g1
+            inside = np.abs(g0) <= r
+            lo = np.where(moving, np.minimum(t1, t2), np.where(inside, -np.inf, np.inf))
+            hi = np.where(moving, np.maximum(t1, t2), np.where(inside, np.inf, -np.inf))
+            t_in = np.maximum(t_in, lo)
+            t_out = np.minimum(t_out, hi)
     k = np.searchsorted(times, t_in - 1e-9, side="left")  # first grid time >= t_in
     kk = np.minimum(k, len(times) - 1)
-    hit = (k < len(times)) & (times[kk] <= t_out + 1e-9) & (t_in <= t_out)
+    hit = (k < len(times)) & (times[kk] <= t_out + 1e-9) & (t_in <= t_out + 1e-9)
     return np.where(hit, times[kk], np.inf)
 
 
