@@ -10,10 +10,11 @@ from +x [rad]; the ground is z = 0 unless the caller says otherwise.
 
 Per-vertex attributes
     ``positions`` [V, 3] float32 m (world frame for the static mesh; unit box frame for agent meshes),
-    ``normals``   [V, 3] float32 unit (faces are drawn double-sided; normals only shade),
+    ``normals``   [V, 3] float32 unit, for shading (smooth on round things, per face on flat ones),
     ``colors``    [V, 3] float32 in [0, 1], base albedo,
-    ``uv``        [V, 2] float32 m, material coordinates (facades: u along the wall, v height above the
-                  wall's bottom; flat polygons: world x, y),
+    ``uv``        [V, 2] float32 material coordinates: metres (flat polygons: world x, y; walls: along
+                  the wall from its centre, up from its bottom), except FACADE walls, which are in
+                  window cells of :data:`FACADE_CELL` (see :data:`FACADE`),
     ``material``  [V] uint8, a :data:`MATERIALS` id (procedural detail in the fragment shader),
     ``semantic``  [V] uint8, a :data:`SEMANTIC_CLASSES` id,
     ``instance``  [V] int32, 0 for the static world (agents get track id + 1 at render time),
@@ -33,10 +34,18 @@ layers a centimetre or more apart: terrain/grass at ``z = 0``, road surface at :
 markings and crosswalks at :data:`MARKING_Z` (= road + 2 cm), sidewalks as :func:`extruded_polygon`
 slabs of :data:`CURB_HEIGHT`.
 
-Builders (all keyword arguments after the geometry; each returns a new :class:`Mesh`)
-    :func:`box_mesh`, :func:`polygon_mesh` (concave polygons and holes), :func:`extruded_polygon`,
-    :func:`frustum_mesh` / :func:`cylinder_mesh` / :func:`cone_mesh`, :func:`sphere_mesh`,
-    :func:`polyline_strip` (solid or dashed markings), :func:`merge`.
+Builders (all keyword arguments after the geometry; each returns a new :class:`Mesh`; colours are RGB
+0..1 floats or 0..255 ints; ``semantic`` and ``material`` take names or ids)
+    :func:`box_mesh`, :func:`polygon_mesh` / :func:`polygons_mesh` (concave outlines and holes,
+    MultiPolygons), :func:`extruded_polygon` (buildings, curbs), :func:`quad_mesh`,
+    :func:`frustum_mesh` / :func:`cylinder_mesh` / :func:`cone_mesh` (poles, trunks, conifer crowns),
+    :func:`sphere_mesh` (round crowns), :func:`polyline_strip` (solid or dashed markings), :func:`merge`,
+    :meth:`Mesh.transformed`, :meth:`Mesh.with_ids`; agents: :func:`default_agent_meshes`.
+
+Cost (the oracle rasterizes on the CPU with llvmpipe; measured in benchmarks/bench_oracle.py): time grows
+with the triangles in view, about 0.1-0.2 us per triangle per camera, and with pixels shaded more than
+once. So: keep round things low-poly (the defaults), use ``caps="end"`` for things standing on the ground,
+and let the terrain polygon leave out what roads and sidewalks cover (no hidden layer under them).
 """
 
 from __future__ import annotations
