@@ -356,28 +356,27 @@ def _repair_drivable(road_map) -> None:
 def town_log(seed: int, seconds: float = 20.0, cache_dir: Path | None = None):
     """A state-only town log for `seed`, generated once and cached on disk.
 
-    Uses ``jwmsim.town.make_log(seed, seconds, out_dir, render=False)`` when the town package offers a
-    no-render path; otherwise builds the log's arrays by calling the town's traffic simulation
-    directly (:func:`jwmsim.town.traffic.simulate`: ego and agent tracks + the town's RoadMap, no frames).
+    Uses ``jwmsim.town.make_log(seed, seconds, out_dir, render=False)`` (the town's no-render path);
+    if the town package has none, builds the log's arrays by calling the town's traffic simulation
+    directly (:func:`town_log_from_traffic`). The cache key includes the town's GENERATOR_VERSION.
     """
+    import inspect
+
     from jwmsim.log import read_log, write_log
 
+    try:
+        from jwmsim.town.make_log import GENERATOR_VERSION, make_log
+    except ImportError:
+        GENERATOR_VERSION, make_log = 0, None
     cache_dir = Path(cache_dir or LOG_CACHE_DIR)
-    out = cache_dir / f"town-{seed}-{int(seconds)}s"
+    out = cache_dir / f"town-v{GENERATOR_VERSION}-{seed}-{int(seconds)}s"
     if (out / "manifest.json").exists():
         return read_log(out)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    import inspect
-
-    try:
-        from jwmsim.town import make_log  # type: ignore[attr-defined]
-    except ImportError:
-        make_log = None
-    if make_log is not None and "render" in inspect.signature(make_log).parameters:
-        make_log(seed, seconds, out, render=False)
-        return read_log(out)
-    log = town_log_from_traffic(seed, seconds)
-    write_log(out, log)
+    if callable(make_log) and "render" in inspect.signature(make_log).parameters:
+        make_log(int(seed), float(seconds), out, render=False, overwrite=True)
+    else:
+        write_log(out, town_log_from_traffic(seed, seconds))
     return read_log(out)
 
 

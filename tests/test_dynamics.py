@@ -99,3 +99,13 @@ def test_bad_config_and_shapes_raise():
         BicycleConfig(wheelbase=0.0)
     with pytest.raises(ValueError, match="last dimension"):
         forward(np.zeros(4), np.zeros(2))
+
+
+def test_round_trip_on_a_town_log_ego_trajectory():
+    town = pytest.importorskip("jwmsim.town")
+    _, _, log = town.build_log(2000, 12.0)
+    poses = log.ego.xy_yaw[:101]  # 10 s
+    st = states_from_poses(poses, 0.1, speed=log.ego.velocity[:101, 0])
+    replay = rollout(st[0], inverse(st, 0.1), 0.1)
+    err = np.linalg.norm(replay[:, :2] - poses[:, :2], axis=-1)
+    assert err.max() < 0.05, err.max()
