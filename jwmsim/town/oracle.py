@@ -98,6 +98,25 @@ def get_context():
     return ctx
 
 
+def _gl_flush():
+    """glFlush of the current context, or None. moderngl has no flush(); llvmpipe starts rasterizing a
+    camera's binned triangles on its worker threads at a flush, so flushing after each camera lets the
+    main thread set up the next camera's triangles meanwhile."""
+    import ctypes
+
+    for lib, getter in (("libEGL.so.1", "eglGetProcAddress"), ("libGL.so.1", "glXGetProcAddress")):
+        try:
+            get = getattr(ctypes.CDLL(lib), getter)
+        except (OSError, AttributeError):
+            continue
+        get.restype = ctypes.c_void_p
+        get.argtypes = [ctypes.c_char_p]
+        addr = get(b"glFlush")
+        if addr:
+            return ctypes.CFUNCTYPE(None)(addr)
+    return None
+
+
 # ----------------------------------------------------------------------------- projection
 
 
@@ -605,7 +624,7 @@ class OracleRenderer:
         self._set(prog_sky, "u_horizon", L.horizon)
         self._set(prog_sky, "u_sun_cos", math.cos(math.radians(L.sun_radius_deg)))
         self._set(prog_agent, "u_instances", 0)  # texture unit 0
-        self._gl = {"ctx": ctx, "prog": prog, "prog_agent": prog_agent, "prog_sky": prog_sky, "static": static,
+        self._gl = {"flush": _gl_flush(), "ctx": ctx, "prog": prog, "prog_agent": prog_agent, "prog_sky": prog_sky, "static": static,
                     "agents": agents, "sky": sky, "objects": objects, "inst_tex": None}
         return self._gl
 
@@ -750,6 +769,8 @@ class OracleRenderer:
             gl["sky"].render(ctx.TRIANGLES)
             if self.cull_back_faces:
                 ctx.enable(ctx.CULL_FACE)
+            if gl["flush"] is not None and c + 1 < C:
+                gl["flush"]()
         fbo.scissor = None
         return fbo
 
