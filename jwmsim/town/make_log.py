@@ -23,8 +23,6 @@ from jwmsim.town.traffic import LOG_RADIUS, TrafficResult, simulate
 
 GENERATOR_VERSION = 1
 """Bumped whenever the town, traffic or rendering change what a seed produces."""
-RENDER_RADIUS = 150.0
-"""Agents farther than this [m] from the ego are not drawn (beyond it they cover < 1 pixel's worth)."""
 
 
 def eval_rig_name(shift: float) -> str:
@@ -133,7 +131,6 @@ def _render_frames(town, r: TrafficResult, log: DriveLog, writer: LogWriter, wit
     K = np.stack([c.K for _, cams in rigs for c in cams])
     cam_to_ego = np.stack([c.cam_to_ego for _, cams in rigs for c in cams])
     counts = [len(cams) for _, cams in rigs]
-    types = np.asarray(r.types)
     it = range(len(r.timestamps))
     if progress:
         from tqdm import tqdm
@@ -158,8 +155,8 @@ def _render_frames(town, r: TrafficResult, log: DriveLog, writer: LogWriter, wit
     worker = threading.Thread(target=drain, name="log-writer", daemon=True)
     worker.start()
     try:
-        _render_loop(town, r, it, rigs, counts, K, cam_to_ego, types, w, h, q, failure, with_depth, with_semantic,
-                     with_instance)
+        _render_loop(town, r, log.agents, it, rigs, counts, K, cam_to_ego, w, h, q, failure, with_depth,
+                     with_semantic, with_instance)
     finally:
         q.put(None)
         worker.join()
@@ -167,9 +164,13 @@ def _render_frames(town, r: TrafficResult, log: DriveLog, writer: LogWriter, wit
         raise failure[0]
 
 
-def _render_loop(town, r, it, rigs, counts, K, cam_to_ego, types, w, h, q, failure, with_depth, with_semantic,
-                 with_instance) -> None:
+def _render_loop(town, r, tracks: AgentTracks, it, rigs, counts, K, cam_to_ego, w, h, q, failure, with_depth,
+                 with_semantic, with_instance) -> None:
+    """Draw exactly the log's valid tracks at each frame: images never show an agent the log lacks."""
+    from jwmsim.log.schema import AGENT_TYPES
     from jwmsim.town.scene import renderer
+
+    names = np.array([AGENT_TYPES[k] for k in tracks.types])
 
     with renderer(town, width=w, height=h) as oracle:
         for t in it:
@@ -177,9 +178,8 @@ def _render_loop(town, r, it, rigs, counts, K, cam_to_ego, types, w, h, q, failu
                 return
             ego_to_world = se2_to_se3(r.ego_xy_yaw[t])
             world_to_cam = np.linalg.inv(ego_to_world @ cam_to_ego)
-            present = (np.abs(r.center[t, :, :2]).sum(-1) > 0) | r.parked
-            near = present & (np.linalg.norm(r.center[t, :, :2] - r.ego_xy_yaw[t, :2], axis=-1) < RENDER_RADIUS)
-            agents = (r.ids[near], types[near], r.center[t, near], r.yaw[t, near], r.size[near])
+            v = tracks.valid[t]
+            agents = (tracks.ids[v], names[v], tracks.center[t, v], tracks.yaw[t, v], tracks.size[v])
             out = oracle.render_views(K, world_to_cam, agents, width=w, height=h)
             k = 0
             for (name, _), n in zip(rigs, counts):

@@ -62,8 +62,9 @@ PED_MIN_GAP = 0.9
 """Smallest pedestrian centre distance [m]: > the 0.85 m diagonal of two 0.6 m boxes."""
 DRIVABLE_TOL = 0.1
 """A vehicle corner may be this far [m] off the drivable area (numerical slack of polygon offsets)."""
-LOG_RADIUS = 120.0
-"""Agents farther than this [m] from the ego are marked invalid in the log (not observed)."""
+LOG_RADIUS = 150.0
+"""Agents farther than this [m] from the ego are marked invalid in the log (not observed) and not drawn;
+at 96x160 pixels a car there covers about one pixel."""
 SWEPT_BOX = (4.3, 1.3, 2.5)
 """(rear axle to front, rear axle to rear, width) [m] of the box whose sweep defines connector conflicts:
 the largest vehicle (nuPlan ego: 4.05, 1.13, 2.3) plus a margin."""
