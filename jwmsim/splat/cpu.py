@@ -177,6 +177,173 @@ def _project_kernel(means, quats, log_scales, logits, colors, sh_degree, ks, w2c
                 out_params[c, n, 6 + ch] = max(val + 0.5, 0.0)
 
 
+@njit(parallel=True, cache=True, fastmath=False)
+def _project_backward_kernel(means, quats, log_scales, logits, colors, sh_degree, ks, w2c, width, height,
+                             cam_ids, gauss_ids, g_params, out_g):  # pragma: no cover - numba
+    """Hand-written backward of the projection (the chain rule of :func:`_project_kernel`, pair by pair).
+
+    g_params [P, 10] are the gradients of the per-pair rows (u, v, conic a, b, c, opacity, r, g, b, z).
+    Writes out_g [P, 11 + 3K]: d/d means (3), quats (4, raw, before normalisation), log_scales (3),
+    opacity logit (1), colors (3K, row-major [K, 3]). Parallel over pairs; the caller sums pairs per Gaussian.
+    """
+    for i in prange(cam_ids.shape[0]):
+        c = cam_ids[i]
+        n = gauss_ids[i]
+        for j in range(out_g.shape[1]):
+            out_g[i, j] = 0.0
+        gu, gv = g_params[i, 0], g_params[i, 1]
+        g_ca, g_cb, g_cc = g_params[i, 2], g_params[i, 3], g_params[i, 4]
+        # opacity = sigmoid(logit)
+        op = 1.0 / (1.0 + math.exp(-logits[n]))
+        out_g[i, 10] = g_params[i, 5] * op * (1.0 - op)
+        # ---- recompute the forward quantities (float64, as _project_kernel)
+        qw0, qx0, qy0, qz0 = quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3]
+        qn = max(math.sqrt(qw0 * qw0 + qx0 * qx0 + qy0 * qy0 + qz0 * qz0), 1e-12)
+        qw, qx, qy, qz = qw0 / qn, qx0 / qn, qy0 / qn, qz0 / qn
+        sc = np.empty(3)
+        for j in range(3):
+            sc[j] = math.exp(log_scales[n, j])
+        rq = np.empty((3, 3))
+        rq[0, 0] = 1 - 2 * (qy * qy + qz * qz)
+        rq[0, 1] = 2 * (qx * qy - qw * qz)
+        rq[0, 2] = 2 * (qx * qz + qw * qy)
+        rq[1, 0] = 2 * (qx * qy + qw * qz)
+        rq[1, 1] = 1 - 2 * (qx * qx + qz * qz)
+        rq[1, 2] = 2 * (qy * qz - qw * qx)
+        rq[2, 0] = 2 * (qx * qz - qw * qy)
+        rq[2, 1] = 2 * (qy * qz + qw * qx)
+        rq[2, 2] = 1 - 2 * (qx * qx + qy * qy)
+        mx, my, mz = means[n, 0], means[n, 1], means[n, 2]
+        x = w2c[c, 0, 0] * mx + w2c[c, 0, 1] * my + w2c[c, 0, 2] * mz + w2c[c, 0, 3]
+        y = w2c[c, 1, 0] * mx + w2c[c, 1, 1] * my + w2c[c, 1, 2] * mz + w2c[c, 1, 3]
+        z = w2c[c, 2, 0] * mx + w2c[c, 2, 1] * my + w2c[c, 2, 2] * mz + w2c[c, 2, 3]
+        fx, fy, cx, cy = ks[c, 0, 0], ks[c, 1, 1], ks[c, 0, 2], ks[c, 1, 2]
+        tan_x = 0.5 * width / fx
+        tan_y = 0.5 * height / fy
+        lo_x = -(cx + 0.5) / fx - FOV_CLAMP * tan_x
+        hi_x = (width - 0.5 - cx) / fx + FOV_CLAMP * tan_x
+        lo_y = -(cy + 0.5) / fy - FOV_CLAMP * tan_y
+        hi_y = (height - 0.5 - cy) / fy + FOV_CLAMP * tan_y
+        xz = min(max(x / z, lo_x), hi_x)
+        yz = min(max(y / z, lo_y), hi_y)
+        fxz = fx / z
+        fyz = fy / z
+        mc = np.empty((3, 3))  # Rc M, M = Rq diag(s)
+        for r in range(3):
+            for j in range(3):
+                mc[r, j] = (w2c[c, r, 0] * rq[0, j] + w2c[c, r, 1] * rq[1, j] + w2c[c, r, 2] * rq[2, j]) * sc[j]
+        j0 = np.empty(3)
+        j1 = np.empty(3)
+        for j in range(3):
+            j0[j] = fxz * (mc[0, j] - xz * mc[2, j])
+            j1[j] = fyz * (mc[1, j] - yz * mc[2, j])
+        a = j0[0] * j0[0] + j0[1] * j0[1] + j0[2] * j0[2] + EPS2D
+        b = j0[0] * j1[0] + j0[1] * j1[1] + j0[2] * j1[2]
+        cc = j1[0] * j1[0] + j1[1] * j1[1] + j1[2] * j1[2] + EPS2D
+        det = a * cc - b * b
+        # ---- conic (cc/det, -b/det, a/det) -> (a, b, cc)
+        d2 = det * det
+        g_a = (-g_ca * cc * cc + g_cb * b * cc - g_cc * b * b) / d2
+        g_b = (2.0 * g_ca * b * cc - g_cb * (det + 2.0 * b * b) + 2.0 * g_cc * a * b) / d2
+        g_c = (-g_ca * b * b + g_cb * a * b - g_cc * a * a) / d2
+        # ---- (a, b, c) -> rows j0, j1 of J Mc -> Mc, x/z, y/z, fx/z, fy/z
+        g_mc = np.zeros((3, 3))
+        g_xz = 0.0
+        g_yz = 0.0
+        g_fxz = gu * x
+        g_fyz = gv * y
+        g_x = gu * fxz
+        g_y = gv * fyz
+        for j in range(3):
+            g_j0 = 2.0 * g_a * j0[j] + g_b * j1[j]
+            g_j1 = 2.0 * g_c * j1[j] + g_b * j0[j]
+            g_mc[0, j] += g_j0 * fxz
+            g_mc[1, j] += g_j1 * fyz
+            g_mc[2, j] -= g_j0 * fxz * xz + g_j1 * fyz * yz
+            g_xz -= g_j0 * fxz * mc[2, j]
+            g_yz -= g_j1 * fyz * mc[2, j]
+            g_fxz += g_j0 * (mc[0, j] - xz * mc[2, j])
+            g_fyz += g_j1 * (mc[1, j] - yz * mc[2, j])
+        g_z = g_params[i, 9] - g_fxz * fx / (z * z) - g_fyz * fy / (z * z)
+        if lo_x < x / z < hi_x:  # the clamp passes the gradient only inside its bounds
+            g_x += g_xz / z
+            g_z -= g_xz * x / (z * z)
+        if lo_y < y / z < hi_y:
+            g_y += g_yz / z
+            g_z -= g_yz * y / (z * z)
+        # ---- camera-frame mean -> world mean: g_mu = Rc^T g_p
+        for k in range(3):
+            out_g[i, k] = w2c[c, 0, k] * g_x + w2c[c, 1, k] * g_y + w2c[c, 2, k] * g_z
+        # ---- Mc = Rc Rq diag(s) -> Rq, s
+        g_rq = np.empty((3, 3))
+        for r in range(3):
+            for j in range(3):
+                g_m = w2c[c, 0, r] * g_mc[0, j] + w2c[c, 1, r] * g_mc[1, j] + w2c[c, 2, r] * g_mc[2, j]
+                g_rq[r, j] = g_m * sc[j]
+        for j in range(3):
+            g_s = 0.0
+            for r in range(3):
+                g_s += g_rq[r, j] / sc[j] * rq[r, j]
+            out_g[i, 7 + j] = g_s * sc[j]  # d/d log_scale = d/ds * s
+        # ---- Rq(q) for unit q, then the normalisation q = q0 / |q0|
+        gw = 2.0 * (-qz * g_rq[0, 1] + qy * g_rq[0, 2] + qz * g_rq[1, 0] - qx * g_rq[1, 2] - qy * g_rq[2, 0]
+                    + qx * g_rq[2, 1])
+        gx = 2.0 * (qy * g_rq[0, 1] + qz * g_rq[0, 2] + qy * g_rq[1, 0] - 2.0 * qx * g_rq[1, 1] - qw * g_rq[1, 2]
+                    + qz * g_rq[2, 0] + qw * g_rq[2, 1] - 2.0 * qx * g_rq[2, 2])
+        gy = 2.0 * (-2.0 * qy * g_rq[0, 0] + qx * g_rq[0, 1] + qw * g_rq[0, 2] + qx * g_rq[1, 0] + qz * g_rq[1, 2]
+                    - qw * g_rq[2, 0] + qz * g_rq[2, 1] - 2.0 * qy * g_rq[2, 2])
+        gz = 2.0 * (-2.0 * qz * g_rq[0, 0] - qw * g_rq[0, 1] + qx * g_rq[0, 2] + qw * g_rq[1, 0]
+                    - 2.0 * qz * g_rq[1, 1] + qy * g_rq[1, 2] + qx * g_rq[2, 0] + qy * g_rq[2, 1])
+        dot = qw * gw + qx * gx + qy * gy + qz * gz
+        out_g[i, 3] = (gw - qw * dot) / qn
+        out_g[i, 4] = (gx - qx * dot) / qn
+        out_g[i, 5] = (gy - qy * dot) / qn
+        out_g[i, 6] = (gz - qz * dot) / qn
+        # ---- colour = max(SH(dir) + 0.5, 0)
+        dx = dy = dz = 0.0
+        dn = 1.0
+        if sh_degree >= 1:
+            dx = mx + (w2c[c, 0, 0] * w2c[c, 0, 3] + w2c[c, 1, 0] * w2c[c, 1, 3] + w2c[c, 2, 0] * w2c[c, 2, 3])
+            dy = my + (w2c[c, 0, 1] * w2c[c, 0, 3] + w2c[c, 1, 1] * w2c[c, 1, 3] + w2c[c, 2, 1] * w2c[c, 2, 3])
+            dz = mz + (w2c[c, 0, 2] * w2c[c, 0, 3] + w2c[c, 1, 2] * w2c[c, 1, 3] + w2c[c, 2, 2] * w2c[c, 2, 3])
+            dn = max(math.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
+            dx /= dn
+            dy /= dn
+            dz /= dn
+        g_dx = g_dy = g_dz = 0.0
+        for ch in range(3):
+            val = SH_C0 * colors[n, 0, ch]
+            if sh_degree >= 1:
+                val += -SH_C1 * dy * colors[n, 1, ch] + SH_C1 * dz * colors[n, 2, ch] - SH_C1 * dx * colors[n, 3, ch]
+            if not val + 0.5 > 0.0:  # clamped at 0: no gradient
+                continue
+            g_val = g_params[i, 6 + ch]
+            out_g[i, 11 + ch] = SH_C0 * g_val
+            if sh_degree >= 1:
+                out_g[i, 14 + ch] = -SH_C1 * dy * g_val
+                out_g[i, 17 + ch] = SH_C1 * dz * g_val
+                out_g[i, 20 + ch] = -SH_C1 * dx * g_val
+                g_dx -= SH_C1 * colors[n, 3, ch] * g_val
+                g_dy -= SH_C1 * colors[n, 1, ch] * g_val
+                g_dz += SH_C1 * colors[n, 2, ch] * g_val
+        if sh_degree >= 1:
+            dot = dx * g_dx + dy * g_dy + dz * g_dz
+            out_g[i, 0] += (g_dx - dx * dot) / dn
+            out_g[i, 1] += (g_dy - dy * dot) / dn
+            out_g[i, 2] += (g_dz - dz * dot) / dn
+
+
+@njit(cache=True)
+def _sum_per_gaussian(gauss_ids, g_pairs, n):  # pragma: no cover - numba
+    """Sum per-pair gradients [P, D] into per-Gaussian gradients [N, D] (serial: no races)."""
+    out = np.zeros((n, g_pairs.shape[1]), np.float64)
+    for i in range(gauss_ids.shape[0]):
+        g = gauss_ids[i]
+        for j in range(g_pairs.shape[1]):
+            out[g, j] += g_pairs[i, j]
+    return out
+
+
 @njit(cache=True)
 def _bin_tiles(order, cam_ids, bbox, n_cams, tiles_x, tiles_y):  # pragma: no cover - numba
     """Counting sort of pairs (visited in ``order``) into tiles. Returns (offsets [T+1], isect_pair [I])."""
@@ -531,6 +698,33 @@ class _Composite(torch.autograd.Function):
         return torch.from_numpy(g_pairs).to(device=ctx.device, dtype=ctx.dtype), None
 
 
+class _Project(torch.autograd.Function):
+    """Scene tensors -> per-pair rows [P, 10] (computed beforehand by _project_kernel); numba backward."""
+
+    @staticmethod
+    def forward(ctx, means, quats, log_scales, logits, colors, rows: np.ndarray, inputs: tuple,
+                cam_ids: np.ndarray, gauss_ids: np.ndarray):  # type: ignore[override]
+        ctx.inputs, ctx.cam_ids, ctx.gauss_ids = inputs, cam_ids, gauss_ids
+        ctx.shapes = [t.shape for t in (means, quats, log_scales, logits, colors)]
+        ctx.dtype, ctx.device = means.dtype, means.device
+        return torch.from_numpy(rows).to(means.device)
+
+    @staticmethod
+    def backward(ctx, g_rows):  # type: ignore[override]
+        means, quats, log_scales, logits, colors, sh_degree, ks, w2c, width, height, _near = ctx.inputs
+        k = colors.shape[1]
+        g_pairs = np.empty((ctx.cam_ids.shape[0], 11 + 3 * k), np.float64)
+        g = np.ascontiguousarray(g_rows.detach().cpu().numpy(), dtype=np.float64)
+        with _LAUNCH_LOCK:
+            _project_backward_kernel(means, quats, log_scales, logits, colors, sh_degree, ks, w2c, width, height,
+                                     ctx.cam_ids, ctx.gauss_ids, g, g_pairs)
+        g_n = torch.from_numpy(_sum_per_gaussian(ctx.gauss_ids, g_pairs, means.shape[0])).to(
+            device=ctx.device, dtype=ctx.dtype)
+        n = means.shape[0]
+        return (g_n[:, 0:3], g_n[:, 3:7], g_n[:, 7:10], g_n[:, 10], g_n[:, 11:].reshape(n, k, 3),
+                None, None, None, None)
+
+
 def _f64(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
 
@@ -560,14 +754,20 @@ def render(scene: GaussianScene, Ks: torch.Tensor, world_to_cams: torch.Tensor, 
     cam_np, gauss_np = np.nonzero(valid)
     rows = params_all[cam_np, gauss_np]
     bins = bin_pairs(cam_np, rows[:, 9], bbox_all[cam_np, gauss_np], n_cams, height, width)
-    needs_grad = torch.is_grad_enabled() and (
-        any(t.requires_grad for t in scene.float_params()) or Ks.requires_grad or world_to_cams.requires_grad)
-    if needs_grad:
+    scene_grad = any(t.requires_grad for t in scene.float_params())
+    camera_grad = Ks.requires_grad or world_to_cams.requires_grad
+    if torch.is_grad_enabled() and camera_grad:
+        # Gradients w.r.t. the cameras: the torch twin of the projection, differentiated by autograd.
         cam_ids = torch.from_numpy(cam_np).to(device)
         gauss_ids = torch.from_numpy(gauss_np).to(device)
         pr = project_pairs(scene, cam_ids, gauss_ids, Ks, world_to_cams, width, height, sh_degree)
         params = torch.cat([pr["means2d"], pr["conics"], pr["opacities"][:, None], pr["colors"],
                             pr["depths"][:, None]], 1)
+    elif torch.is_grad_enabled() and scene_grad:
+        # Gradients w.r.t. the scene only: the numba projection with its hand-written backward
+        # (measured ~3x faster than autograd over ~150 small torch ops on this machine).
+        params = _Project.apply(*scene.float_params(), rows, inputs, cam_np.astype(np.int64),
+                                gauss_np.astype(np.int64))
     else:
         params = torch.from_numpy(rows).to(device)
     rgb_sum, depth_sum, alpha = _Composite.apply(params, bins)
