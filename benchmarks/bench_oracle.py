@@ -141,6 +141,18 @@ def measure(frames: int, warmup: int) -> dict:
         totals.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)  # all threads of this process: Python + llvmpipe workers
 
+    # The same frames without the glFlush between cameras (it lets llvmpipe rasterize camera c while
+    # camera c+1 is set up), interleaved with the default so both see the same machine load.
+    no_flush, with_flush = [], []
+    for i in range(min(frames, 150)):
+        a = agents_at(i)
+        for flag, acc in ((False, no_flush), (True, with_flush)):
+            r.flush_per_camera = flag
+            t0 = time.perf_counter()
+            r.render(rig, pose(i), a)
+            acc.append(time.perf_counter() - t0)
+    r.flush_per_camera = True
+
     # Where the time goes: Python + GL calls + llvmpipe's vertex stage (in the calling thread) until the
     # draws are queued; then glFinish (the rasterizer threads shade the binned triangles); then the four
     # readbacks of the finished framebuffer.
@@ -177,6 +189,8 @@ def measure(frames: int, warmup: int) -> dict:
         "p90_ms_per_3cam_frame": round(1000 * float(np.percentile(totals, 90)), 3),
         "min_ms_per_3cam_frame": round(1000 * float(np.min(totals)), 3),
         "median_cpu_ms_per_3cam_frame_all_threads": ms(cpu),
+        "interleaved_median_ms_with_flush_per_camera": ms(with_flush),
+        "interleaved_median_ms_without_flush_per_camera": ms(no_flush),
         "split_median_ms_queue_draws_python_and_vertex_stage": ms(queue),
         "split_median_ms_finish_rasterize_and_shade": ms(finish),
         "split_median_ms_readback_4_attachments": ms(read),

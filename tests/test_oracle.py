@@ -425,9 +425,11 @@ def test_renderer_rejects_bad_input():
     rig = default_rig()
     with OracleRenderer(_scene()) as r:
         with pytest.raises(ValueError, match="agents arrays disagree"):
-            r.render(rig, np.eye(4), (np.array([1]), np.array(["vehicle"]), np.zeros((2, 3)), np.zeros(1), np.ones((1, 3))))
+            r.render(rig, np.eye(4), (np.array([1]), np.array(["vehicle"]), np.zeros((2, 3)), np.zeros(1),
+                                      np.ones((1, 3))))
         with pytest.raises(ValueError, match="no agent mesh"):
-            r.render(rig, np.eye(4), (np.array([1]), np.array(["tank"]), np.zeros((1, 3)), np.zeros(1), np.ones((1, 3))))
+            r.render(rig, np.eye(4), (np.array([1]), np.array(["tank"]), np.zeros((1, 3)), np.zeros(1),
+                                      np.ones((1, 3))))
         with pytest.raises(ValueError, match="world_to_cam"):
             r.render_views(rig[0].K, np.eye(3))
         with pytest.raises(ValueError, match="K must be"):

@@ -891,5 +891,6 @@ __all__ = [
     "PLAIN", "FACADE", "ASPHALT", "PAINT", "FOLIAGE", "CONCRETE", "GRASS", "AGENT_PAINT", "GLASS",
     "ROAD_Z", "MARKING_LIFT", "MARKING_Z", "CURB_HEIGHT",
     "Mesh", "merge", "box_mesh", "triangulate_polygon", "polygon_mesh", "polygons_mesh", "extruded_polygon",
-    "quad_mesh", "FACADE_CELL", "frustum_mesh", "cylinder_mesh", "cone_mesh", "sphere_mesh", "polyline_strip", "default_agent_meshes",
+    "quad_mesh", "FACADE_CELL", "frustum_mesh", "cylinder_mesh", "cone_mesh", "sphere_mesh", "polyline_strip",
+    "default_agent_meshes",
 ]

@@ -84,7 +84,8 @@ def get_context():
     try:
         import moderngl
     except ImportError as e:  # pragma: no cover - moderngl is a dependency
-        raise OracleUnavailableError(f"moderngl is not installed (pip install moderngl glcontext). {_INSTALL_HINT}") from e
+        raise OracleUnavailableError(
+            f"moderngl is not installed (pip install moderngl glcontext). {_INSTALL_HINT}") from e
     errors = []
     for kwargs in ({"backend": "egl"}, {}):
         try:
@@ -548,6 +549,7 @@ class OracleRenderer:
         self._sun = sd / np.linalg.norm(sd)
         self.near, self.far = float(near), float(far)
         self.cull_back_faces = bool(cull_back_faces)
+        self.flush_per_camera = True  # glFlush between cameras (see _gl_flush); benchmarks compare both
         self._chunks = _chunk_mesh(static_mesh) if static_mesh.num_faces else None
         self._gl: dict[str, Any] | None = None
         self._fbos: dict[tuple[int, int, int], Any] = {}
@@ -624,8 +626,8 @@ class OracleRenderer:
         self._set(prog_sky, "u_horizon", L.horizon)
         self._set(prog_sky, "u_sun_cos", math.cos(math.radians(L.sun_radius_deg)))
         self._set(prog_agent, "u_instances", 0)  # texture unit 0
-        self._gl = {"flush": _gl_flush(), "ctx": ctx, "prog": prog, "prog_agent": prog_agent, "prog_sky": prog_sky, "static": static,
-                    "agents": agents, "sky": sky, "objects": objects, "inst_tex": None}
+        self._gl = {"ctx": ctx, "prog": prog, "prog_agent": prog_agent, "prog_sky": prog_sky, "static": static,
+                    "agents": agents, "sky": sky, "objects": objects, "inst_tex": None, "flush": _gl_flush()}
         return self._gl
 
     @staticmethod
@@ -769,7 +771,7 @@ class OracleRenderer:
             gl["sky"].render(ctx.TRIANGLES)
             if self.cull_back_faces:
                 ctx.enable(ctx.CULL_FACE)
-            if gl["flush"] is not None and c + 1 < C:
+            if self.flush_per_camera and gl["flush"] is not None and c + 1 < C:
                 gl["flush"]()
         fbo.scissor = None
         return fbo
