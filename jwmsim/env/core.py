@@ -87,6 +87,11 @@ class BatchedDrive:
         # Lane-segment midpoints for the nearest-lane query
         q = bank.lane_segs.shape[2]
         self._seg_mid = bank.lane_segs[:, :, q // 2]  # [S, G, 2]
+        c = np.ascontiguousarray
+        self._k = {"route_xy": c(bank.route_xy, np.float64), "route_len": c(bank.route_len, np.int64),
+                   "route_cum": c(bank.route_cum, np.float64), "agent_size": c(bank.agent_size, np.float64),
+                   "agent_type": c(bank.agent_type, np.int64), "seg_mid": c(self._seg_mid, np.float64),
+                   "lane_segs": c(bank.lane_segs, np.float64), "lane_seg_valid": c(bank.lane_seg_valid, np.bool_)}
         self.clip_count = np.zeros(self.B, np.int64)
 
     # -- reset / step ------------------------------------------------------------------------------
@@ -129,7 +134,31 @@ class BatchedDrive:
     # -- observations ------------------------------------------------------------------------------
 
     def observe(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Observation arrays with a leading [n] for the given rows (all when None)."""
+        """Observation arrays with a leading [n] for the given rows (all when None).
+
+        One numba kernel over the rows (selection of the K nearest agents and L nearest lane segments
+        by repeated minimum, ties to the lowest index); :meth:`observe_reference` is its numpy twin.
+        """
+        st = self.state if rows is None else self.state.select(rows)
+        oc, bank = self.obs_cfg, self.bank
+        n = st.batch_size
+        Q = bank.lane_segs.shape[2]
+        out = {"ego": np.zeros((n, len(EGO_FEATURES))), "route": np.zeros((n, oc.route_points, 2)),
+               "agents": np.zeros((n, oc.num_agents, len(AGENT_FEATURES))),
+               "agents_mask": np.zeros((n, oc.num_agents), np.int8),
+               "lanes": np.zeros((n, oc.num_lanes, Q, 2)), "lanes_mask": np.zeros((n, oc.num_lanes), np.int8)}
+        f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+        _observe_kernel(np.ascontiguousarray(st.sid), f64(st.ego), f64(st.ego_accel), f64(st.ego_yaw_rate),
+                        f64(st.route_s), np.ascontiguousarray(st.route_k), f64(st.agent_xy), f64(st.agent_yaw),
+                        f64(st.agent_vel), np.ascontiguousarray(st.agent_valid), self._k["route_xy"],
+                        self._k["route_len"], self._k["route_cum"], self._k["agent_size"], self._k["agent_type"],
+                        self._k["seg_mid"], self._k["lane_segs"], self._k["lane_seg_valid"], float(self.cfg.route_ds),
+                        float(oc.route_spacing), float(oc.agent_radius), out["ego"], out["route"], out["agents"],
+                        out["agents_mask"], out["lanes"], out["lanes_mask"])
+        return {k: (v.astype(np.float32) if v.dtype != np.int8 else v) for k, v in out.items()}
+
+    def observe_reference(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The numpy twin of :meth:`observe` (dense arrays, argpartition + stable argsort)."""
         st = self.state if rows is None else self.state.select(rows)
         oc, bank = self.obs_cfg, self.bank
         n = st.batch_size
@@ -213,3 +242,118 @@ class BatchedDrive:
         out = {"ego": ego_obs, "route": route, "agents": agents, "agents_mask": amask, "lanes": lanes,
                "lanes_mask": lm}
         return {k: (v.astype(np.float32) if v.dtype != np.int8 else v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- numba observation kernel
+
+try:
+    import numba
+except ImportError:  # pragma: no cover
+    numba = None
+
+
+def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, agent_yaw, agent_vel, agent_valid,
+                route_xy, route_len, route_cum, agent_size, agent_type, seg_mid, lane_segs, lane_seg_valid,
+                route_ds, route_spacing, agent_radius, o_ego, o_route, o_agents, o_amask, o_lanes, o_lmask):
+    n = sid.shape[0]
+    R = o_route.shape[1]
+    K = o_agents.shape[1]
+    A = agent_xy.shape[1]
+    L = o_lanes.shape[1]
+    G = seg_mid.shape[1]
+    Q = lane_segs.shape[2]
+    dist = np.empty(max(A, 1))
+    dl = np.empty(max(G, 1))
+    for b in range(n):
+        sc = sid[b]
+        ex, ey, eyaw = ego[b, 0], ego[b, 1], ego[b, 2]
+        c = np.cos(eyaw)
+        s = np.sin(eyaw)
+        rlen = route_len[sc]
+        # route ahead
+        for r in range(R):
+            f = (route_s[b] + route_spacing * r) / route_ds
+            f = min(max(f, 0.0), float(rlen - 1))
+            k = min(int(f), rlen - 2)
+            u = f - k
+            px = route_xy[sc, k, 0] + u * (route_xy[sc, k + 1, 0] - route_xy[sc, k, 0]) - ex
+            py = route_xy[sc, k, 1] + u * (route_xy[sc, k + 1, 1] - route_xy[sc, k, 1]) - ey
+            o_route[b, r, 0] = c * px + s * py
+            o_route[b, r, 1] = -s * px + c * py
+        # ego features
+        kk = min(route_k[b], rlen - 2)
+        ax, ay = route_xy[sc, kk, 0], route_xy[sc, kk, 1]
+        dx, dy = route_xy[sc, kk + 1, 0] - ax, route_xy[sc, kk + 1, 1] - ay
+        ln = max(np.sqrt(dx * dx + dy * dy), 1e-9)
+        rh = np.arctan2(dy, dx)
+        total = max(route_cum[sc, rlen - 1], 1e-9)
+        o_ego[b, 0] = ego[b, 3]
+        o_ego[b, 1] = ego[b, 4]
+        o_ego[b, 2] = ego_accel[b]
+        o_ego[b, 3] = ego_yaw_rate[b]
+        o_ego[b, 4] = (dx * (ey - ay) - dy * (ex - ax)) / ln
+        o_ego[b, 5] = (eyaw - rh + np.pi) % (2 * np.pi) - np.pi
+        o_ego[b, 6] = min(max(route_s[b] / total, 0.0), 1.0)
+        # nearest agents (repeated minimum: ties go to the lowest index, like a stable sort)
+        for a in range(A):
+            d = np.inf
+            if agent_valid[b, a]:
+                px = agent_xy[b, a, 0] - ex
+                py = agent_xy[b, a, 1] - ey
+                rx = c * px + s * py
+                ry = -s * px + c * py
+                d = np.sqrt(rx * rx + ry * ry)
+                if not d <= agent_radius:
+                    d = np.inf
+            dist[a] = d
+        for slot in range(min(K, A)):
+            best = -1
+            bd = np.inf
+            for a in range(A):
+                if dist[a] < bd:
+                    bd = dist[a]
+                    best = a
+            if best < 0:
+                break
+            dist[best] = np.inf
+            px = agent_xy[b, best, 0] - ex
+            py = agent_xy[b, best, 1] - ey
+            yr = agent_yaw[b, best] - eyaw
+            vx, vy = agent_vel[b, best, 0], agent_vel[b, best, 1]
+            o_agents[b, slot, 0] = c * px + s * py
+            o_agents[b, slot, 1] = -s * px + c * py
+            o_agents[b, slot, 2] = np.cos(yr)
+            o_agents[b, slot, 3] = np.sin(yr)
+            o_agents[b, slot, 4] = c * vx + s * vy
+            o_agents[b, slot, 5] = -s * vx + c * vy
+            o_agents[b, slot, 6] = agent_size[sc, best, 0]
+            o_agents[b, slot, 7] = agent_size[sc, best, 1]
+            o_agents[b, slot, 8] = agent_type[sc, best]
+            o_amask[b, slot] = 1
+        # nearest lane segments
+        for g in range(G):
+            if lane_seg_valid[sc, g]:
+                mx = seg_mid[sc, g, 0] - ex
+                my = seg_mid[sc, g, 1] - ey
+                dl[g] = mx * mx + my * my
+            else:
+                dl[g] = np.inf
+        for slot in range(min(L, G)):
+            best = -1
+            bd = np.inf
+            for g in range(G):
+                if dl[g] < bd:
+                    bd = dl[g]
+                    best = g
+            if best < 0:
+                break
+            dl[best] = np.inf
+            for q in range(Q):
+                px = lane_segs[sc, best, q, 0] - ex
+                py = lane_segs[sc, best, q, 1] - ey
+                o_lanes[b, slot, q, 0] = c * px + s * py
+                o_lanes[b, slot, q, 1] = -s * px + c * py
+            o_lmask[b, slot] = 1
+
+
+_observe_kernel = numba.njit(cache=True, nogil=True)(_observe_py) if numba is not None else _observe_py

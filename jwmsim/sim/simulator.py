@@ -334,9 +334,9 @@ class ScenarioBank:
             is_idm=_pad([p.is_idm for p in P], (0,), False),
             log_s=_pad([p.log_s for p in P], (0, 1), "edge"),
             path_ds=P[0].ds,
-            route_xy=_pad(edge_route, (0,), "edge"),
+            route_xy=np.ascontiguousarray(_pad(edge_route, (0,), "edge")),
             route_len=np.array([len(r) for r in edge_route], np.int64),
-            route_cum=_pad([polyline_arclength(r) for r in edge_route], (0,), "edge"),
+            route_cum=np.ascontiguousarray(_pad([polyline_arclength(r) for r in edge_route], (0,), "edge")),
             route_vlim=_pad([s.route_vlim for s in scenarios], (0,), "edge"),
             lane_segs=_pad([s.lane_segs for s in scenarios], (0,), 1e6),
             lane_seg_valid=_pad([np.ones(len(s.lane_segs), bool) for s in scenarios], (0,), False),
@@ -401,26 +401,53 @@ def ego_box(state_ego: np.ndarray, shape: EgoShape) -> tuple[np.ndarray, np.ndar
 
 def _route_project(bank: ScenarioBank, sid: np.ndarray, xy: np.ndarray, k_prev: np.ndarray | None,
                    window: tuple[int, int] = (-5, 40)) -> tuple[np.ndarray, np.ndarray]:
-    """Progress s [B] m along the route and the nearest sample index [B]; searches near k_prev
-    (all samples when None: used at reset)."""
-    R = bank.route_xy.shape[1]
+    """Progress s [B] m along the route and the nearest segment index [B]; searches segments
+    k_prev + window (all segments when k_prev is None: used at reset). A numba loop over B."""
+    B = len(sid)
+    s_out = np.zeros(B)
+    k_out = np.zeros(B, np.int64)
     if k_prev is None:
-        ks = np.broadcast_to(np.arange(R - 1), (len(sid), R - 1))
+        lo = np.zeros(B, np.int64)
+        hi = np.maximum(bank.route_len[sid] - 1, 1)
     else:
-        ks = k_prev[:, None] + np.arange(window[0], window[1])[None]
-    ks = np.clip(ks, 0, np.maximum(bank.route_len[sid] - 2, 0)[:, None])
-    a = bank.route_xy[sid[:, None], ks]
-    b = bank.route_xy[sid[:, None], ks + 1]
-    d = b - a
-    L2 = np.maximum((d * d).sum(-1), 1e-12)
-    u = np.clip(((xy[:, None] - a) * d).sum(-1) / L2, 0.0, 1.0)
-    foot = a + u[..., None] * d
-    dist2 = ((xy[:, None] - foot) ** 2).sum(-1)
-    j = np.argmin(dist2, axis=1)
-    r = np.arange(len(sid))
-    k = ks[r, j]
-    cum = bank.route_cum[sid[:, None], np.stack([k, k + 1], -1)]  # [B, 2]
-    return cum[:, 0] + u[r, j] * (cum[:, 1] - cum[:, 0]), k
+        lo = k_prev + window[0]
+        hi = k_prev + window[1]
+    _route_project_kernel(np.ascontiguousarray(sid, np.int64), np.ascontiguousarray(xy, np.float64),
+                          np.ascontiguousarray(lo, np.int64), np.ascontiguousarray(hi, np.int64),
+                          bank.route_xy, bank.route_len, bank.route_cum, s_out, k_out)
+    return s_out, k_out
+
+
+def _route_project_py(sid, xy, lo, hi, route_xy, route_len, route_cum, s_out, k_out):
+    for b in range(sid.shape[0]):
+        sc = sid[b]
+        kmax = max(route_len[sc] - 2, 0)
+        best = np.inf
+        bk = 0
+        bu = 0.0
+        for k0 in range(lo[b], hi[b]):
+            k = min(max(k0, 0), kmax)
+            ax, ay = route_xy[sc, k, 0], route_xy[sc, k, 1]
+            dx, dy = route_xy[sc, k + 1, 0] - ax, route_xy[sc, k + 1, 1] - ay
+            l2 = max(dx * dx + dy * dy, 1e-12)
+            u = min(max(((xy[b, 0] - ax) * dx + (xy[b, 1] - ay) * dy) / l2, 0.0), 1.0)
+            fx = ax + u * dx - xy[b, 0]
+            fy = ay + u * dy - xy[b, 1]
+            d2 = fx * fx + fy * fy
+            if d2 < best:
+                best = d2
+                bk = k
+                bu = u
+        k_out[b] = bk
+        s_out[b] = route_cum[sc, bk] + bu * (route_cum[sc, bk + 1] - route_cum[sc, bk])
+
+
+try:
+    import numba
+
+    _route_project_kernel = numba.njit(cache=True, nogil=True)(_route_project_py)
+except ImportError:  # pragma: no cover
+    _route_project_kernel = _route_project_py
 
 
 # ----------------------------------------------------------------------------- reset / step
