@@ -120,6 +120,20 @@ class MapIndex:
         self.seg_len = np.sqrt(self.seg_len2)
         self.seg_heading = np.arctan2(self.seg_d[:, 1], self.seg_d[:, 0])
         self.seg_hw = self.lane_half_width[self.seg_lane] if len(self.seg_lane) else np.zeros(0)
+        # The flat end caps cut everything beyond the lane's start / end lines, also the parts of the next
+        # segments' round joins that reach past them (as shapely's buffer does): segments within one half
+        # width of an end are additionally tested against that end's cap line.
+        first_seg = np.flatnonzero(self.seg_first)
+        last_seg = np.flatnonzero(self.seg_last)
+        self.lane_first_seg = np.zeros(L, np.int64)
+        self.lane_last_seg = np.zeros(L, np.int64)
+        self.lane_first_seg[self.seg_lane[first_seg]] = first_seg
+        self.lane_last_seg[self.seg_lane[last_seg]] = last_seg
+        seg_end_s = self.seg_s0 + self.seg_len
+        lane_len = np.zeros(L)
+        np.maximum.at(lane_len, self.seg_lane, seg_end_s)
+        self.seg_near_start = (self.seg_s0 < self.seg_hw) & ~self.seg_first
+        self.seg_near_end = ((lane_len[self.seg_lane] - seg_end_s) < self.seg_hw) & ~self.seg_last
         self._build_grid(seg_b, cell_size)
 
     # -- construction ---------------------------------------------------------------------------
@@ -205,6 +219,13 @@ class MapIndex:
         cross = d[:, 0] * rel[:, 1] - d[:, 1] * rel[:, 0]
         contained = ((dist <= self.seg_hw[seg] + 1e-9)
                      & ~(self.seg_first[seg] & (t_raw < 0.0)) & ~(self.seg_last[seg] & (t_raw > 1.0)))
+        for near, cap_seg, behind in ((self.seg_near_start, self.lane_first_seg, lambda u: u < 0.0),
+                                      (self.seg_near_end, self.lane_last_seg, lambda u: u > 1.0)):
+            k = np.flatnonzero(contained & near[seg])
+            if len(k):
+                c = cap_seg[self.seg_lane[seg[k]]]
+                u = ((points[pt[k]] - self.seg_a[c]) * self.seg_d[c]).sum(-1) / self.seg_len2[c]
+                contained[k[behind(u)]] = False
         return t, dist, np.where(cross < 0, -dist, dist), contained
 
     @staticmethod

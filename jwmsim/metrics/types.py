@@ -68,6 +68,11 @@ class EgoTrajectory:
                              "for the Savitzky-Golay derivatives); pass one state per distinct time")
         if not np.isfinite(ts).all():
             raise ValueError("EgoTrajectory.timestamps contain NaN/inf")
+        for name, arr, shape in (("velocity", self.velocity, (T, 2)), ("acceleration", self.acceleration, (T, 2)),
+                                 ("yaw_rate", self.yaw_rate, (T,)), ("yaw_acceleration", self.yaw_acceleration, (T,))):
+            if arr is not None and np.shape(arr) != shape:
+                raise ValueError(f"EgoTrajectory.{name} must be {list(shape)} (T = {T} poses), got "
+                                 f"{list(np.shape(arr))}; or pass None to estimate it from the poses")
         yaw_u = np.unwrap(pose[:, 2])
 
         def grad(y: np.ndarray) -> np.ndarray:
