@@ -142,6 +142,19 @@ def test_facade_uv_whole_bays_and_storeys():
     assert np.allclose(e.uv[wall_faces[:, 2], 1], v.max())
 
 
+def test_simplify_keeps_the_outline_within_tolerance():
+    wobbly = box(0, 0, 20, 10).buffer(0.01).buffer(-0.01)  # union/buffer artefacts: many tiny arcs
+    full = M.extruded_polygon(wobbly, 0.0, 0.15, material=M.CONCRETE, semantic="sidewalk")
+    lean = M.extruded_polygon(wobbly, 0.0, 0.15, material=M.CONCRETE, semantic="sidewalk", simplify=0.02)
+    assert lean.num_faces < full.num_faces / 2
+    lo, hi = lean.bounds()
+    assert np.allclose(lo[:2], [0, 0], atol=0.02) and np.allclose(hi[:2], [20, 10], atol=0.02)
+    flat = M.polygon_mesh(wobbly, 0.0, simplify=0.02)
+    v, f = flat.positions.astype(np.float64), flat.faces
+    area = np.abs(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])[:, 2]).sum() / 2
+    assert abs(area - 200.0) < 20 * 0.02 * 2
+
+
 def test_builders_reject_bad_input():
     with pytest.raises(ValueError, match="size must be positive"):
         M.box_mesh((0, 0, 0), (1, -1, 1))
