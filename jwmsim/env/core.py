@@ -357,3 +357,13 @@ def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, a
 
 
 _observe_kernel = numba.njit(cache=True, nogil=True)(_observe_py) if numba is not None else _observe_py
+
+
+def precompile() -> None:
+    """Compile (and cache) the sim's numba kernels: observation, route projection, lead search.
+    ``jwmsim.precompile`` calls this at install time so no user run pays the JIT cost."""
+    from jwmsim.env.vector import DriveVectorEnv
+
+    env = DriveVectorEnv(num_envs=1, traffic="idm", episode_metrics=False)
+    env.reset(seed=0)
+    env.step(np.zeros((1, 2), np.float32))
