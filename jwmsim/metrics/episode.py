@@ -35,12 +35,16 @@ __all__ = [
 
 def _timestamps_us(rec: EpisodeRecord) -> np.ndarray:
     # nuPlan works on integer microseconds; rounding here makes 0.1 s steps exactly 100000 us.
-    return np.round(rec.timestamps * 1e6).astype(np.int64)
+    us = rec.__dict__.get("_timestamps_us")
+    if us is None:
+        us = np.round(rec.timestamps * 1e6).astype(np.int64)
+        rec.__dict__["_timestamps_us"] = us
+    return us
 
 
 def _mean_dt_s(rec: EpisodeRecord) -> float:
     us = _timestamps_us(rec)
-    return float(np.mean(np.diff(us))) * 1e-6 if len(us) > 1 else DT
+    return (us[-1] - us[0]) / (len(us) - 1) * 1e-6 if len(us) > 1 else DT
 
 
 # ----------------------------------------------------------------------------- multipliers
@@ -82,7 +86,7 @@ def driving_direction_window(rec: EpisodeRecord, cfg: MetricsConfig) -> np.ndarr
     """[T] m: progress along the lane centerline summed over progress[max(0, i - n) : i + 1] with
     n = int(horizon_us / mean dt_us) (exactly nuPlan's window, n + 1 samples)."""
     us = _timestamps_us(rec)
-    mean_dt_us = float(np.mean(np.diff(us))) if len(us) > 1 else DT * 1e6
+    mean_dt_us = (us[-1] - us[0]) / (len(us) - 1) if len(us) > 1 else DT * 1e6
     n = int(cfg.driving_direction_horizon * 1e6 / mean_dt_us)
     cum = np.concatenate([[0.0], np.cumsum(rec.lane_progress)])
     i = np.arange(rec.num_steps)
@@ -193,51 +197,63 @@ def comfort_signals(rec: EpisodeRecord, cfg: MetricsConfig) -> dict[str, np.ndar
     window min(15, T), delta = mean dt) of the smoothed rear-axle acceleration magnitude. lon_jerk: the
     same of the smoothed lon acceleration. yaw_rate [rad/s]: SG 1st derivative of the unwrapped heading
     (polyorder 2, window min(5, T)). yaw_acceleration [rad/s^2]: 2nd derivative (polyorder 3, window 5).
+    Missing accelerations / yaw rates (NaN in the record) are estimated by central differences.
     """
-    T = rec.num_steps
-    if T < 4:
-        return None
-    dt = _mean_dt_s(rec)
-    yaw = np.unwrap(rec.ego_pose[:, 2])
-    acc = rec.ego_acceleration
-    vel = rec.ego_velocity
-    omega = rec.ego_yaw_rate
-    alpha = rec.ego_yaw_acceleration
-    ts = rec.timestamps
-    if not np.isfinite(omega).all():
-        omega = np.gradient(yaw, ts)
-    if not np.isfinite(alpha).all():
-        alpha = np.gradient(omega, ts)
-    if not np.isfinite(acc).all():
-        # The simulator did not report accelerations: differentiate the ego-frame velocity
-        # (a = dv/dt + omega x v in the rotating ego frame).
-        dv = np.gradient(vel, ts, axis=0)
-        acc = np.stack([dv[:, 0] - omega * vel[:, 1], dv[:, 1] + omega * vel[:, 0]], -1)
-    d = rec.rear_axle_to_center
-    if cfg.center_acceleration == "nuplan":
-        ax_c = acc[:, 0] + d * omega ** 2 + d * alpha
-        ay_c = acc[:, 1]
-    else:
-        ax_c = acc[:, 0] - d * omega ** 2
-        ay_c = acc[:, 1] + d * alpha
-    mag = np.hypot(acc[:, 0], acc[:, 1])  # nuPlan's DynamicCarState.acceleration is the rear-axle magnitude
+    cached = rec.__dict__.get("_comfort_signals")
+    if cached is not None and cached[0] is cfg:
+        return cached[1]
+    return _comfort_batch([rec], cfg)[0]
 
-    def smooth(x: np.ndarray) -> np.ndarray:
-        return np.round(savgol(x, min(cfg.accel_window, T), 2), cfg.decimals)
 
-    def deriv(x: np.ndarray, window: int, polyorder: int, order: int) -> np.ndarray:
-        return np.round(savgol(x, min(window, T), polyorder, order, dt), cfg.decimals)
+def _comfort_batch(recs: Sequence[EpisodeRecord], cfg: MetricsConfig) -> list[dict[str, np.ndarray] | None]:
+    """:func:`comfort_signals` of records of equal length and step, as [n, T] array operations."""
+    out: list[dict[str, np.ndarray] | None] = [None] * len(recs)
+    groups: dict[tuple[int, float], list[int]] = {}
+    for i, r in enumerate(recs):
+        if r.num_steps >= 4:
+            groups.setdefault((r.num_steps, _mean_dt_s(r)), []).append(i)
+    for (T, dt), idx in groups.items():
+        yaw = np.unwrap(np.stack([recs[i].ego_pose[:, 2] for i in idx]), axis=-1)  # [n, T]
+        acc = np.stack([recs[i].ego_acceleration for i in idx])  # [n, T, 2]
+        vel = np.stack([recs[i].ego_velocity for i in idx])
+        omega = np.stack([recs[i].ego_yaw_rate for i in idx])
+        alpha = np.stack([recs[i].ego_yaw_acceleration for i in idx])
+        # Missing rates: central differences with the mean step (the filters below assume equal steps too).
+        bad = ~np.isfinite(omega).all(-1)
+        if bad.any():
+            omega[bad] = np.gradient(yaw[bad], dt, axis=-1)
+        bad = ~np.isfinite(alpha).all(-1)
+        if bad.any():
+            alpha[bad] = np.gradient(omega[bad], dt, axis=-1)
+        bad = ~np.isfinite(acc).all((-1, -2))
+        if bad.any():
+            # The simulator did not report accelerations: differentiate the ego-frame velocity
+            # (a = dv/dt + omega x v in the rotating ego frame).
+            dv = np.gradient(vel[bad], dt, axis=1)
+            w, v = omega[bad], vel[bad]
+            acc[bad] = np.stack([dv[..., 0] - w * v[..., 1], dv[..., 1] + w * v[..., 0]], -1)
+        d = np.array([recs[i].rear_axle_to_center for i in idx])[:, None]
+        if cfg.center_acceleration == "nuplan":
+            ax_c = acc[..., 0] + d * omega ** 2 + d * alpha
+            ay_c = acc[..., 1]
+        else:
+            ax_c = acc[..., 0] - d * omega ** 2
+            ay_c = acc[..., 1] + d * alpha
+        mag = np.hypot(acc[..., 0], acc[..., 1])  # nuPlan's DynamicCarState.acceleration: rear-axle magnitude
 
-    lon = smooth(ax_c)
-    lat = smooth(ay_c)
-    return {
-        "lon_acceleration": lon,
-        "lat_acceleration": lat,
-        "jerk": deriv(smooth(mag), cfg.jerk_window, 2, 1),
-        "lon_jerk": deriv(lon, cfg.jerk_window, 2, 1),
-        "yaw_rate": deriv(yaw, cfg.yaw_window, 2, 1),
-        "yaw_acceleration": deriv(yaw, cfg.yaw_window, 3, 2),
-    }
+        def smooth(x: np.ndarray) -> np.ndarray:
+            return np.round(savgol(x, min(cfg.accel_window, T), 2), cfg.decimals)
+
+        def deriv(x: np.ndarray, window: int, polyorder: int, order: int) -> np.ndarray:
+            return np.round(savgol(x, min(window, T), polyorder, order, dt), cfg.decimals)
+
+        lon = smooth(ax_c)
+        sig = {"lon_acceleration": lon, "lat_acceleration": smooth(ay_c),
+               "jerk": deriv(smooth(mag), cfg.jerk_window, 2, 1), "lon_jerk": deriv(lon, cfg.jerk_window, 2, 1),
+               "yaw_rate": deriv(yaw, cfg.yaw_window, 2, 1), "yaw_acceleration": deriv(yaw, cfg.yaw_window, 3, 2)}
+        for j, i in enumerate(idx):
+            out[i] = {k: v[j] for k, v in sig.items()}
+    return out
 
 
 def ego_is_comfortable(rec: EpisodeRecord, cfg: MetricsConfig) -> MetricResult:
@@ -336,6 +352,9 @@ def score_records(records: Sequence[EpisodeRecord], config: MetricsConfig = Metr
                   scenario_types: Sequence[str | None] | None = None) -> list[EpisodeMetrics]:
     """Run every registered metric on each record and combine them into :class:`EpisodeMetrics`."""
     ch = None if challenge is None else Challenge.parse(challenge).short_name
+    # Comfort needs whole-signal filters: run them once for all records (as [n, T] arrays).
+    for rec, sig in zip(records, _comfort_batch(records, config)):
+        rec.__dict__["_comfort_signals"] = (config, sig)
     out = []
     for i, rec in enumerate(records):
         results = {name: spec.fn(rec, config) for name, spec in METRICS.items()}
