@@ -406,17 +406,21 @@ def collision_step(ego_pose: np.ndarray, ego_speed: np.ndarray, agent_center: np
     types = (np.zeros((B, A), np.int8) if agent_types is None
              else np.broadcast_to(as_agent_types(agent_types), (B, A)))
     collided = np.zeros((B, A), bool) if already_collided is None else np.asarray(already_collided, dtype=bool)
-    ego_c = ego_center(ego_pose, params)
     overlap = np.zeros((B, A), dtype=bool)
     ctype = np.full((B, A), -1, dtype=np.int8)
     if A == 0:
         return CollisionStep(overlap, overlap.copy(), ctype)
-    dist = np.hypot(center[..., 0] - ego_c[:, None, 0], center[..., 1] - ego_c[:, None, 1])
+    c, s = np.cos(ego_pose[:, 2]), np.sin(ego_pose[:, 2])
+    d = params.rear_axle_to_center
+    ex, ey = ego_pose[:, 0] + d * c, ego_pose[:, 1] + d * s
+    dist = np.hypot(center[..., 0] - ex[:, None], center[..., 1] - ey[:, None])
     reach = params.half_diagonal + 0.5 * np.hypot(size[..., 0], size[..., 1])
     bi, ai = np.nonzero(valid & (dist <= reach + 1e-6))
     if len(bi):
-        eb = ego_corners(ego_pose[bi], params)
-        tb = agent_corners(center[bi, ai], yaw[bi, ai], size[bi, ai])
+        eb = box_corners_cs(ex[bi], ey[bi], c[bi], s[bi], params.length, params.width)
+        ty = yaw[bi, ai]
+        tb = box_corners_cs(center[bi, ai, 0], center[bi, ai, 1], np.cos(ty), np.sin(ty), size[bi, ai, 0],
+                            size[bi, ai, 1])
         hit = boxes_intersect(eb, tb)
         overlap[bi[hit], ai[hit]] = True
         new = hit & ~collided[bi, ai]
