@@ -75,7 +75,8 @@ def get_context():
 
     Tries headless EGL first, then the platform default. Raises :class:`OracleUnavailableError` with the
     packages to install when neither works. Set ``LP_NUM_THREADS`` before the first call to choose how
-    many threads Mesa's llvmpipe uses.
+    many threads Mesa's llvmpipe uses. The context is current in the thread that made it: render from
+    that thread (other threads may consume the images). A forked child makes its own.
     """
     pid = os.getpid()
     ctx = _CONTEXTS.get(pid)
