@@ -402,7 +402,7 @@ def _row_span(mx, dy, ca, cb, cc, s_max, u0, u1):  # pragma: no cover - numba
 @njit(parallel=True, cache=True, fastmath=False)
 def _forward(offsets, isect, bbox, params, n_cams, height, width, tiles_x, tiles_y,
              out_rgb, out_depth, out_t, out_last):  # pragma: no cover - numba
-    """Front-to-back compositing. Writes out_rgb [C,H,W,3] (without background), out_depth [C,H,W]
+    """Front-to-back compositing. Writes out_rgb [C,H,W,3] (sum w c, without background), out_depth [C,H,W]
     (sum w z), out_t [C,H,W] final transmittance, out_last [C,H,W] index into ``isect`` of the last added
     Gaussian (-1 if none)."""
     ntpc = tiles_x * tiles_y
@@ -661,27 +661,36 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 class _Composite(torch.autograd.Function):
-    """params [P, 10] -> (rgb_sum [C,H,W,3], depth_sum [C,H,W], alpha [C,H,W]); background is added outside."""
+    """params [P, 10] -> (rgb [C,H,W,3], alpha [C,H,W], depth [C,H,W]) as documented in rasterize.
+
+    The background blend ``rgb_sum + (1 - alpha) bg`` and the depth normalisation ``depth_sum / alpha`` are
+    done here in numpy (and differentiated by hand below) rather than as torch ops: torch's OpenMP pool spins
+    after every parallel op and, on 2 cores, was measured to burn ~40 ms of CPU per 50k render that numba's
+    threads needed. The background is not differentiated.
+    """
 
     @staticmethod
-    def forward(ctx, params: torch.Tensor, bins: TileBins):  # type: ignore[override]
+    def forward(ctx, params: torch.Tensor, bins: TileBins, background: np.ndarray):  # type: ignore[override]
         p = _np(params)
         shape = (bins.n_cams, bins.height, bins.width)
-        rgb = np.zeros(shape + (3,), p.dtype)
-        depth = np.zeros(shape, p.dtype)
+        rgb_sum = np.zeros(shape + (3,), np.float64)
+        depth_sum = np.zeros(shape, np.float64)
         t_final = np.ones(shape, np.float64)
         last = np.full(shape, -1, np.int64)
         with _LAUNCH_LOCK:
             _forward(bins.offsets, bins.isect, bins.bbox, p, bins.n_cams, bins.height, bins.width, bins.tiles_x,
-                     bins.tiles_y, rgb, depth, t_final, last)
+                     bins.tiles_y, rgb_sum, depth_sum, t_final, last)
+        alpha = 1.0 - t_final
+        alpha_safe = np.maximum(alpha, 1e-10)
+        rgb = rgb_sum + t_final[..., None] * background[:, None, None, :]
+        depth = depth_sum / alpha_safe
         ctx.bins, ctx.params_np, ctx.t_final, ctx.last = bins, p, t_final, last
+        ctx.background, ctx.depth_sum, ctx.alpha_safe = background, depth_sum, alpha_safe
         ctx.dtype, ctx.device = params.dtype, params.device
-        alpha = (1.0 - t_final).astype(p.dtype)
-        dev = params.device
-        return torch.from_numpy(rgb).to(dev), torch.from_numpy(depth).to(dev), torch.from_numpy(alpha).to(dev)
+        return tuple(torch.from_numpy(x.astype(p.dtype, copy=False)).to(params.device) for x in (rgb, alpha, depth))
 
     @staticmethod
-    def backward(ctx, g_rgb, g_depth, g_alpha):  # type: ignore[override]
+    def backward(ctx, g_rgb, g_alpha, g_depth):  # type: ignore[override]
         bins: TileBins = ctx.bins
         shape = (bins.n_cams, bins.height, bins.width)
         p = ctx.params_np
@@ -690,13 +699,17 @@ class _Composite(torch.autograd.Function):
             return np.zeros(s, np.float64) if g is None else np.ascontiguousarray(g.detach().cpu().numpy(),
                                                                                  dtype=np.float64)
 
+        g_rgb_np, g_alpha_np, g_depth_np = arr(g_rgb, shape + (3,)), arr(g_alpha, shape), arr(g_depth, shape)
+        # rgb = rgb_sum + (1 - alpha) bg;  depth = depth_sum / max(alpha, 1e-10)
+        g_alpha_np = g_alpha_np - (g_rgb_np * ctx.background[:, None, None, :]).sum(-1)
+        g_alpha_np -= np.where(ctx.alpha_safe > 1e-10, g_depth_np * ctx.depth_sum / ctx.alpha_safe ** 2, 0.0)
+        g_depth_sum = g_depth_np / ctx.alpha_safe
         g_isect = np.zeros((bins.num_intersections, N_PARAMS), np.float64)
-        grads_out = (arr(g_rgb, shape + (3,)), arr(g_depth, shape), arr(g_alpha, shape))
         with _LAUNCH_LOCK:
             _backward(bins.offsets, bins.isect, bins.bbox, p, bins.n_cams, bins.height, bins.width, bins.tiles_x,
-                      bins.tiles_y, ctx.t_final, ctx.last, *grads_out, g_isect)
+                      bins.tiles_y, ctx.t_final, ctx.last, g_rgb_np, g_depth_sum, g_alpha_np, g_isect)
         g_pairs = _sum_per_pair(bins.isect, g_isect, p.shape[0])
-        return torch.from_numpy(g_pairs).to(device=ctx.device, dtype=ctx.dtype), None
+        return torch.from_numpy(g_pairs).to(device=ctx.device, dtype=ctx.dtype), None, None
 
 
 class _Project(torch.autograd.Function):
@@ -771,9 +784,7 @@ def render(scene: GaussianScene, Ks: torch.Tensor, world_to_cams: torch.Tensor, 
                                 gauss_np.astype(np.int64))
     else:
         params = torch.from_numpy(rows).to(device)
-    rgb_sum, depth_sum, alpha = _Composite.apply(params, bins)
-    rgb = rgb_sum + (1.0 - alpha)[..., None] * background[:, None, None, :]
-    depth = depth_sum / alpha.clamp_min(1e-10)
+    rgb, alpha, depth = _Composite.apply(params, bins, _f64(background))
     return {"rgb": rgb, "alpha": alpha, "depth": depth, "radii": torch.from_numpy(radii).to(device),
             "num_intersections": bins.num_intersections}
 

@@ -102,6 +102,9 @@ def rasterize(scene: GaussianScene, cameras: Sequence[geometry.Camera] | None = 
     ``height`` (px). background: RGB [3] or [C, 3] in the image's units (shown where alpha < 1).
     sh_degree: SH degree to evaluate (default: the scene's). backend: "auto" | "cpu" | "gsplat".
     Returns :class:`RenderOutput` (rgb, alpha, depth, radii), in the scene's dtype and device.
+    With the cpu backend, raw ``world_to_cams`` that require grad also receive gradients (pose refinement).
+    Values are not validated here (quaternions are normalised inside, so an optimiser may let them drift);
+    call ``scene.validate()`` where a scene enters the system.
     """
     _check_scene(scene)
     dtype, device = scene.dtype, scene.device
