@@ -262,3 +262,31 @@ def test_corners_in_common_or_connected_lanes():
              (100.0, -1.2): False}  # right corners off every lane
     poses = np.array([[x, y, 0.0] for x, y in cases])
     np.testing.assert_array_equal(index.corners_in_common_or_connected_lanes(ego_corners(poses)), list(cases.values()))
+
+
+def test_lane_fast_path_equals_full_search_and_combined_index_equals_per_map():
+    from jwmsim.town.layout import generate_town
+    rm = generate_town(1).road_map
+    index = MapIndex(rm)
+    rng = np.random.default_rng(3)
+    # Points walking along random lanes (with lateral noise): the fast path follows them step by step.
+    lanes = rng.integers(len(rm.lanes), size=64)
+    from jwmsim.map import interpolate_polyline
+    prev_lane = np.full(64, -1)
+    prev_seg = np.full(64, -1)
+    for k in range(12):
+        pts = np.stack([interpolate_polyline(rm.lanes[l].centerline, np.array([1.2 * k]))[0][0] for l in lanes])
+        pts = pts + rng.normal(0, 0.4, pts.shape)
+        fast = index.assign_lanes(pts, None, prev_lane, prev_seg)
+        full = index.assign_lanes(pts, None, prev_lane)
+        np.testing.assert_array_equal(fast.lane, full.lane)
+        np.testing.assert_allclose(fast.s, full.s, atol=1e-9)
+        prev_lane, prev_seg = fast.lane, fast.seg
+    # A combined index answers like the per-map ones (global lane ids offset by lane_offset).
+    other = road()
+    both = MapIndex.combine([index, MapIndex(other)])
+    q = np.array([[100.0, 0.2], [100.0, 3.4]])
+    la = both.assign_lanes(q, map_ids=np.array([1, 1]))
+    np.testing.assert_array_equal(both.local_lane(la.lane), [0, 1])
+    assert (la.lane >= both.lane_offset[1]).all()
+    np.testing.assert_array_equal(both.is_drivable(np.array([[100.0, 0.0]]), np.array([1])), [True])

@@ -69,24 +69,24 @@ def _extend(poly: np.ndarray, heading0: float, heading1: float, length: float) -
     return np.concatenate([[poly[0] - length * d0], poly, [poly[-1] + length * d1]])
 
 
-def _project_segments(pts: np.ndarray, cum: np.ndarray, rows: np.ndarray, points: np.ndarray,
+def _project_segments(px: np.ndarray, py: np.ndarray, cum: np.ndarray, rows: np.ndarray, points: np.ndarray,
                       idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Project points [n, 2] on the candidate segments idx [n, W] of the padded polylines pts[rows]
-    ([B, P, 2], arclengths cum [B, P]); gathers only those segments. Returns (arclength [n], segment
-    index [n], column of the best candidate [n])."""
+    """Project points [n, 2] on the candidate segments idx [n, W] of the padded polylines (x, y [B, P],
+    arclengths cum [B, P]) of rows [n]; gathers only those segments, and works per coordinate (numpy is
+    slow at reductions over a length-2 axis). Returns (arclength [n], segment index [n], best column [n])."""
     n = len(points)
-    r = rows[:, None]
-    a = pts[r, idx]
-    d = pts[r, idx + 1] - a
-    rel = points[:, None, :] - a
-    len2 = np.maximum((d * d).sum(-1), 1e-18)
-    t = np.clip((rel * d).sum(-1) / len2, 0.0, 1.0)
-    foot = rel - t[..., None] * d
-    dist2 = (foot * foot).sum(-1)
-    j = np.argmin(dist2, axis=1)
+    P = px.shape[1]
+    base = rows[:, None] * P + idx
+    ax, ay = np.take(px, base), np.take(py, base)
+    dx, dy = np.take(px, base + 1) - ax, np.take(py, base + 1) - ay
+    rx, ry = points[:, 0:1] - ax, points[:, 1:2] - ay
+    len2 = np.maximum(dx * dx + dy * dy, 1e-18)
+    t = np.clip((rx * dx + ry * dy) / len2, 0.0, 1.0)
+    fx, fy = rx - t * dx, ry - t * dy
+    j = np.argmin(fx * fx + fy * fy, axis=1)
     ar = np.arange(n)
     seg = idx[ar, j]
-    s = cum[rows, seg] + t[ar, j] * np.sqrt(len2[ar, j])
+    s = np.take(cum, rows * P + seg) + t[ar, j] * np.sqrt(len2[ar, j])
     return s, seg, j
 
 
@@ -205,20 +205,23 @@ class RouteTracker:
 
     def __init__(self, batch_size: int) -> None:
         self.B = int(batch_size)
-        self.pts = np.zeros((self.B, 2, 2))
-        self.cum = np.zeros((self.B, 2))
+        self.px = np.zeros((self.B, 2))  # padded route polylines, x and y [B, P] m
+        self.py = np.zeros((self.B, 2))
+        self.cum = np.zeros((self.B, 2))  # their arclengths [B, P] m
         self.nseg = np.ones(self.B, dtype=np.int64)
         self.seg = np.zeros(self.B, dtype=np.int64)
         self.s = np.zeros(self.B)
         self.last = np.zeros((self.B, 2))
 
     def _ensure(self, p: int) -> None:
-        if p > self.pts.shape[1]:
-            pts = np.zeros((self.B, p, 2))
-            cum = np.zeros((self.B, p))
-            pts[:, :self.pts.shape[1]] = self.pts
-            cum[:, :self.cum.shape[1]] = self.cum
-            self.pts, self.cum = pts, cum
+        if p > self.px.shape[1]:
+            old = self.px.shape[1]
+            for name in ("px", "py", "cum"):
+                a = getattr(self, name)
+                grown = np.empty((self.B, p))
+                grown[:, :old] = a
+                grown[:, old:] = a[:, -1:]
+                setattr(self, name, grown)
 
     def reset(self, env_ids: np.ndarray, points_list: list[np.ndarray], cum_list: list[np.ndarray],
               start: np.ndarray) -> None:
@@ -231,15 +234,14 @@ class RouteTracker:
         for j, b in enumerate(env_ids):
             p, c = points_list[j], cum_list[j]
             P = len(p)
-            self.pts[b, :P] = p
-            self.pts[b, P:] = p[-1]
-            self.cum[b, :P] = c
-            self.cum[b, P:] = c[-1]
+            self.px[b, :P], self.px[b, P:] = p[:, 0], p[-1, 0]
+            self.py[b, :P], self.py[b, P:] = p[:, 1], p[-1, 1]
+            self.cum[b, :P], self.cum[b, P:] = c, c[-1]
             self.nseg[b] = P - 1
         pmax = int(self.nseg[env_ids].max())
         idx = np.minimum(np.arange(pmax)[None, :], self.nseg[env_ids, None] - 1)
         start = np.asarray(start, dtype=np.float64)
-        s, seg, _ = _project_segments(self.pts, self.cum, env_ids, start, idx)
+        s, seg, _ = _project_segments(self.px, self.py, self.cum, env_ids, start, idx)
         self.s[env_ids], self.seg[env_ids], self.last[env_ids] = s, seg, start
 
     def _window(self, ids: np.ndarray, points: np.ndarray, half: np.ndarray | int):
@@ -247,7 +249,7 @@ class RouteTracker:
         hmax = int(np.max(half))
         offs = np.arange(-hmax, hmax + 1)
         idx = np.clip(k[:, None] + offs[None, :], 0, self.nseg[ids, None] - 1)
-        s, seg, _ = _project_segments(self.pts, self.cum, ids, points, idx)
+        s, seg, _ = _project_segments(self.px, self.py, self.cum, ids, points, idx)
         # The best segment on the window's edge (and not at the route's end) may have a better one outside.
         edge = (((seg <= k - hmax) & (seg > 0)) | ((seg >= k + hmax) & (seg < self.nseg[ids] - 1)))
         return s, seg, edge

@@ -13,7 +13,7 @@ recorded trajectory, so the env's numbers and the offline numbers come from one 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -81,6 +81,8 @@ class MetricsTracker:
         if not maps or not all(isinstance(m, (RoadMap, MapIndex)) for m in maps):
             raise ValueError("MetricsTracker: road_map must be a RoadMap, a MapIndex, or a non-empty sequence of them")
         self.indexes = [m if isinstance(m, MapIndex) else MapIndex(m) for m in maps]
+        # One combined index: every map query of a step is one call, whatever maps the envs are on.
+        self.index = MapIndex.combine(self.indexes)
         self.B = int(batch_size)
         self.ego_params = ego_params
         self.config = config
@@ -107,6 +109,7 @@ class MetricsTracker:
         self._events: list[list[CollisionEvent]] = [[] for _ in range(B)]
         self._group_counts = np.zeros((B, 3), dtype=np.int64)  # at-fault first contacts: VRU, vehicle, object
         self._center_lane = np.full(B, -1, dtype=np.int64)
+        self._center_seg = np.full(B, -1, dtype=np.int64)
         self._dd_lane = np.full(B, -1, dtype=np.int64)
         self._dd_s = np.full(B, np.nan)
         self._dd_min = np.zeros(B)
@@ -116,11 +119,6 @@ class MetricsTracker:
         self._progress = np.zeros(B)
         self._track_ids: list[np.ndarray | None] = [None] * B
         self.reset(np.arange(B))
-
-    @property
-    def index(self) -> MapIndex:
-        """The (first) map's :class:`MapIndex`."""
-        return self.indexes[0]
 
     # -- episode control ------------------------------------------------------------------------------
 
@@ -170,6 +168,7 @@ class MetricsTracker:
         self._collided[ids] = False
         self._group_counts[ids] = 0
         self._center_lane[ids] = -1
+        self._center_seg[ids] = -1
         self._dd_lane[ids] = -1
         self._dd_s[ids] = np.nan
         self._dd_min[ids] = 0.0
@@ -193,22 +192,9 @@ class MetricsTracker:
             self._h[k] = new
         self._cap = cap
 
-    def _by_map(self, rows: np.ndarray, fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
-        """fn(map_index, *arrays[sel]) per map among the env rows [m] (positions into this step's active
-        envs), scattered back into one array [m, ...]. A single call when there is one map."""
-        if len(self.indexes) == 1 or len(rows) == 0:
-            return fn(self.indexes[0], *arrays)
-        mids = self._mids[rows]
-        if (mids == mids[0]).all():
-            return fn(self.indexes[int(mids[0])], *arrays)
-        out = None
-        for m in np.unique(mids):
-            sel = np.flatnonzero(mids == m)
-            r = np.asarray(fn(self.indexes[int(m)], *[a[sel] for a in arrays]))
-            if out is None:
-                out = np.empty((len(rows),) + r.shape[1:], dtype=r.dtype)
-            out[sel] = r
-        return out
+    def _maps_of(self, rows: np.ndarray) -> np.ndarray | None:
+        """Map ids of this step's active-env rows (None with a single map)."""
+        return None if len(self.indexes) == 1 else self._mids[rows]
 
     # -- the step -------------------------------------------------------------------------------------
 
@@ -305,7 +291,7 @@ class MetricsTracker:
         def multi_lane(rows: np.ndarray) -> np.ndarray:
             need = np.array(sorted({int(r) for r in rows} - multi_cache.keys()), dtype=np.int64)
             if len(need):
-                common = self._by_map(need, lambda ix, c: ix.corners_in_common_or_connected_lanes(c), corners[need])
+                common = self.index.corners_in_common_or_connected_lanes(corners[need], self._maps_of(need))
                 multi_cache.update(zip(need.tolist(), (~common).tolist()))
             return np.array([multi_cache[int(r)] for r in rows], dtype=bool)
 
@@ -365,23 +351,19 @@ class MetricsTracker:
                     ttc = ttc_ahead
                     need = np.flatnonzero(ttc_side < ttc_ahead)  # only there can the lane state change TTC
                     if len(need):
-                        watch_side = multi_lane(need) | self._by_map(need, lambda ix, q: ix.in_connector(q),
-                                                                      pose[need, :2])
+                        watch_side = multi_lane(need) | self.index.in_connector(pose[need, :2], self._maps_of(need))
                         ttc[need] = np.where(watch_side, ttc_side[need], ttc_ahead[need])
         ttc[at_fault_now] = 0.0
         self._ttc_ok[ids] &= ttc > cfg.ttc_least_min
 
         # 3. Lane holding the box centre (nuPlan's ego route): driving direction and speed limit.
         rows = np.arange(n)
-
-        def assign(ix: MapIndex, c: np.ndarray, prev: np.ndarray) -> np.ndarray:
-            la = ix.assign_lanes(c[:, :2], c[:, 2], prev)
-            return np.stack([la.lane.astype(np.float64), la.s], -1)
-
+        mids = self._maps_of(rows)
         center = np.stack([cx, cy, pose[:, 2]], -1)
-        la = self._by_map(rows, assign, center, self._center_lane[ids])
-        lane, lane_s = la[:, 0].astype(np.int64), la[:, 1]
+        la = self.index.assign_lanes(center[:, :2], center[:, 2], self._center_lane[ids], self._center_seg[ids], mids)
+        lane, lane_s = la.lane, la.s
         self._center_lane[ids] = lane
+        self._center_seg[ids] = la.seg
         has = lane >= 0
         dd_lane = np.where(first, lane, self._dd_lane[ids])
         dd_s = self._dd_s[ids]
@@ -391,28 +373,26 @@ class MetricsTracker:
         lane_prog = np.where(same & np.isfinite(dd_s) & (lane_s != 0), lane_s - np.nan_to_num(dd_s), 0.0)
         self._dd_s[ids] = np.where(same, lane_s, np.where(has, np.nan, dd_s))
         self._dd_lane[ids] = np.where(has, lane, dd_lane)
-        limit = self._by_map(rows, lambda ix, ln: np.where(ln >= 0, ix.effective_speed_limit[np.maximum(ln, 0)],
-                                                           np.nan), lane)
+        limit = np.where(has, self.index.effective_speed_limit[np.maximum(lane, 0)], np.nan)
         over = np.where(speed > limit, speed - limit, 0.0)  # NaN limits compare False
         self._overspeed_sum[ids] += over
 
         # 4. Drivable area: a corner off every lane and off the drivable area is "outside"; it is a violation
         #    when >= 0.3 m from the drivable area and from the centre's lane.
-        out = ~self._by_map(rows, lambda ix, c: ix.is_drivable(c.reshape(-1, 2)).reshape(-1, 4), corners)
+        out = ~self.index.is_drivable(corners.reshape(-1, 2), None if mids is None else np.repeat(mids, 4)).reshape(n, 4)
         far_now = np.zeros(n, bool)
         if out.any():
             ob, oc = np.nonzero(out)
-            out[ob, oc] = ~self._by_map(ob, lambda ix, q: ix.in_any_lane(q), corners[ob, oc])
+            out[ob, oc] = ~self.index.in_any_lane(corners[ob, oc], self._maps_of(ob))
             check = out & ~self._far[ids][:, None]  # once violated, the episode's verdict cannot change
             if check.any():
                 rb, rc = np.nonzero(check)
                 pts = corners[rb, rc]
-                far = self._by_map(rb, lambda ix, q: ix.distance_to_drivable(q), pts) >= cfg.drivable_max_violation
+                far = self.index.distance_to_drivable(pts, self._maps_of(rb)) >= cfg.drivable_max_violation
                 near_lane = far & (lane[rb] >= 0)
                 if near_lane.any():
                     k = np.flatnonzero(near_lane)
-                    far[k] = (self._by_map(rb[k], lambda ix, q, ln: ix.distance_to_lanes(q, ln), pts[k], lane[rb[k]])
-                              >= cfg.drivable_max_violation)
+                    far[k] = self.index.distance_to_lanes(pts[k], lane[rb[k]]) >= cfg.drivable_max_violation
                 far_now[rb[far]] = True
                 self._far[ids] |= far_now
         corners_ok = ~out.any(-1)
@@ -508,7 +488,7 @@ class MetricsTracker:
         return StepMetrics(
             collision=full(new_any, False, bool), at_fault_collision=full(at_fault_now, False, bool),
             ttc=full(ttc, np.nan), corners_in_drivable=full(corners_ok, False, bool), overspeed=full(over, np.nan),
-            speed_limit=full(limit, np.nan), lane=full(lane, -1, np.int64), progress=full(self._progress[ids], np.nan),
+            speed_limit=full(limit, np.nan), lane=full(self.index.local_lane(lane), -1, np.int64), progress=full(self._progress[ids], np.nan),
             no_ego_at_fault_collisions=full(coll, np.nan), drivable_area_compliance=full(drivable, np.nan),
             driving_direction_compliance=full(dd, np.nan), ego_is_making_progress=full(making, np.nan),
             ego_progress_along_expert_route=full(ratio, np.nan), time_to_collision_within_bound=full(ttc_ok, np.nan),
