@@ -190,7 +190,10 @@ def build_expert_reference(expert_poses: np.ndarray | None, route: Route | np.nd
 
     expert_poses [Te, 3]: the expert's REAR-AXLE poses (x, y, yaw) at the simulation steps (the log's ego),
     or None. route: a :class:`jwmsim.map.Route` or a polyline [P, 2] m, or None to use the expert's path.
-    With neither, the progress metrics score 1 (nuPlan: no route can be assigned to the expert).
+    With neither, the progress metrics score 1 (nuPlan: no route can be assigned to the expert). With a
+    route but no expert the expert's progress is 0, so the ratio is 1 unless the ego backs up > 2 m.
+    Cost: a few ms (the expert is tracked along the route step by step); build it once per scenario, or
+    many at once with :func:`build_expert_references`.
     """
     return build_expert_references([expert_poses], [route], ego_params)[0]
 

@@ -205,7 +205,8 @@ class EpisodeRecord:
     ttc [T] s (inf: no projected collision within the horizon, or not evaluated: ego stopped / no tracks).
     corners_in_drivable [T] bool: all 4 ego corners on a lane or the drivable area.
     far_from_drivable [T] bool: some corner >= 0.3 m off the drivable area (nuPlan's violation).
-    lane [T] int: lane index holding the ego box centre (-1 none). lane_progress [T] m: per-step progress
+    lane [T] int: lane holding the ego box centre, as an index of the tracker's MapIndex (for a single map:
+    into ``road_map.lanes``; -1 none). lane_progress [T] m: per-step progress
     along that lane's centerline (0 when the lane changed, as nuPlan). speed_limit [T] m/s (NaN none),
     overspeed [T] m/s. route_progress [T] m: per-step progress of the ego centre along the expert route
     (first 0). expert_progress [Te] m: cumulative expert progress along the route. has_route: False when
@@ -331,8 +332,9 @@ class StepMetrics:
     Instantaneous values of this step:
       collision [bool]: a first contact with some track this step. at_fault_collision [bool]: at-fault one.
       ttc [s]: nuPlan TTC (inf: none within 2.9 s or not evaluated). corners_in_drivable [bool].
-      overspeed [m/s], speed_limit [m/s] (NaN: no lane), lane [int] (-1: none), progress [m]: ego
-      progress along the expert route since the start.
+      overspeed [m/s], speed_limit [m/s] (NaN: no lane), lane [int]: index into the env's map's ``lanes``
+      of the lane holding the ego box centre (-1: none), progress [m]: ego progress along the expert
+      route since the start.
     Metric values "so far" (the episode's metric if it ended now; comfort only at the end):
       no_ego_at_fault_collisions, drivable_area_compliance, driving_direction_compliance,
       ego_is_making_progress, ego_progress_along_expert_route (against the expert's progress at the same
