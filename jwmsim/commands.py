@@ -25,7 +25,7 @@ def town_make_log(cfg: DictConfig) -> int:
     out = make_log(seed=int(cfg.seed), seconds=float(cfg.seconds), out_dir=_path(cfg.out),
                    rig=default_rig(width=int(cfg.width), height=int(cfg.height)),
                    eval_shifts=tuple(float(s) for s in cfg.eval_shifts), with_depth=bool(cfg.with_depth),
-                   overwrite=bool(cfg.overwrite))
+                   overwrite=bool(cfg.overwrite), progress=bool(cfg.get("progress", True)))
     print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
