@@ -83,7 +83,7 @@ def _stages(scene, rig, repeats: int) -> dict:
     f64 = cpu._f64
     inputs = (f64(scene.means), f64(scene.quats), f64(scene.log_scales), f64(scene.opacity_logits),
               f64(scene.colors), 0, f64(ks), f64(w2c), width, height, 0.01)
-    outs = (np.empty((n_cams, n, 10), np.float32), np.empty((n_cams, n, 4), np.int64),
+    outs = (np.empty((n_cams, n, 10), np.float32), np.empty((n_cams, n, 4), np.int32),
             np.empty((n_cams, n, 2), np.int32), np.empty((n_cams, n), np.bool_))
     res = {"project_ms": _time(lambda: cpu._project_kernel(*inputs, *outs), repeats, 1)["median_ms"]}
     cam, gid = np.nonzero(outs[3])

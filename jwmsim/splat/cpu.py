@@ -149,10 +149,10 @@ def _project_kernel(means, quats, log_scales, logits, colors, sh_degree, ks, w2c
             if not (u0 <= u1 and v0 <= v1):  # outside the image (or non-finite)
                 continue
             out_valid[c, n] = True
-            out_bbox[c, n, 0] = np.int64(u0)
-            out_bbox[c, n, 1] = np.int64(u1)
-            out_bbox[c, n, 2] = np.int64(v0)
-            out_bbox[c, n, 3] = np.int64(v1)
+            out_bbox[c, n, 0] = np.int32(u0)
+            out_bbox[c, n, 1] = np.int32(u1)
+            out_bbox[c, n, 2] = np.int32(v0)
+            out_bbox[c, n, 3] = np.int32(v1)
             out_radii[c, n, 0] = np.int32(math.ceil(rx))
             out_radii[c, n, 1] = np.int32(math.ceil(ry))
             out_params[c, n, 0] = u
@@ -739,6 +739,30 @@ class _Project(torch.autograd.Function):
                 None, None, None, None)
 
 
+class _Buffers:
+    """Named scratch arrays reused across renders (grown on demand, never shrunk; see release_workspace)."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        need = int(np.prod(shape))
+        buf = self.arrays.get(name)
+        if buf is None or buf.dtype != np.dtype(dtype) or buf.size < need:
+            buf = np.empty(max(need, 1), dtype)
+            self.arrays[name] = buf
+        return buf[:need].reshape(shape)
+
+
+_WORKSPACE = _Buffers()  # used only under _LAUNCH_LOCK
+
+
+def release_workspace() -> None:
+    """Free the projection scratch buffers (about 60 bytes per camera x Gaussian of the largest render)."""
+    with _LAUNCH_LOCK:
+        _WORKSPACE.arrays.clear()
+
+
 def _f64(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
 
@@ -755,19 +779,22 @@ def render(scene: GaussianScene, Ks: torch.Tensor, world_to_cams: torch.Tensor, 
     n_cams, n = Ks.shape[0], len(scene)
     dtype, device = scene.dtype, scene.device
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
-    # np.empty: the kernel writes valid and radii everywhere, params and boxes only where valid (only those
-    # are read), which saves zero-filling C x N x 14 values (the page faults showed up at 200k Gaussians).
-    params_all = np.empty((n_cams, n, N_PARAMS), np_dtype)
-    bbox_all = np.empty((n_cams, n, 4), np.int64)
-    radii = np.empty((n_cams, n, 2), np.int32)
-    valid = np.empty((n_cams, n), np.bool_)
     inputs = (_f64(scene.means), _f64(scene.quats), _f64(scene.log_scales), _f64(scene.opacity_logits),
               _f64(scene.colors), sh_degree, _f64(Ks), _f64(world_to_cams), width, height, near_plane)
     with _LAUNCH_LOCK:
-        _project_kernel(*inputs, params_all, bbox_all, radii, valid)
-    cam_np, gauss_np = np.nonzero(valid)
-    rows = params_all[cam_np, gauss_np]
-    bins = bin_pairs(cam_np, rows[:, 9], bbox_all[cam_np, gauss_np], n_cams, height, width)
+        # The C x N outputs live in a reused workspace: fresh arrays cost page faults on every call (~50 MB at
+        # 200k Gaussians, measured +30 % on the projection). The kernel writes valid and radii everywhere,
+        # params and boxes only where valid (only those are read). Everything leaving the lock is a copy.
+        params_all = _WORKSPACE.get("params", (n_cams, n, N_PARAMS), np_dtype)
+        bbox_all = _WORKSPACE.get("bbox", (n_cams, n, 4), np.int32)
+        radii_all = _WORKSPACE.get("radii", (n_cams, n, 2), np.int32)
+        valid = _WORKSPACE.get("valid", (n_cams, n), np.bool_)
+        _project_kernel(*inputs, params_all, bbox_all, radii_all, valid)
+        cam_np, gauss_np = np.nonzero(valid)
+        rows = params_all[cam_np, gauss_np]
+        bbox = bbox_all[cam_np, gauss_np]
+        radii = radii_all.copy()
+    bins = bin_pairs(cam_np, rows[:, 9], bbox, n_cams, height, width)
     scene_grad = any(t.requires_grad for t in scene.float_params())
     camera_grad = Ks.requires_grad or world_to_cams.requires_grad
     if torch.is_grad_enabled() and camera_grad:
@@ -811,4 +838,4 @@ def precompile() -> None:
         (out.rgb.sum() + out.depth.sum() + out.alpha.sum()).backward()
 
 
-__all__ = ["ALPHA_MAX", "T_MIN", "TILE", "TileBins", "bin_pairs", "precompile", "render"]
+__all__ = ["ALPHA_MAX", "T_MIN", "TILE", "TileBins", "bin_pairs", "precompile", "release_workspace", "render"]
