@@ -55,6 +55,10 @@ CURB_RADIUS = 2.5
 """Radius [m] of the rounding of junction corners (curb returns)."""
 PED_LANE_OFFSET = 0.95
 """Pedestrians walk this far [m] to the right of a sidewalk loop / crosswalk centre line."""
+SWEPT_BOX = (4.3, 1.3, 2.5)
+"""(rear axle to front, rear axle to rear, width) [m] of the largest vehicle plus a margin (nuPlan's ego is
+4.05, 1.13, 2.30): junction surfaces contain its sweep along every connector, and the traffic uses the
+same sweep to find conflicting connectors."""
 SPEED_LIMITS = (8.3, 11.1, 13.9)
 """Speed limits [m/s] a road can get (30, 40, 50 km/h)."""
 
@@ -347,6 +351,26 @@ def smooth_connector(p0: np.ndarray, h0: float, p1: np.ndarray, h1: float, step:
     out = resample_polyline(pts, step)
     out[0], out[-1] = p0, p1
     return out
+
+
+def swept_polygon(centerline: np.ndarray, box: tuple[float, float, float] = SWEPT_BOX) -> shapely.Geometry:
+    """Union of the boxes of a vehicle whose rear axle follows ``centerline`` [P, 2] (heading = tangent),
+    from its front bumper reaching the start to its rear bumper leaving the end.
+
+    box: (rear axle to front bumper, rear axle to rear bumper, width) [m].
+    """
+    from jwmsim.geometry import box_corners_2d
+
+    front, rear, width = box
+    d = np.diff(centerline, axis=0)
+    h0, h1 = math.atan2(d[0, 1], d[0, 0]), math.atan2(d[-1, 1], d[-1, 0])
+    pre = centerline[0] - np.array([math.cos(h0), math.sin(h0)]) * front
+    post = centerline[-1] + np.array([math.cos(h1), math.sin(h1)]) * rear
+    path = np.concatenate([[pre], centerline, [post]])
+    s = np.arange(0.0, polyline_arclength(path)[-1] + 1e-9, 0.5)
+    pts, hd = interpolate_polyline(path, s)
+    ctr = pts + (front - rear) / 2 * np.column_stack([np.cos(hd), np.sin(hd)])
+    return shapely.union_all(shapely.polygons(box_corners_2d(ctr, hd, front + rear, width)))
 
 
 def heading_at(p: np.ndarray, s: float) -> float:
@@ -684,6 +708,8 @@ def _drivable(junctions: list[Junction], roads: list[Road], lanes: list[Lane]) -
             stubs.append(Polygon(r.polygon(s0, s1)))
         parts = [shapely.MultiPoint(mouth_pts).convex_hull]
         parts += [LineString(by_id[c].centerline).buffer(by_id[c].width / 2 + 0.05, quad_segs=4) for c in j.connectors]
+        # by construction no vehicle (up to SWEPT_BOX) leaves the surface while following a connector
+        parts += [swept_polygon(by_id[c].centerline) for c in j.connectors]
         local = shapely.union_all(parts + stubs)
         closed = local.buffer(CURB_RADIUS, quad_segs=4).buffer(-CURB_RADIUS, quad_segs=4)
         closed = shapely.union(closed, local)  # closing never removes surface, belt and braces

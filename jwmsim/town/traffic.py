@@ -41,7 +41,7 @@ from shapely.geometry import LineString, Polygon
 from jwmsim.geometry import DT, box_corners_2d
 from jwmsim.log.schema import EgoParams
 from jwmsim.map import Route, interpolate_polyline, polyline_arclength, project_on_polyline
-from jwmsim.town.layout import PED_LANE_OFFSET, Town, offset_polyline
+from jwmsim.town.layout import PED_LANE_OFFSET, SWEPT_BOX, Town, offset_polyline, swept_polygon
 
 # IDM (DESIGN.md / nuPlan CLS-R uses s0 = 1 m; the log expert keeps the issue's 2 m for a margin)
 IDM_S0 = 2.0
@@ -65,9 +65,6 @@ DRIVABLE_TOL = 0.1
 LOG_RADIUS = 150.0
 """Agents farther than this [m] from the ego are marked invalid in the log (not observed) and not drawn;
 at 96x160 pixels a car there covers about one pixel."""
-SWEPT_BOX = (4.3, 1.3, 2.5)
-"""(rear axle to front, rear axle to rear, width) [m] of the box whose sweep defines connector conflicts:
-the largest vehicle (nuPlan ego: 4.05, 1.13, 2.3) plus a margin."""
 
 TYPE_VEHICLE, TYPE_PEDESTRIAN = "vehicle", "pedestrian"
 
@@ -128,6 +125,8 @@ class TrafficTables:
 
     lanes: lane id -> lane info; conflicts: connector id -> sorted conflicting connector ids (not itself);
     cw_conflicts: connector id -> crosswalk indices it passes over; cw_connectors: the reverse;
+    cw_span: (connector id, crosswalk index) -> (u_lo, u_hi) [m]: the stretch of the crosswalk (distance
+    from its end 0 along its centre line, widened by a pedestrian's half size) the connector's sweep covers;
     ped_lanes: (loop, direction +1/-1) -> closed polyline [P, 2] walked in order; ped_cum: its arclengths;
     decisions: (loop, direction) -> list of (arclength, crosswalk index, end k) sorted by arclength.
     """
@@ -135,6 +134,7 @@ class TrafficTables:
     lanes: dict[int, _LaneInfo]
     conflicts: dict[int, list[int]]
     cw_conflicts: dict[int, list[int]]
+    cw_span: dict[tuple[int, int], tuple[float, float]]
     cw_connectors: dict[int, list[int]]
     ped_lanes: dict[tuple[int, int], np.ndarray]
     ped_cum: dict[tuple[int, int], np.ndarray]
@@ -143,20 +143,7 @@ class TrafficTables:
 
 def _swept_polygon(info: _LaneInfo) -> shapely.Geometry:
     """Union of the largest vehicle's boxes while any part of it is on the connector."""
-    front, rear, width = SWEPT_BOX
-    c = info.centerline
-    # extend the path straight before and after, so the rear axle can sit off the connector
-    h0, h1 = info.heading[0], info.heading[-1]
-    pre = c[0] - np.array([math.cos(h0), math.sin(h0)]) * front
-    post = c[-1] + np.array([math.cos(h1), math.sin(h1)]) * rear
-    path = np.concatenate([[pre], c, [post]])
-    s = np.arange(0.0, polyline_arclength(path)[-1] + 1e-9, 0.5)
-    pts, hd = interpolate_polyline(path, s)
-    centre_off = (front - rear) / 2
-    ctr = pts + centre_off * np.column_stack([np.cos(hd), np.sin(hd)])
-    corners = box_corners_2d(ctr, hd, front + rear, width)
-    boxes = shapely.polygons(corners)
-    return shapely.union_all(boxes)
+    return swept_polygon(info.centerline, SWEPT_BOX)
 
 
 def traffic_tables(town: Town) -> TrafficTables:
@@ -167,6 +154,7 @@ def traffic_tables(town: Town) -> TrafficTables:
     lanes = {l.id: _lane_info(l) for l in rm.lanes}
     conflicts: dict[int, list[int]] = {}
     cw_conflicts: dict[int, list[int]] = {}
+    cw_span: dict[tuple[int, int], tuple[float, float]] = {}
     cw_connectors: dict[int, list[int]] = {i: [] for i in range(len(town.crosswalks))}
     cw_polys = [Polygon(c.polygon).buffer(PED_SIZE[0] / 2 * math.sqrt(2)) for c in town.crosswalks]
     for j in town.junctions:
@@ -178,6 +166,11 @@ def traffic_tables(town: Town) -> TrafficTables:
             cw_conflicts[a] = [k for k in j.crosswalks if sa.intersects(cw_polys[k])]
             for k in cw_conflicts[a]:
                 cw_connectors[k].append(a)
+                e0, e1 = town.crosswalks[k].ends
+                axis = (e1 - e0) / np.linalg.norm(e1 - e0)
+                pts = shapely.get_coordinates(sa.intersection(cw_polys[k]))
+                u = (pts - e0) @ axis
+                cw_span[(a, k)] = (float(u.min()) - PED_SIZE[0], float(u.max()) + PED_SIZE[0])
     ped_lanes, ped_cum, decisions = {}, {}, {}
     for li, loop in enumerate(town.loops):
         closed = np.concatenate([loop[-1:], loop, loop[:2]])
@@ -197,7 +190,7 @@ def traffic_tables(town: Town) -> TrafficTables:
                 decisions[(li, direction)].append((s, ci, k))
     for key in decisions:
         decisions[key].sort()
-    tables = TrafficTables(lanes, conflicts, cw_conflicts, cw_connectors, ped_lanes, ped_cum, decisions)
+    tables = TrafficTables(lanes, conflicts, cw_conflicts, cw_span, cw_connectors, ped_lanes, ped_cum, decisions)
     town.cache["traffic_tables"] = tables
     return tables
 
@@ -241,6 +234,7 @@ class Pedestrian:
     cross: np.ndarray | None = None
     cross_cum: np.ndarray | None = None
     cross_cw: int = -1
+    cross_end: int = 0
     wait_s: float = 0.0
     release_s: float = 0.0
     next_key: tuple[int, int] | None = None
@@ -501,7 +495,18 @@ class TrafficSim:
                     veh.holds.append(c)  # cannot happen by design; keeps the tables honest
             if veh.holds:
                 holders[veh.id] = list(veh.holds)
-        cw_busy = {k for p in self.peds if p.cross is not None and p.granted for k in [p.cross_cw]}
+        # what crossing pedestrians still need of their crosswalk: (crosswalk, u_lo, u_hi) in metres
+        # from the crosswalk's end 0; a vehicle may pass behind a pedestrian that has cleared its lanes
+        ped_need: list[tuple[int, float, float]] = []
+        for p in self.peds:
+            if p.cross is None or not p.granted:
+                continue
+            cw = self.town.crosswalks[p.cross_cw]
+            e0, e1 = cw.ends
+            width = float(np.linalg.norm(e1 - e0))
+            u = float((self.ped_state(p)[0] - e0) @ ((e1 - e0) / width))
+            forward = p.cross_end == 0  # started at end 0, walks toward end 1
+            ped_need.append((p.cross_cw, u - 0.5, math.inf) if forward else (p.cross_cw, -math.inf, u + 0.5))
         # requests
         reqs = []
         for veh in self.vehicles:
@@ -532,7 +537,7 @@ class TrafficSim:
                 ped = self._ped_by_id[aid]
                 if ok:
                     ped.granted = True
-                    cw_busy.add(target)
+                    ped_need.append((target, -math.inf, math.inf))  # all of it, until it is under way
                 else:
                     blocked_cw.add(target)
                 continue
@@ -554,7 +559,9 @@ class TrafficSim:
                     ready = False
             conflict = any(other != veh.id and any(c in T.conflicts[conn] for c in cs)
                            for other, cs in holders.items())
-            cw_conflict = any(k in cw_busy or k in blocked_cw for k in T.cw_conflicts[conn])
+            cw_conflict = any(k in blocked_cw for k in T.cw_conflicts[conn]) or any(
+                k in T.cw_conflicts[conn] and lo <= T.cw_span[(conn, k)][1] and T.cw_span[(conn, k)][0] <= hi
+                for k, lo, hi in ped_need)
             fifo = any(c in blocked_conn for c in T.conflicts[conn])
             space = self._exit_space(conn, veh, registry, holders) >= veh.length + IDM_S0 + 1.0
             self.why[veh.id] = (ready, conflict, cw_conflict, fifo, space)
@@ -563,7 +570,7 @@ class TrafficSim:
                 veh.request = None
                 holders.setdefault(veh.id, []).append(conn)
                 held_conn.add(conn)
-            elif ready and space:  # waiting for a free exit lane is not a claim on the junction
+            elif ready:  # first come, first served: later conflicting requests wait behind this one
                 blocked_conn.add(conn)
 
     def _lane_leader(self, veh: Vehicle, registry: dict) -> Vehicle | None:
@@ -699,6 +706,7 @@ class TrafficSim:
         p.cross_cum = cum = polyline_arclength(p.cross)
         p.wait_s, p.release_s = float(cum[1]), float(cum[2])
         p.cross_cw = ci
+        p.cross_end = k
         p.next_key, p.next_s = key, s_far
         p.s = 0.0
         p.request, p.granted = None, False
