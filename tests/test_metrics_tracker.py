@@ -290,3 +290,14 @@ def test_lane_fast_path_equals_full_search_and_combined_index_equals_per_map():
     np.testing.assert_array_equal(both.local_lane(la.lane), [0, 1])
     assert (la.lane >= both.lane_offset[1]).all()
     np.testing.assert_array_equal(both.is_drivable(np.array([[100.0, 0.0]]), np.array([1])), [True])
+
+
+def test_invalid_agent_slots_may_hold_nan_and_inf(recwarn):
+    tracker = MetricsTracker(ROAD, 2, dt=DT)
+    center = np.array([[[np.inf, np.nan], [110.0, 0.0]], [[np.nan, np.nan], [-np.inf, np.inf]]])
+    valid = np.array([[False, True], [False, False]])
+    s = tracker.step(np.array([[100.0, 0, 0], [120, 0, 0]]), np.array([[5.0, 0], [5, 0]]), center, np.zeros((2, 2)),
+                     np.ones((2, 2)), np.zeros((2, 2, 2)), valid)
+    # Valid 1 m long agent 5.45 m ahead of the bumper, closing at 5 m/s -> 1.09 s -> 1.1 on the grid.
+    np.testing.assert_allclose(s.ttc, [1.1, np.inf])
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

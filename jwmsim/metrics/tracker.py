@@ -272,8 +272,9 @@ class MetricsTracker:
             a_type = (np.zeros((n, A), np.int8) if agent_type is None
                       else np.broadcast_to(as_agent_types(agent_type), (B, A))[sel])
             # One sum propagates any NaN/inf of a valid agent (cheaper than a check per field).
-            probe = (a_center[..., 0] + a_center[..., 1] + a_yaw + a_vel[..., 0] + a_vel[..., 1]
-                     + a_size[..., 0] + a_size[..., 1])
+            with np.errstate(invalid="ignore", over="ignore"):  # invalid slots may hold NaN / inf
+                probe = (a_center[..., 0] + a_center[..., 1] + a_yaw + a_vel[..., 0] + a_vel[..., 1]
+                         + a_size[..., 0] + a_size[..., 1])
             if not np.isfinite(probe[a_valid]).all():
                 raise ValueError("MetricsTracker.step: NaN/inf in a valid agent's centre, yaw, size or velocity; "
                                  "mark such slots invalid with agent_valid")
@@ -299,60 +300,9 @@ class MetricsTracker:
         new_any = np.zeros(n, bool)
         ttc = np.full(n, np.inf)
         if A:
-            collided = self._collided[ids, :A]
-            a_moving = _MOVING_LUT[a_type]
-            a_speed = np.where(a_moving, np.hypot(a_vel[..., 0], a_vel[..., 1]), 0.0)
-            dxc = a_center[..., 0] - cx[:, None]
-            dyc = a_center[..., 1] - cy[:, None]
-            dist = np.hypot(dxc, dyc)
-            a_radius = 0.5 * np.hypot(a_size[..., 0], a_size[..., 1])
-            live = a_valid & ~collided
-
-            # 1. Collisions: circle pre-filter, SAT, nuPlan classes of first contacts.
-            bi, ai = np.nonzero(live & (dist <= p.half_diagonal + a_radius + 1e-6))
-            if len(bi):
-                ay = a_yaw[bi, ai]
-                tb = box_corners_cs(a_center[bi, ai, 0], a_center[bi, ai, 1], np.cos(ay), np.sin(ay),
-                                    a_size[bi, ai, 0], a_size[bi, ai, 1])
-                hit = boxes_intersect(corners[bi], tb)
-                if hit.any():
-                    self._record_collisions(ids, bi[hit], ai[hit], tb[hit], pose, corners, speed, a_center, a_yaw,
-                                            a_speed, a_moving, a_type, t_idx, ts, multi_lane, at_fault_now, new_any)
-                    collided = self._collided[ids, :A]
-                    live = a_valid & ~collided
-
-            # 2. Time to collision (nuPlan: tracks ahead (< 30 deg from the rear axle); tracks beside too when
-            #    the ego straddles lanes, is off-road or in an intersection; ego and tracks at constant speed
-            #    along their headings; first box overlap at t = 0.1 .. 2.9 s).
-            moving = speed > cfg.ttc_stopped_speed
-            if moving.any():
-                horizon = float(self._ttc_times[-1])
-                reach = p.half_diagonal + a_radius + (speed[:, None] + a_speed) * horizon + 1e-6
-                dx = a_center[..., 0] - pose[:, 0:1]
-                dy = a_center[..., 1] - pose[:, 1:2]
-                along = cos[:, None] * dx + sin[:, None] * dy  # cos(relative angle) * |d|
-                norm = np.hypot(dx, dy)
-                cand = live & moving[:, None] & (dist <= reach) & (along >= self._cos_behind * norm)
-                bi, ai = np.nonzero(cand)
-                if len(bi):
-                    ay = a_yaw[bi, ai]
-                    ca, sa = np.cos(ay), np.sin(ay)
-                    tb = box_corners_cs(a_center[bi, ai, 0], a_center[bi, ai, 1], ca, sa, a_size[bi, ai, 0],
-                                        a_size[bi, ai, 1])
-                    ev = speed[bi, None] * np.stack([cos[bi], sin[bi]], -1)
-                    tv = a_speed[bi, ai, None] * np.stack([ca, sa], -1)
-                    tt = first_overlap_time(corners[bi], ev, tb, tv, self._ttc_times)
-                    nb = norm[bi, ai]
-                    is_ahead = np.where(nb > 1e-12, along[bi, ai] > self._cos_ahead * nb, True)
-                    ttc_ahead = np.full(n, np.inf)
-                    ttc_side = np.full(n, np.inf)
-                    np.minimum.at(ttc_ahead, bi[is_ahead], tt[is_ahead])
-                    np.minimum.at(ttc_side, bi[~is_ahead], tt[~is_ahead])
-                    ttc = ttc_ahead
-                    need = np.flatnonzero(ttc_side < ttc_ahead)  # only there can the lane state change TTC
-                    if len(need):
-                        watch_side = multi_lane(need) | self.index.in_connector(pose[need, :2], self._maps_of(need))
-                        ttc[need] = np.where(watch_side, ttc_side[need], ttc_ahead[need])
+            with np.errstate(invalid="ignore", over="ignore"):  # invalid slots may hold NaN / inf
+                ttc = self._agents_step(ids, A, pose, speed, cos, sin, cx, cy, corners, a_center, a_yaw, a_size, a_vel,
+                                        a_valid, a_type, t_idx, ts, multi_lane, at_fault_now, new_any)
         ttc[at_fault_now] = 0.0
         self._ttc_ok[ids] &= ttc > cfg.ttc_least_min
 
@@ -428,6 +378,68 @@ class MetricsTracker:
         self._dd_min[ids] = np.minimum(np.where(first, 0.0, self._dd_min[ids]), window)
         self._t[ids] += 1
         return self._step_metrics(ids, new_any, at_fault_now, ttc, corners_ok, over, limit, lane)
+
+    def _agents_step(self, ids, A, pose, speed, cos, sin, cx, cy, corners, a_center, a_yaw, a_size, a_vel, a_valid,
+                     a_type, t_idx, ts, multi_lane, at_fault_now, new_any) -> np.ndarray:
+        """Collisions (recorded into at_fault_now / new_any / the episode log) and TTC [n] of this step."""
+        cfg, p = self.config, self.ego_params
+        n = len(ids)
+        ttc = np.full(n, np.inf)
+        collided = self._collided[ids, :A]
+        a_moving = _MOVING_LUT[a_type]
+        a_speed = np.where(a_moving, np.hypot(a_vel[..., 0], a_vel[..., 1]), 0.0)
+        dxc = a_center[..., 0] - cx[:, None]
+        dyc = a_center[..., 1] - cy[:, None]
+        dist = np.hypot(dxc, dyc)
+        a_radius = 0.5 * np.hypot(a_size[..., 0], a_size[..., 1])
+        live = a_valid & ~collided
+
+        # 1. Collisions: circle pre-filter, SAT, nuPlan classes of first contacts.
+        bi, ai = np.nonzero(live & (dist <= p.half_diagonal + a_radius + 1e-6))
+        if len(bi):
+            ay = a_yaw[bi, ai]
+            tb = box_corners_cs(a_center[bi, ai, 0], a_center[bi, ai, 1], np.cos(ay), np.sin(ay),
+                                a_size[bi, ai, 0], a_size[bi, ai, 1])
+            hit = boxes_intersect(corners[bi], tb)
+            if hit.any():
+                self._record_collisions(ids, bi[hit], ai[hit], tb[hit], pose, corners, speed, a_center, a_yaw,
+                                        a_speed, a_moving, a_type, t_idx, ts, multi_lane, at_fault_now, new_any)
+                collided = self._collided[ids, :A]
+                live = a_valid & ~collided
+
+        # 2. Time to collision (nuPlan: tracks ahead (< 30 deg from the rear axle); tracks beside too when
+        #    the ego straddles lanes, is off-road or in an intersection; ego and tracks at constant speed
+        #    along their headings; first box overlap at t = 0.1 .. 2.9 s).
+        moving = speed > cfg.ttc_stopped_speed
+        if moving.any():
+            horizon = float(self._ttc_times[-1])
+            reach = p.half_diagonal + a_radius + (speed[:, None] + a_speed) * horizon + 1e-6
+            dx = a_center[..., 0] - pose[:, 0:1]
+            dy = a_center[..., 1] - pose[:, 1:2]
+            along = cos[:, None] * dx + sin[:, None] * dy  # cos(relative angle) * |d|
+            norm = np.hypot(dx, dy)
+            cand = live & moving[:, None] & (dist <= reach) & (along >= self._cos_behind * norm)
+            bi, ai = np.nonzero(cand)
+            if len(bi):
+                ay = a_yaw[bi, ai]
+                ca, sa = np.cos(ay), np.sin(ay)
+                tb = box_corners_cs(a_center[bi, ai, 0], a_center[bi, ai, 1], ca, sa, a_size[bi, ai, 0],
+                                    a_size[bi, ai, 1])
+                ev = speed[bi, None] * np.stack([cos[bi], sin[bi]], -1)
+                tv = a_speed[bi, ai, None] * np.stack([ca, sa], -1)
+                tt = first_overlap_time(corners[bi], ev, tb, tv, self._ttc_times)
+                nb = norm[bi, ai]
+                is_ahead = np.where(nb > 1e-12, along[bi, ai] > self._cos_ahead * nb, True)
+                ttc_ahead = np.full(n, np.inf)
+                ttc_side = np.full(n, np.inf)
+                np.minimum.at(ttc_ahead, bi[is_ahead], tt[is_ahead])
+                np.minimum.at(ttc_side, bi[~is_ahead], tt[~is_ahead])
+                ttc = ttc_ahead
+                need = np.flatnonzero(ttc_side < ttc_ahead)  # only there can the lane state change TTC
+                if len(need):
+                    watch_side = multi_lane(need) | self.index.in_connector(pose[need, :2], self._maps_of(need))
+                    ttc[need] = np.where(watch_side, ttc_side[need], ttc_ahead[need])
+        return ttc
 
     def _record_collisions(self, ids, bh, ah, tb, pose, corners, speed, a_center, a_yaw, a_speed, a_moving, a_type,
                            t_idx, ts, multi_lane, at_fault_now, new_any) -> None:
