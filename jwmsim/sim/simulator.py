@@ -270,6 +270,7 @@ class ScenarioBank:
     agent_type: np.ndarray
     path_xy: np.ndarray
     path_heading: np.ndarray
+    path_tangent: np.ndarray
     path_vlim: np.ndarray
     path_len: np.ndarray
     is_idm: np.ndarray
@@ -329,6 +330,8 @@ class ScenarioBank:
             agent_type=_pad([s.agent_type for s in scenarios], (0,), 4),
             path_xy=np.ascontiguousarray(_pad([p.xy for p in P], (0, 1), "edge")),
             path_heading=np.ascontiguousarray(_pad([p.heading for p in P], (0, 1), "edge")),
+            path_tangent=np.ascontiguousarray(np.stack([np.cos(_pad([p.heading for p in P], (0, 1), "edge")),
+                                                        np.sin(_pad([p.heading for p in P], (0, 1), "edge"))], -1)),
             path_vlim=_pad([p.vlim for p in P], (0, 1), "edge"),
             path_len=np.ascontiguousarray(_pad([p.length for p in P], (0,), 0.0)),
             is_idm=_pad([p.is_idm for p in P], (0,), False),
@@ -531,7 +534,7 @@ def _traffic_update(bank: ScenarioBank, old: SimState, new: SimState, cfg: SimCo
         gap, vlead = traffic_mod.find_leads(
             sid, old.idm_s, follower, old.agent_xy, old.agent_yaw, size[..., 0], size[..., 1], obj_xy, obj_yaw,
             obj_len, obj_wid, obj_vel, obj_valid, bank.path_xy, bank.path_heading, bank.path_len, bank.path_ds,
-            cfg.traffic.lead_radius)
+            cfg.traffic.lead_radius, bank.path_tangent)
         k = np.clip((old.idm_s / bank.path_ds).astype(np.int64), 0, bank.path_vlim.shape[2] - 1)
         v0 = bank.path_vlim[sid[:, None], agent, k]
         s_new, v_new, _ = traffic_mod.idm_step(old.idm_s, old.idm_v, v0, gap, vlead, cfg.traffic, cfg.dt)

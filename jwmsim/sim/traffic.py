@@ -318,7 +318,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; the numpy twin 
 
 
 def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_yaw, obj_len, obj_wid, obj_vel,
-                     obj_valid, path_xy, path_heading, path_len, ds, radius, gap, vlead):
+                     obj_valid, path_xy, path_heading, path_tangent, path_len, ds, radius, gap, vlead):
     B, A = s.shape
     M = obj_xy.shape[1]
     P = path_xy.shape[2]
@@ -353,8 +353,8 @@ def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_y
                     qx = path_xy[sc, i, k, 0] + u * (path_xy[sc, i, k + 1, 0] - path_xy[sc, i, k, 0])
                     qy = path_xy[sc, i, k, 1] + u * (path_xy[sc, i, k + 1, 1] - path_xy[sc, i, k, 1])
                     h = path_heading[sc, i, k]
-                    tx = np.cos(h)
-                    ty = np.sin(h)
+                    tx = path_tangent[sc, i, k, 0]  # precomputed cos / sin of the heading: no trig here
+                    ty = path_tangent[sc, i, k, 1]
                     if it < 3:
                         s_est = s_est + ((obj_xy[b, j, 0] - qx) * tx + (obj_xy[b, j, 1] - qy) * ty)
                 dx = obj_xy[b, j, 0] - qx
@@ -387,8 +387,10 @@ def find_leads(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndar
                length: np.ndarray, width: np.ndarray, obj_xy: np.ndarray, obj_yaw: np.ndarray,
                obj_len: np.ndarray, obj_wid: np.ndarray, obj_vel: np.ndarray, obj_valid: np.ndarray,
                path_xy: np.ndarray, path_heading: np.ndarray, path_len: np.ndarray, ds: float,
-               radius: float) -> tuple[np.ndarray, np.ndarray]:
+               radius: float, path_tangent: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Gap [B, A] m (inf: no lead) and lead speed [B, A] m/s; arguments as :func:`find_leads_reference`.
+
+    path_tangent [S, A, P, 2]: (cos, sin) of path_heading, precomputed once per bank (computed here when None).
 
     A numba kernel over (env, follower, object) with the cheap pre-filter first, so the cost is
     ~B x followers x objects comparisons instead of dense [B, A, M] temporaries. Tested against the
@@ -397,11 +399,13 @@ def find_leads(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndar
     B, A = s.shape
     gap = np.full((B, A), np.inf)
     vlead = np.zeros((B, A))
+    if path_tangent is None:
+        path_tangent = np.ascontiguousarray(np.stack([np.cos(path_heading), np.sin(path_heading)], -1))
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
     _leads_kernel(np.ascontiguousarray(sid, dtype=np.int64), f64(s), np.ascontiguousarray(follower, dtype=np.bool_),
                   f64(xy), f64(heading), f64(length), f64(width), f64(obj_xy), f64(obj_yaw), f64(obj_len),
                   f64(obj_wid), f64(obj_vel), np.ascontiguousarray(obj_valid, dtype=np.bool_), path_xy,
-                  path_heading, path_len, float(ds), float(radius), gap, vlead)
+                  path_heading, path_tangent, path_len, float(ds), float(radius), gap, vlead)
     return gap, vlead
 
 
