@@ -86,6 +86,24 @@ def interpolate_polyline(polyline: np.ndarray, s: np.ndarray) -> tuple[np.ndarra
 # ----------------------------------------------------------------------------- lanes and map
 
 
+def _union(rings: list[np.ndarray]) -> shapely.Geometry:
+    """Prepared union of polygons given as exterior rings [P, 2] m.
+
+    Rings are repaired with make_valid first: rounding coordinates when a map is stored (to_dict keeps
+    1e-4 m) can make a thin ring self-touch, and shapely's union would then raise a TopologyException.
+    """
+    if not rings:
+        return Polygon()
+    polys = shapely.polygons([np.asarray(r, dtype=np.float64) for r in rings])
+    invalid = ~shapely.is_valid(polys)
+    if invalid.any():
+        polys = polys.copy()
+        polys[invalid] = shapely.make_valid(polys[invalid])
+    geom = shapely.union_all(polys)
+    shapely.prepare(geom)
+    return geom
+
+
 @dataclass
 class Lane:
     """One lane (or one lane connector through an intersection).
@@ -192,9 +210,7 @@ class RoadMap:
 
     @cached_property
     def drivable_geometry(self) -> shapely.Geometry:
-        geom = shapely.union_all([Polygon(p) for p in self.drivable_area])
-        shapely.prepare(geom)
-        return geom
+        return _union(self.drivable_area)
 
     @cached_property
     def lane_polygons(self) -> list[shapely.Geometry]:
@@ -207,15 +223,11 @@ class RoadMap:
 
     @cached_property
     def crosswalk_geometry(self) -> shapely.Geometry:
-        geom = shapely.union_all([Polygon(p) for p in self.crosswalks]) if self.crosswalks else Polygon()
-        shapely.prepare(geom)
-        return geom
+        return _union(self.crosswalks)
 
     @cached_property
     def sidewalk_geometry(self) -> shapely.Geometry:
-        geom = shapely.union_all([Polygon(p) for p in self.sidewalks]) if self.sidewalks else Polygon()
-        shapely.prepare(geom)
-        return geom
+        return _union(self.sidewalks)
 
     # -- vectorised queries ----------------------------------------------------------------------
 

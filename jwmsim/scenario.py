@@ -333,24 +333,8 @@ def load_log(spec: str):
         from jwmsim.log import read_log
 
         log = read_log(p)
-    _repair_drivable(log.road_map)
     _LOG_CACHE[spec] = log
     return log
-
-
-def _repair_drivable(road_map) -> None:
-    """Adapter for maps whose drivable polygons became invalid when stored (coordinates rounded to 1e-4 m
-    in RoadMap.to_dict can make a ring self-touch, and shapely's union then raises a TopologyException):
-    pre-fill RoadMap.drivable_geometry with the union of the make_valid polygons. No-op for valid maps."""
-    import shapely
-    from shapely.geometry import Polygon
-
-    polys = [Polygon(p) for p in road_map.drivable_area]
-    if all(p.is_valid for p in polys):
-        return
-    geom = shapely.union_all(shapely.make_valid(polys))
-    shapely.prepare(geom)
-    road_map.__dict__["drivable_geometry"] = geom
 
 
 def town_log(seed: int, seconds: float = 20.0, cache_dir: Path | None = None):
