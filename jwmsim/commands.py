@@ -77,6 +77,15 @@ def log_video(cfg: DictConfig) -> int:
     return 0
 
 
+def run(cfg: DictConfig) -> int:
+    from jwmsim.runner import run_suite
+
+    traffic = None if cfg.traffic in (None, "scenario") else str(cfg.traffic)
+    res = run_suite(suite=str(cfg.suite), agent=str(cfg.agent), traffic=traffic,
+                    out=_path(cfg.out) if cfg.out else None, resume=bool(cfg.resume), workers=int(cfg.workers))
+    return 0 if res else 1
+
+
 def fit_scene(cfg: DictConfig) -> int:
     from jwmsim.splat.fit import FitConfig, fit_scene as fit
 
