@@ -31,7 +31,7 @@ def test_successors_connect_end_to_start(town):
 
 def test_lanes_inside_drivable_area(town):
     rm = town.road_map
-    area = rm.drivable_geometry.buffer(0.05)
+    area = town.drivable.buffer(0.05)
     for lane, poly in zip(rm.lanes, rm.lane_polygons):
         outside = poly.difference(area).area
         assert outside < 0.05, f"lane {lane.id}: {outside:.3f} m^2 outside the drivable area"
@@ -70,8 +70,9 @@ def test_map_contents(town):
     for poly in rm.sidewalks + rm.drivable_area:
         assert Polygon(poly).is_valid
     # sidewalks are off the road; buildings are off roads and sidewalks
-    assert shapely.intersection(rm.sidewalk_geometry, rm.drivable_geometry).area < 1.0
-    walk = shapely.union(rm.sidewalk_geometry, rm.drivable_geometry)
+    sidewalks = shapely.union_all([Polygon(p) for p in rm.sidewalks])
+    assert shapely.intersection(sidewalks, town.drivable).area < 1.0
+    walk = shapely.union(sidewalks, town.drivable)
     for b in town.buildings:
         assert not walk.intersects(Polygon(b.footprint)), "building on a road or sidewalk"
         assert b.height > 2.0
@@ -79,6 +80,18 @@ def test_map_contents(town):
     assert np.isclose(np.linalg.norm(town.sun_direction), 1.0) and town.sun_direction[2] > 0.3
     x0, y0, x1, y1 = town.extent
     assert 300 < x1 - x0 < 600 and 300 < y1 - y0 < 600
+
+
+def test_roadmap_queries_on_town_map(town):
+    """The RoadMap API (what the simulator uses) agrees with the generator's geometry."""
+    rm = town.road_map
+    pts = np.concatenate([l.centerline for l in rm.lanes])
+    assert rm.is_drivable(pts).all()
+    loops = np.concatenate(town.loops)
+    assert rm.on_sidewalk(loops).all() and not rm.is_drivable(loops).any()
+    assert rm.in_crosswalk(np.array([c.polygon.mean(0) for c in town.crosswalks])).all()
+    idx = rm.lane_at(rm.lanes[0].centerline[1:2])
+    assert idx[0] == 0
 
 
 def test_map_roundtrip(town):

@@ -63,7 +63,7 @@ def test_ego_route_drivable_and_long_enough(run):
         assert b in rm.lane(a).successors
     assert len(set(ids)) == len(ids)
     assert sum(rm.lane(i).length / rm.lane(i).speed_limit for i in ids) >= SECONDS
-    assert rm.drivable_geometry.buffer(0.01).contains(LineString(r.route.polyline))
+    assert town.drivable.buffer(0.01).contains(LineString(r.route.polyline))
     # the ego stays on its route and only moves forward along it
     progress = r.route.progress(r.ego_xy_yaw[:, :2])
     assert np.all(np.diff(progress) >= -1e-3)

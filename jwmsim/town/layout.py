@@ -257,15 +257,19 @@ class Town:
 
     @cached_property
     def drivable(self) -> shapely.Geometry:
-        """Union of the drivable area (prepared shapely geometry)."""
-        return self.road_map.drivable_geometry
+        """Union of the drivable area (prepared shapely geometry; the generator's own exact polygons)."""
+        return _prepared_union(self.road_map.drivable_area)
 
     @cached_property
     def walkable(self) -> shapely.Geometry:
         """Sidewalks united with crosswalks (prepared): where pedestrians may be."""
-        g = shapely.union(self.road_map.sidewalk_geometry, self.road_map.crosswalk_geometry)
-        shapely.prepare(g)
-        return g
+        return _prepared_union(list(self.road_map.sidewalks) + list(self.road_map.crosswalks))
+
+
+def _prepared_union(rings: list[np.ndarray]) -> shapely.Geometry:
+    g = shapely.union_all([shapely.make_valid(Polygon(r)) for r in rings]) if rings else Polygon()
+    shapely.prepare(g)
+    return g
 
 
 # ----------------------------------------------------------------------------- polyline helpers
