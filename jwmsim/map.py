@@ -94,10 +94,10 @@ def _union(rings: list[np.ndarray]) -> shapely.Geometry:
     """
     if not rings:
         return Polygon()
-    polys = shapely.polygons([np.asarray(r, dtype=np.float64) for r in rings])
+    polys = np.empty(len(rings), dtype=object)
+    polys[:] = [Polygon(np.asarray(r, dtype=np.float64)) for r in rings]
     invalid = ~shapely.is_valid(polys)
     if invalid.any():
-        polys = polys.copy()
         polys[invalid] = shapely.make_valid(polys[invalid])
     geom = shapely.union_all(polys)
     shapely.prepare(geom)

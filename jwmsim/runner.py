@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,11 +28,13 @@ RESULTS_VERSION = 1
 
 
 def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = None, sim_cfg=None,
-                 stop_on_termination: bool = False) -> dict:
+                 stop_on_termination: bool = False, on_step: Callable[[Any], None] | None = None) -> dict:
     """Run one scenario with a reference agent; returns its result row (episode metrics and score).
 
     scenario: a name, dict or :class:`jwmsim.scenario.ScenarioConfig`; agent: a name of
     :data:`agents.AGENTS` or a planner object; traffic: None (the scenario's), 'replay' or 'idm'.
+    on_step: called with the simulator core (row 0 is this scenario) after the reset and after every
+    step, e.g. a :class:`Recorder`.
     """
     from agents import make_agent, planner_input_from_core
     from jwmsim.env import signals as sig
@@ -49,6 +51,8 @@ def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = Non
     codec = ActionCodec(action_space(cfg, physical_units=True), cfg, physical_units=True)
     rows = np.ones(1, bool)
     core.reset_rows(rows, np.array([0]))
+    if on_step is not None:
+        on_step(core)
     planner.initialize(bank.scenarios[0])
     terminated_at = None
     while True:
@@ -57,6 +61,8 @@ def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = Non
         a, clipped = codec(act, 1)
         core.clip_count += clipped
         s = core.step_rows(rows, a)
+        if on_step is not None:
+            on_step(core)
         if terminated_at is None and bool(core.terminated(s)[0]):
             terminated_at = int(core.state.t[0])
             if stop_on_termination:
@@ -68,6 +74,33 @@ def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = Non
                 "traffic": "idm" if bool(bank.reactive[0]) else "replay", "terminated_at": terminated_at,
                 "actions_clipped": int(core.clip_count[0]), "wall_s": round(time.perf_counter() - t0, 3)})
     return _jsonable(res)
+
+
+class Recorder:
+    """Collects the closed-loop states of row 0 of a simulator core, one entry per step (an on_step hook).
+
+    After the run: ego [T, 5] (x, y, yaw, v, steer; rear axle), agent_xy [T, A, 2], agent_yaw [T, A],
+    agent_valid [T, A], and the scenario (static arrays: agent ids, types, sizes, route, map).
+    """
+
+    def __init__(self) -> None:
+        self.ego: list[np.ndarray] = []
+        self.agent_xy: list[np.ndarray] = []
+        self.agent_yaw: list[np.ndarray] = []
+        self.agent_valid: list[np.ndarray] = []
+        self.scenario = None
+
+    def __call__(self, core: Any) -> None:
+        st = core.state
+        self.scenario = core.bank.scenarios[int(st.sid[0])]
+        self.ego.append(st.ego[0].copy())
+        self.agent_xy.append(st.agent_xy[0].copy())
+        self.agent_yaw.append(st.agent_yaw[0].copy())
+        self.agent_valid.append(st.agent_valid[0].copy())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"ego": np.stack(self.ego), "agent_xy": np.stack(self.agent_xy),
+                "agent_yaw": np.stack(self.agent_yaw), "agent_valid": np.stack(self.agent_valid)}
 
 
 def _jsonable(x: Any) -> Any:

@@ -56,6 +56,6 @@ def test_round_trip_and_version():
 def test_invalid_ring_is_repaired():
     # A self-touching ring (what rounding can produce) must not break the union.
     bow = [[0, 0], [2, 2], [2, 0], [0, 2]]
-    m = RoadMap([Lane(0, [[0, 1], [2, 1]])], drivable_area=[bow, [[5, 5], [6, 5], [6, 6], [5, 6]]])
+    m = RoadMap([Lane(0, [[0, 1], [2, 1]])], drivable_area=[bow, [[5, 5], [6, 5], [6, 6], [5.5, 6.5], [5, 6]]])
     assert m.drivable_geometry.is_valid
     np.testing.assert_array_equal(m.is_drivable(np.array([[1.8, 1.0], [5.5, 5.5], [3.0, 3.0]])), [True, True, False])
