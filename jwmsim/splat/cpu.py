@@ -708,8 +708,8 @@ class _Composite(torch.autograd.Function):
         with _LAUNCH_LOCK:
             _backward(bins.offsets, bins.isect, bins.bbox, p, bins.n_cams, bins.height, bins.width, bins.tiles_x,
                       bins.tiles_y, ctx.t_final, ctx.last, g_rgb_np, g_depth_sum, g_alpha_np, g_isect)
-        g_pairs = _sum_per_pair(bins.isect, g_isect, p.shape[0])
-        return torch.from_numpy(g_pairs).to(device=ctx.device, dtype=ctx.dtype), None, None
+        g_pairs = _sum_per_pair(bins.isect, g_isect, p.shape[0]).astype(p.dtype, copy=False)
+        return torch.from_numpy(g_pairs).to(ctx.device), None, None
 
 
 class _Project(torch.autograd.Function):
@@ -732,11 +732,14 @@ class _Project(torch.autograd.Function):
         with _LAUNCH_LOCK:
             _project_backward_kernel(means, quats, log_scales, logits, colors, sh_degree, ks, w2c, width, height,
                                      ctx.cam_ids, ctx.gauss_ids, g, g_pairs)
-        g_n = torch.from_numpy(_sum_per_gaussian(ctx.gauss_ids, g_pairs, means.shape[0])).to(
-            device=ctx.device, dtype=ctx.dtype)
+        g_n = _sum_per_gaussian(ctx.gauss_ids, g_pairs, means.shape[0])
         n = means.shape[0]
-        return (g_n[:, 0:3], g_n[:, 3:7], g_n[:, 7:10], g_n[:, 10], g_n[:, 11:].reshape(n, k, 3),
-                None, None, None, None)
+        # Split and cast in numpy: a torch cast here wakes torch's OpenMP pool, whose spinning was measured to
+        # cost ~40 ms of CPU per 50k forward+backward on 2 cores (see the module note on threads).
+        np_dtype = np.float32 if ctx.dtype == torch.float32 else np.float64
+        parts = (g_n[:, 0:3], g_n[:, 3:7], g_n[:, 7:10], g_n[:, 10], g_n[:, 11:].reshape(n, k, 3))
+        return tuple(torch.from_numpy(np.ascontiguousarray(x, dtype=np_dtype)).to(ctx.device) for x in parts) + (
+            None, None, None, None)
 
 
 class _Buffers:
