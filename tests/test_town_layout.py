@@ -7,7 +7,7 @@ import pytest
 import shapely
 from shapely.geometry import Polygon
 
-from jwmsim.map import RoadMap
+from jwmsim.map import RoadMap, interpolate_polyline
 from jwmsim.town.layout import generate_town
 
 SEEDS = (0, 1)
@@ -90,8 +90,9 @@ def test_roadmap_queries_on_town_map(town):
     loops = np.concatenate(town.loops)
     assert rm.on_sidewalk(loops).all() and not rm.is_drivable(loops).any()
     assert rm.in_crosswalk(np.array([c.polygon.mean(0) for c in town.crosswalks])).all()
-    idx = rm.lane_at(rm.lanes[0].centerline[1:2])
-    assert idx[0] == 0
+    lane = rm.lanes[0]
+    mid, heading = interpolate_polyline(lane.centerline, np.array([lane.length / 2]))
+    assert rm.lane_at(mid, heading)[0] == rm.lane_index(lane.id)
 
 
 def test_map_roundtrip(town):

@@ -124,6 +124,8 @@ class TrafficTables:
     """Per-town tables, built once (cached in ``town.cache``).
 
     lanes: lane id -> lane info; conflicts: connector id -> sorted conflicting connector ids (not itself);
+    clear: (a, b) -> rear-axle arclength [m] on connector a past which a vehicle on a no longer touches b's
+    sweep (b may then be granted although a is still occupied);
     cw_conflicts: connector id -> crosswalk indices it passes over; cw_connectors: the reverse;
     cw_span: (connector id, crosswalk index) -> (u_lo, u_hi) [m]: the stretch of the crosswalk (distance
     from its end 0 along its centre line, widened by a pedestrian's half size) the connector's sweep covers;
@@ -133,6 +135,7 @@ class TrafficTables:
 
     lanes: dict[int, _LaneInfo]
     conflicts: dict[int, list[int]]
+    clear: dict[tuple[int, int], float]
     cw_conflicts: dict[int, list[int]]
     cw_span: dict[tuple[int, int], tuple[float, float]]
     cw_connectors: dict[int, list[int]]
@@ -146,6 +149,21 @@ def _swept_polygon(info: _LaneInfo) -> shapely.Geometry:
     return swept_polygon(info.centerline, SWEPT_BOX)
 
 
+def _sweep_boxes(info: _LaneInfo, step: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(rear-axle arclengths [N] along the connector, boxes [N] shapely) of the largest vehicle from its
+    front bumper reaching the connector to its rear bumper leaving it (as layout.swept_polygon)."""
+    front, rear, width = SWEPT_BOX
+    c = info.centerline
+    h0, h1 = info.heading[0], info.heading[-1]
+    pre = c[0] - np.array([math.cos(h0), math.sin(h0)]) * front
+    post = c[-1] + np.array([math.cos(h1), math.sin(h1)]) * rear
+    path = np.concatenate([[pre], c, [post]])
+    s = np.arange(0.0, polyline_arclength(path)[-1] + 1e-9, step)
+    pts, hd = interpolate_polyline(path, s)
+    ctr = pts + (front - rear) / 2 * np.column_stack([np.cos(hd), np.sin(hd)])
+    return s - front, shapely.polygons(box_corners_2d(ctr, hd, front + rear, width))
+
+
 def traffic_tables(town: Town) -> TrafficTables:
     """Build (once per town; cached in ``town.cache``) the lane, conflict and pedestrian tables."""
     if "traffic_tables" in town.cache:
@@ -155,14 +173,21 @@ def traffic_tables(town: Town) -> TrafficTables:
     conflicts: dict[int, list[int]] = {}
     cw_conflicts: dict[int, list[int]] = {}
     cw_span: dict[tuple[int, int], tuple[float, float]] = {}
+    clear: dict[tuple[int, int], float] = {}
     cw_connectors: dict[int, list[int]] = {i: [] for i in range(len(town.crosswalks))}
     cw_polys = [Polygon(c.polygon).buffer(PED_SIZE[0] / 2 * math.sqrt(2)) for c in town.crosswalks]
     for j in town.junctions:
         ids = sorted(j.connectors)
         swept = [_swept_polygon(lanes[i]) for i in ids]
-        for a, sa in zip(ids, swept):
+        for sa in swept:
             shapely.prepare(sa)
+        for a, sa in zip(ids, swept):
             conflicts[a] = [b for b, sb in zip(ids, swept) if b != a and sa.intersects(sb)]
+            s_a, boxes_a = _sweep_boxes(lanes[a])
+            for b in conflicts[a]:
+                hit = shapely.intersects(swept[ids.index(b)], boxes_a)
+                # past this rear-axle arclength on a, a vehicle on a never again touches b's sweep
+                clear[(a, b)] = float(s_a[hit].max()) + 0.5 if hit.any() else -math.inf
             cw_conflicts[a] = [k for k in j.crosswalks if sa.intersects(cw_polys[k])]
             for k in cw_conflicts[a]:
                 cw_connectors[k].append(a)
@@ -190,7 +215,8 @@ def traffic_tables(town: Town) -> TrafficTables:
                 decisions[(li, direction)].append((s, ci, k))
     for key in decisions:
         decisions[key].sort()
-    tables = TrafficTables(lanes, conflicts, cw_conflicts, cw_span, cw_connectors, ped_lanes, ped_cum, decisions)
+    tables = TrafficTables(lanes, conflicts, clear, cw_conflicts, cw_span, cw_connectors, ped_lanes, ped_cum,
+                           decisions)
     town.cache["traffic_tables"] = tables
     return tables
 
@@ -557,8 +583,9 @@ class TrafficSim:
             for lid in veh.path[1:idx]:
                 if T.lanes[lid].is_connector and lid not in veh.holds:
                     ready = False
-            conflict = any(other != veh.id and any(c in T.conflicts[conn] for c in cs)
-                           for other, cs in holders.items())
+            conflict = any(other != veh.id and c in T.conflicts[conn]
+                           and self._pos_on(self._by_id[other], c) <= T.clear[(c, conn)]
+                           for other, cs in holders.items() for c in cs)
             cw_conflict = any(k in blocked_cw for k in T.cw_conflicts[conn]) or any(
                 k in T.cw_conflicts[conn] and lo <= T.cw_span[(conn, k)][1] and T.cw_span[(conn, k)][0] <= hi
                 for k, lo, hi in ped_need)
@@ -572,6 +599,14 @@ class TrafficSim:
                 held_conn.add(conn)
             elif ready:  # first come, first served: later conflicting requests wait behind this one
                 blocked_conn.add(conn)
+
+    def _pos_on(self, veh: Vehicle, conn: int) -> float:
+        """Rear-axle arclength [m] of the vehicle along connector ``conn`` (-inf before it)."""
+        if veh.path[0] == conn:
+            return veh.s
+        if veh.prev == conn:
+            return self.tables.lanes[conn].length + veh.s
+        return -math.inf
 
     def _lane_leader(self, veh: Vehicle, registry: dict) -> Vehicle | None:
         """The closest vehicle ahead on the same lane (by rear-axle position), if any."""
