@@ -167,7 +167,8 @@ def main(argv=None) -> dict:
                 "forward_backward_50k_met": r50["forward_backward"]["median_ms"] <= GOALS_MS["forward_backward_50k"],
             }
     result = {
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv if argv is not None else sys.argv[1:])),
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)]
+                                        + (argv if argv is not None else sys.argv[1:])),
         "machine": _machine(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "workload": {"scene": "jwmsim.splat.synthetic.street_scene(n, seed=0)", "cameras": "default_rig(): 3 x 96x160",

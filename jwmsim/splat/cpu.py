@@ -174,7 +174,7 @@ def _project_kernel(means, quats, log_scales, logits, colors, sh_degree, ks, w2c
             for ch in range(3):
                 val = SH_C0 * colors[n, 0, ch]
                 if sh_degree >= 1:
-                    val += -SH_C1 * dy * colors[n, 1, ch] + SH_C1 * dz * colors[n, 2, ch] - SH_C1 * dx * colors[n, 3, ch]
+                    val += SH_C1 * (-dy * colors[n, 1, ch] + dz * colors[n, 2, ch] - dx * colors[n, 3, ch])
                 out_params[c, n, 6 + ch] = max(val + 0.5, 0.0)
 
 

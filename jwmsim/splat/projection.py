@@ -69,8 +69,10 @@ def project_pairs(scene: GaussianScene, cam_ids: torch.Tensor, gauss_ids: torch.
     mc = [[r[i][0] * m[0][j] + r[i][1] * m[1][j] + r[i][2] * m[2][j] for j in range(3)] for i in range(3)]
     fx, fy, cx, cy = k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
-    xz = torch.maximum(torch.minimum(x / z, (width - 0.5 - cx) / fx + FOV_CLAMP * tan_x), -(cx + 0.5) / fx - FOV_CLAMP * tan_x)
-    yz = torch.maximum(torch.minimum(y / z, (height - 0.5 - cy) / fy + FOV_CLAMP * tan_y), -(cy + 0.5) / fy - FOV_CLAMP * tan_y)
+    lo_x, hi_x = -(cx + 0.5) / fx - FOV_CLAMP * tan_x, (width - 0.5 - cx) / fx + FOV_CLAMP * tan_x
+    lo_y, hi_y = -(cy + 0.5) / fy - FOV_CLAMP * tan_y, (height - 0.5 - cy) / fy + FOV_CLAMP * tan_y
+    xz = torch.maximum(torch.minimum(x / z, hi_x), lo_x)
+    yz = torch.maximum(torch.minimum(y / z, hi_y), lo_y)
     # rows of J Mc with J = [[fx/z, 0, -fx (x/z)/z], [0, fy/z, -fy (y/z)/z]] (x/z, y/z clamped)
     fxz, fyz = fx / z, fy / z
     j0 = [fxz * (mc[0][j] - xz * mc[2][j]) for j in range(3)]

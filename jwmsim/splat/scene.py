@@ -61,7 +61,8 @@ def eval_sh(colors: torch.Tensor, dirs: torch.Tensor, sh_degree: int) -> torch.T
     return torch.clamp_min(out + 0.5, 0.0)
 
 
-def _as_index(sel: torch.Tensor | np.ndarray | Sequence[int] | slice, n: int, device: torch.device) -> torch.Tensor | slice:
+def _as_index(sel: torch.Tensor | np.ndarray | Sequence[int] | slice, n: int,
+              device: torch.device) -> torch.Tensor | slice:
     """A boolean mask [N] or integer indices -> something usable to index dim 0 of every field."""
     if isinstance(sel, slice):
         return sel
