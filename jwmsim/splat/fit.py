@@ -47,6 +47,7 @@ class FitConfig:
     max_iters: int = 30000
     max_minutes: float = 60.0  # wall-time budget of training (evaluation excluded)
     init_points: int = 60000  # Gaussians from the log's depth (+ sky shell)
+    init_opacity: float = 0.1  # 3DGS's initial opacity
     sky_radius: float = 150.0  # m; sky pixels are unprojected to this range
     max_init_depth: float = 80.0  # m; farther depth pixels are treated as sky-shell points
     lr_means: float = 1.6e-4  # x scene extent, decayed to lr_means_final
@@ -121,7 +122,7 @@ def load_views(log, rig: str = "main", frames: list[int] | None = None) -> Views
 
 
 def init_from_depth(views: Views, cfg: FitConfig, rng: np.random.Generator) -> tuple[GaussianScene, float]:
-    """Gaussians at unprojected static pixels (colour from the pixel, scale from its footprint).
+    """Gaussians at unprojected static pixels (colour from the pixel, scale from the 3 nearest neighbours).
 
     Returns the scene and the scene extent [m] (radius of the camera centres' bounding sphere, at
     least 10 m), which scales the position learning rate as in 3DGS.
@@ -131,7 +132,7 @@ def init_from_depth(views: Views, cfg: FitConfig, rng: np.random.Generator) -> t
     V, C, H, W = views.depth.shape
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
     uv = torch.stack([u, v], -1).reshape(-1, 2)
-    pts, cols, scales = [], [], []
+    pts, cols = [], []
     for i in range(V):
         for c in range(C):
             d = views.depth[i, c].reshape(-1).clone()
@@ -145,15 +146,17 @@ def init_from_depth(views: Views, cfg: FitConfig, rng: np.random.Generator) -> t
             p = geometry.unproject_pixels(views.Ks[i, c], c2w, uv, d)
             pts.append(p[ok])
             cols.append(views.images[i, c].reshape(-1, 3)[ok])
-            scales.append((d / views.Ks[i, c, 0, 0])[ok])  # one pixel's footprint [m]
-    pts, cols, scales = torch.cat(pts), torch.cat(cols), torch.cat(scales)
+    pts, cols = torch.cat(pts), torch.cat(cols)
     n = min(cfg.init_points, len(pts))
     idx = torch.from_numpy(rng.choice(len(pts), size=n, replace=False))
-    # The kept subset covers each pixel footprint ~len/n times more sparsely: widen the scale to close gaps.
-    widen = math.sqrt(len(pts) / n)
-    s = (scales[idx] * widen).clamp(1e-3, 20.0)
-    scene = GaussianScene.from_params(pts[idx], scales=s[:, None].expand(n, 3).contiguous(),
-                                      opacities=torch.full((n,), 0.5), rgb=cols[idx].clamp(0.02, 0.98))
+    pts, cols = pts[idx], cols[idx]
+    # 3DGS: isotropic scale = RMS distance to the 3 nearest neighbours of the initial point cloud.
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(pts.double().numpy()).query(pts.double().numpy(), k=4)
+    s = torch.from_numpy(np.sqrt((d[:, 1:] ** 2).mean(axis=1))).float().clamp(1e-3, 10.0)
+    scene = GaussianScene.from_params(pts, scales=s[:, None].expand(n, 3).contiguous(),
+                                      opacities=torch.full((n,), cfg.init_opacity), rgb=cols.clamp(0.02, 0.98))
     centres = torch.linalg.inv(views.world_to_cams.reshape(-1, 4, 4).double())[:, :3, 3]
     extent = float(max((centres - centres.mean(0)).norm(dim=-1).max() * 1.1, 10.0))
     return scene, extent
