@@ -36,7 +36,7 @@ from functools import cached_property
 
 import numpy as np
 import shapely
-from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
+from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.polygon import orient
 
 from jwmsim.map import Lane, RoadMap, interpolate_polyline, polyline_arclength, project_on_polyline

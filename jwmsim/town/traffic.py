@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
-from shapely.geometry import LineString, Polygon
+from shapely.geometry import Polygon
 
 from jwmsim.geometry import DT, box_corners_2d
 from jwmsim.log.schema import EgoParams
@@ -319,6 +319,7 @@ class TrafficSim:
         self.t = 0.0
         self.ego_params = ego_params or EgoParams()
         self.route = self._make_route(seconds)
+        self._ego_idx = 0  # index in the route of the ego's current lane
         self.ego = self._spawn_ego()
         self.vehicles: list[Vehicle] = [self.ego]
         self.parked = town.parked_cars
@@ -447,7 +448,7 @@ class TrafficSim:
 
     def _ego_route_offset(self) -> int:
         """Index in the route of the ego's current lane."""
-        return self._ego_idx if hasattr(self, "_ego_idx") else 0
+        return self._ego_idx
 
     def _pose(self, lane: int, s: float) -> tuple[np.ndarray, float, float]:
         """(xy [2], heading, curvature) at arclength s on a lane (clamped)."""
@@ -574,11 +575,9 @@ class TrafficSim:
             # follower could hold a connector that conflicts with the one its leader waits for: deadlock)
             lead = self._lane_leader(veh, registry)
             if lead is not None:
-                lead_conn, _, _ = self._next_connector(lead)
                 lead_first = next((l for l in lead.path[1:] if T.lanes[l].is_connector), None)
                 if lead_first is not None and lead_first not in lead.holds:
                     ready = False
-                del lead_conn
             # ... and every connector before `conn` on our path must be held by us
             for lid in veh.path[1:idx]:
                 if T.lanes[lid].is_connector and lid not in veh.holds:
