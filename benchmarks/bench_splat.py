@@ -7,9 +7,9 @@ simulator does every tick), forward with grad mode on, and forward + backward (l
 depth; what fitting does). Median / min / p90 over ``--repeats`` runs after ``--warmup`` runs.
 
 The build machine is shared (other jobs use the same 2 cores), so the JSON records the load average before
-and after each measurement; compare medians taken at similar load. Two thread settings are measured:
-torch's default intra-op threads and ``torch.set_num_threads(1)``. numba runs the tile loops on all cores in
-both; with torch's OpenMP pool also spinning on the same 2 cores, single-threaded torch was measured steadier.
+and after each measurement, and the CPU time (``time.process_time``) beside the wall time; compare medians
+taken at similar load. Three thread settings: torch's default intra-op threads, ``torch.set_num_threads(1)``
+(numba on all cores in both), and everything on one thread (the steadiest figure on a loaded machine).
 
     .venv/bin/python benchmarks/bench_splat.py            # full run (~1-2 min)
     .venv/bin/python benchmarks/bench_splat.py --quick    # 50k only, fewer repeats
@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
@@ -52,8 +53,6 @@ def _cpu_model() -> str:
 
 
 def _machine() -> dict:
-    import numba
-
     return {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "numba": numba.__version__, "numpy": np.__version__,
             "numba_threads": numba.get_num_threads(), "numba_threading_layer": numba.threading_layer()}
@@ -146,8 +145,13 @@ def main(argv=None) -> dict:
     rig = default_rig()
     default_threads = torch.get_num_threads()
     configs = {}
-    for label, threads in ((f"torch_threads_{default_threads}_default", default_threads), ("torch_threads_1", 1)):
+    numba_threads = numba.get_num_threads()
+    # (label, torch threads, numba threads). The single-thread run is the steadiest number on a loaded machine.
+    settings = ((f"torch_threads_{default_threads}_default", default_threads, numba_threads),
+                ("torch_threads_1", 1, numba_threads), ("single_thread", 1, 1))
+    for label, threads, nb_threads in settings:
         torch.set_num_threads(threads)
+        numba.set_num_threads(nb_threads)
         configs[label] = [bench_size(n, rig, args.repeats, args.warmup) for n in args.sizes]
         for row in configs[label]:
             print(f"[{label}] n={row['n_gaussians']:>7}: forward {row['forward']['median_ms']:7.1f} ms "
@@ -155,6 +159,7 @@ def main(argv=None) -> dict:
                   f"{row['forward_backward']['median_ms']:7.1f} ms (cpu {row['forward_backward']['cpu_median_ms']:.1f})"
                   f", load {row['load_before'][0]:.2f}", flush=True)
     torch.set_num_threads(default_threads)
+    numba.set_num_threads(numba_threads)
 
     goals = {}
     for label, rows in configs.items():
