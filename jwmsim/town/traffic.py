@@ -309,7 +309,7 @@ class TrafficSim:
     """
 
     def __init__(self, town: Town, seed: int, seconds: float, ego_params: EgoParams | None = None,
-                 vehicle_density: float = 1 / 90.0, ped_density: float = 1 / 50.0, dt: float = DT):
+                 vehicle_density: float = 1 / 120.0, ped_density: float = 1 / 50.0, dt: float = DT):
         if seconds <= 0:
             raise ValueError(f"seconds must be > 0, got {seconds}")
         self.town = town
