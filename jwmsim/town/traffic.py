@@ -62,6 +62,8 @@ PED_MIN_GAP = 0.9
 """Smallest pedestrian centre distance [m]: > the 0.85 m diagonal of two 0.6 m boxes."""
 DRIVABLE_TOL = 0.1
 """A vehicle corner may be this far [m] off the drivable area (numerical slack of polygon offsets)."""
+ROUTE_DENSITY_FACTOR = 1.5
+"""Vehicle density multiplier on the roads of the ego's route."""
 LOG_RADIUS = 150.0
 """Agents farther than this [m] from the ego are marked invalid in the log (not observed) and not drawn;
 at 96x160 pixels a car there covers about one pixel."""
@@ -375,13 +377,18 @@ class TrafficSim:
                        route=list(self.route.lane_ids))
 
     def _spawn_vehicles(self, density: float) -> None:
+        """Poisson spawns on road lanes; roads of the ego's route get ROUTE_DENSITY_FACTOR times more, so
+        the logged drive has traffic to follow and to meet without jamming the whole town."""
         L = self.tables.lanes
+        rm = self.town.road_map
+        route_roads = {rm.lane(l).road_id for l in self.route.lane_ids if not L[l].is_connector}
         next_id = len(self.parked)
         for lid in sorted(L):
             info = L[lid]
             if info.is_connector:
                 continue
-            n = self.rng.poisson(info.length * density)
+            factor = ROUTE_DENSITY_FACTOR if rm.lane(lid).road_id in route_roads else 1.0
+            n = self.rng.poisson(info.length * density * factor)
             for s in np.sort(self.rng.uniform(8.0, info.length - 12.0, n)):
                 length = float(self.rng.uniform(4.0, 5.2))
                 width = float(self.rng.uniform(1.75, 2.05))
