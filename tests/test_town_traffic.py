@@ -94,3 +94,11 @@ def test_bad_seconds():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="seconds"):
             simulate(town, bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", list(range(10, 20)) + [1000, 2000])
+def test_invariants_long(seed):
+    """Longer runs over more seeds (train, val and test ranges): simulate() raises on any violation."""
+    r = simulate(generate_town(seed), 60.0)
+    assert r.ego_speed.sum() * 0.1 > 10.0, "the ego never got going"

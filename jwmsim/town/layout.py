@@ -261,6 +261,18 @@ class Town:
         return _prepared_union(self.road_map.drivable_area)
 
     @cached_property
+    def drivable_core(self) -> shapely.Geometry:
+        """The drivable area shrunk by 5 cm (prepared): "on the road" for pedestrian checks."""
+        g = self.drivable.buffer(-0.05)
+        shapely.prepare(g)
+        return g
+
+    @cached_property
+    def crosswalk_area(self) -> shapely.Geometry:
+        """Union of the crosswalks (prepared)."""
+        return _prepared_union(list(self.road_map.crosswalks))
+
+    @cached_property
     def walkable(self) -> shapely.Geometry:
         """Sidewalks united with crosswalks (prepared): where pedestrians may be."""
         return _prepared_union(list(self.road_map.sidewalks) + list(self.road_map.crosswalks))

@@ -873,6 +873,15 @@ def frame_problems(town: Town, corners: np.ndarray, types: list[str], names: lis
         ok = shapely.intersects_xy(town.walkable, ped_xy[:, 0], ped_xy[:, 1])
         for k in np.nonzero(~ok)[0]:
             problems.append(f"pedestrian off sidewalks and crosswalks at {np.round(ped_xy[k], 2).tolist()}")
+    ped = np.array([t == TYPE_PEDESTRIAN for t in types])
+    if ped.any():  # no corner of a pedestrian's box on the road outside a crosswalk (5 cm slack)
+        pts = corners[ped].reshape(-1, 2)
+        road = shapely.intersects_xy(town.drivable_core, pts[:, 0], pts[:, 1])
+        if road.any():
+            road &= ~shapely.intersects_xy(town.crosswalk_area, pts[:, 0], pts[:, 1])
+        pnames = [nm for nm, p in zip(names, ped) if p]
+        for k in sorted({int(b) // 4 for b in np.nonzero(road)[0]}):
+            problems.append(f"{pnames[k]} on the road outside a crosswalk")
     return problems
 
 
