@@ -45,6 +45,8 @@ COMMANDS = [
             "closed-loop runs of an agent over a scenario suite: per-scenario table, suite score, results JSON"),
     Command("fit-scene", "cmd/fit_scene", "jwmsim.commands:fit_scene", ("log",),
             "per-scene 3DGS optimisation baseline with held-out PSNR/SSIM curve"),
+    Command("splat-render", "cmd/splat_render", "jwmsim.commands:splat_render", (),
+            "render a Gaussian scene (or the synthetic street) from the rig at an ego pose"),
     Command("run-main", "cmd/main", "jwmsim.commands:run_main", (),
             "the main job of `make run` on the built-in town"),
 ]

@@ -100,6 +100,14 @@ def fit_scene(cfg: DictConfig) -> int:
     return 0
 
 
+def splat_render(cfg: DictConfig) -> int:
+    from jwmsim.splat.tools import render_to_files
+
+    render_to_files(cfg.scene, cfg.synthetic, list(cfg.pose), cfg.width, cfg.height, list(cfg.background),
+                    str(cfg.backend), _path(cfg.out))
+    return 0
+
+
 def run_main(cfg: DictConfig) -> int:
     """`make run`: the main job on the built-in town.
 

@@ -283,14 +283,15 @@ def test_gsplat_matches_cpu():
 
 
 def test_render_cli_writes_images(tmp_path):
-    from jwmsim.splat.tools import render_main
+    from jwmsim import cli
 
     scene_path = tmp_path / "street.safetensors"
     from jwmsim.splat.synthetic import street_scene
 
     street_scene(3000, seed=1).save(scene_path)
-    assert render_main(["--scene", str(scene_path), "--pose", "5", "0", "10", "--width", "64", "--height", "40",
-                        "--backend", "cpu", "--out", str(tmp_path / "r")]) == 0
+    assert cli.main(["splat-render", f"scene={scene_path}", "pose=[5,0,10]", "width=64", "height=40",
+                     "backend=cpu", f"out={tmp_path / 'r'}"]) == 0
+    assert cli.main(["splat-render", "width=64"]) == 1  # neither scene nor synthetic: a clear error
     import imageio.v3 as iio
 
     img = iio.imread(tmp_path / "r" / "front_rgb.png")
