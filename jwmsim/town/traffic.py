@@ -131,6 +131,8 @@ class TrafficTables:
     cw_conflicts: connector id -> crosswalk indices it passes over; cw_connectors: the reverse;
     cw_span: (connector id, crosswalk index) -> (u_lo, u_hi) [m]: the stretch of the crosswalk (distance
     from its end 0 along its centre line, widened by a pedestrian's half size) the connector's sweep covers;
+    cw_clear: (connector id, crosswalk index) -> rear-axle arclength [m] past which a vehicle on the
+    connector is off the crosswalk for good;
     ped_lanes: (loop, direction +1/-1) -> closed polyline [P, 2] walked in order; ped_cum: its arclengths;
     decisions: (loop, direction) -> list of (arclength, crosswalk index, end k) sorted by arclength.
     """
@@ -140,6 +142,7 @@ class TrafficTables:
     clear: dict[tuple[int, int], float]
     cw_conflicts: dict[int, list[int]]
     cw_span: dict[tuple[int, int], tuple[float, float]]
+    cw_clear: dict[tuple[int, int], float]
     cw_connectors: dict[int, list[int]]
     ped_lanes: dict[tuple[int, int], np.ndarray]
     ped_cum: dict[tuple[int, int], np.ndarray]
@@ -176,6 +179,7 @@ def traffic_tables(town: Town) -> TrafficTables:
     cw_conflicts: dict[int, list[int]] = {}
     cw_span: dict[tuple[int, int], tuple[float, float]] = {}
     clear: dict[tuple[int, int], float] = {}
+    cw_clear: dict[tuple[int, int], float] = {}
     cw_connectors: dict[int, list[int]] = {i: [] for i in range(len(town.crosswalks))}
     cw_polys = [Polygon(c.polygon).buffer(PED_SIZE[0] / 2 * math.sqrt(2)) for c in town.crosswalks]
     for j in town.junctions:
@@ -198,6 +202,8 @@ def traffic_tables(town: Town) -> TrafficTables:
                 pts = shapely.get_coordinates(sa.intersection(cw_polys[k]))
                 u = (pts - e0) @ axis
                 cw_span[(a, k)] = (float(u.min()) - PED_SIZE[0], float(u.max()) + PED_SIZE[0])
+                hit = shapely.intersects(cw_polys[k], boxes_a)
+                cw_clear[(a, k)] = float(s_a[hit].max()) + 0.5 if hit.any() else -math.inf
     ped_lanes, ped_cum, decisions = {}, {}, {}
     for li, loop in enumerate(town.loops):
         closed = np.concatenate([loop[-1:], loop, loop[:2]])
@@ -217,8 +223,8 @@ def traffic_tables(town: Town) -> TrafficTables:
                 decisions[(li, direction)].append((s, ci, k))
     for key in decisions:
         decisions[key].sort()
-    tables = TrafficTables(lanes, conflicts, clear, cw_conflicts, cw_span, cw_connectors, ped_lanes, ped_cum,
-                           decisions)
+    tables = TrafficTables(lanes, conflicts, clear, cw_conflicts, cw_span, cw_clear, cw_connectors, ped_lanes,
+                           ped_cum, decisions)
     town.cache["traffic_tables"] = tables
     return tables
 
@@ -563,11 +569,14 @@ class TrafficSim:
         reqs.sort()
         blocked_conn: set[int] = set()  # connectors that earlier (denied) requests wait for
         blocked_cw: set[int] = set()
-        held_conn = {c for cs in holders.values() for c in cs}
         for req_t, d, kind, aid, target, idx in reqs:
             if kind == 1:  # pedestrian wants crosswalk `target`
                 conns = T.cw_connectors[target]
-                ok = not any(c in held_conn for c in conns) and not any(c in blocked_conn for c in conns)
+                # no vehicle holds a connector over the crosswalk unless it is already past it for good
+                ok = not any(c in T.cw_conflicts and target in T.cw_conflicts[c]
+                             and self._pos_on(self._by_id[other], c) <= T.cw_clear[(c, target)]
+                             for other, cs in holders.items() for c in cs)
+                ok = ok and not any(c in blocked_conn for c in conns)
                 ped = self._ped_by_id[aid]
                 if ok:
                     ped.granted = True
@@ -602,7 +611,6 @@ class TrafficSim:
                 veh.holds.append(conn)
                 veh.request = None
                 holders.setdefault(veh.id, []).append(conn)
-                held_conn.add(conn)
             elif ready:  # first come, first served: later conflicting requests wait behind this one
                 blocked_conn.add(conn)
 
