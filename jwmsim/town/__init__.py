@@ -15,7 +15,7 @@ from jwmsim.town.dataset import SPLITS, TEST_SEEDS, TRAIN_SEEDS, VAL_SEEDS, make
 from jwmsim.town.layout import Town, generate_town
 from jwmsim.town.make_log import build_log, make_log
 from jwmsim.town.scene import renderer, static_mesh
-from jwmsim.town.traffic import TrafficError, TrafficResult, simulate
+from jwmsim.town.traffic import TrafficError, TrafficResult, TrafficSim, simulate
 
-__all__ = ["Town", "generate_town", "simulate", "TrafficResult", "TrafficError", "static_mesh", "renderer",
+__all__ = ["Town", "generate_town", "simulate", "TrafficSim", "TrafficResult", "TrafficError", "static_mesh", "renderer",
            "make_log", "build_log", "make_dataset", "split_of", "SPLITS", "TRAIN_SEEDS", "VAL_SEEDS", "TEST_SEEDS"]
