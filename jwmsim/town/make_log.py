@@ -21,7 +21,7 @@ from jwmsim.log.store import LogError, LogWriter
 from jwmsim.town.layout import generate_town
 from jwmsim.town.traffic import LOG_RADIUS, TrafficResult, simulate
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped whenever the town, traffic or rendering change what a seed produces."""
 
 
