@@ -152,7 +152,7 @@ def bev_image(road_map, ego_xy_yaw: np.ndarray, agents: AgentBoxes | None, route
         corners = box_corners_2d(agents.xy[v], agents.yaw[v], agents.size[v, 0], agents.size[v, 1])
         for k, box in zip(agents.types[v], corners):
             pygame.draw.polygon(surf, _TYPE_COLOURS[AGENT_TYPES[int(k)]], to_px(box).tolist())
-    centre = pose[:2] + ego_params.center_offset * np.array([c, s])
+    centre = pose[:2] + ego_params.rear_axle_to_center * np.array([c, s])
     ego_box = box_corners_2d(centre, pose[2], ego_params.length, ego_params.width)
     pygame.draw.polygon(surf, (230, 50, 50), to_px(ego_box).tolist())
     return np.ascontiguousarray(pygame.surfarray.array3d(surf).transpose(1, 0, 2))

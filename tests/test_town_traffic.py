@@ -33,7 +33,7 @@ def test_invariants_hold_on_the_output(run):
     for t in range(len(r.timestamps)):
         present = (np.abs(r.center[t, :, :2]).sum(-1) > 0) | r.parked
         x, y, h = r.ego_xy_yaw[t]
-        ctr = np.concatenate([[[x + ep.center_offset * math.cos(h), y + ep.center_offset * math.sin(h)]],
+        ctr = np.concatenate([[[x + ep.rear_axle_to_center * math.cos(h), y + ep.rear_axle_to_center * math.sin(h)]],
                               r.center[t, present, :2]])
         yaw = np.concatenate([[h], r.yaw[t, present]])
         size = np.concatenate([[[ep.length, ep.width]], r.size[present, :2]])

@@ -9,6 +9,8 @@ which smooths over the whole episode), and the episode result dict.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from jwmsim.sim import collision as col
@@ -22,8 +24,8 @@ YAW_RATE_MAX = 0.95
 
 
 def ego_params(cfg: SimConfig) -> col.EgoParams:
-    return col.EgoParams(width=cfg.ego.width, front_length=cfg.ego.front_length, rear_length=cfg.ego.rear_length,
-                         wheel_base=cfg.bicycle.wheelbase)
+    # The bicycle model's wheelbase is the one the simulator drives with.
+    return dataclasses.replace(cfg.ego, wheelbase=cfg.bicycle.wheelbase)
 
 
 def step_signals(bank: ScenarioBank, old: SimState, new: SimState, cfg: SimConfig,

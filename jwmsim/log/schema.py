@@ -30,28 +30,48 @@ def agent_type_index(name: str) -> int:
         raise ValueError(f"unknown agent type {name!r}; valid types: {', '.join(AGENT_TYPES)}") from None
 
 
-@dataclass
+@dataclass(frozen=True)
 class EgoParams:
-    """Ego vehicle dimensions [m] (nuPlan's vehicle by default). The ego pose is the rear-axle centre."""
+    """Ego vehicle dimensions [m]; defaults are nuPlan's vehicle (``get_pacifica_parameters()``).
+
+    The ego pose is the rear-axle centre (:mod:`jwmsim.geometry`). width: full width. front_length: rear
+    axle -> front bumper. rear_length: rear axle -> rear bumper. wheelbase: rear axle -> front axle.
+    cog_position_from_rear_axle: centre of gravity ahead of the rear axle (the metrics use the box
+    centre). height: for rendering. The one definition used by logs, simulator and metrics.
+    """
 
     width: float = 2.297
-    front_length: float = 4.049  # rear axle to front bumper
-    rear_length: float = 1.127  # rear axle to rear bumper
+    front_length: float = 4.049
+    rear_length: float = 1.127
     wheelbase: float = 3.089
+    cog_position_from_rear_axle: float = 1.67
     height: float = 1.777
+
+    def __post_init__(self) -> None:
+        for name in ("width", "front_length", "rear_length", "wheelbase", "height"):
+            v = float(getattr(self, name))
+            if not np.isfinite(v) or v <= 0:
+                raise ValueError(f"EgoParams.{name} must be a finite positive length in metres, got {v!r}")
 
     @property
     def length(self) -> float:
+        """Bumper-to-bumper length [m] (5.176 for the default)."""
         return self.front_length + self.rear_length
 
     @property
-    def center_offset(self) -> float:
-        """Distance [m] from the rear axle forward to the box centre."""
+    def rear_axle_to_center(self) -> float:
+        """Distance [m] from the rear axle forward to the box centre (1.461 for the default)."""
         return (self.front_length - self.rear_length) / 2.0
+
+    @property
+    def half_diagonal(self) -> float:
+        """Radius [m] of the circle around the box centre that contains the box."""
+        return 0.5 * float(np.hypot(self.length, self.width))
 
     def to_dict(self) -> dict:
         return dict(width=self.width, front_length=self.front_length, rear_length=self.rear_length,
-                    wheelbase=self.wheelbase, height=self.height)
+                    wheelbase=self.wheelbase, cog_position_from_rear_axle=self.cog_position_from_rear_axle,
+                    height=self.height)
 
 
 @dataclass

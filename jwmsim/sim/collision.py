@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jwmsim.geometry import box_corners_2d
+from jwmsim.log.schema import EgoParams  # the one definition of the ego's dimensions
 
 __all__ = [
     "EgoParams", "AgentType", "as_agent_types", "CollisionType", "CollisionStep",
@@ -45,46 +46,6 @@ STOPPED_SPEED_THRESHOLD = 0.05
 
 
 # ----------------------------------------------------------------------------- ego and agents
-
-
-@dataclass(frozen=True)
-class EgoParams:
-    """Ego vehicle dimensions [m]; defaults are nuPlan's ``get_pacifica_parameters()``.
-
-    width: full width. front_length: rear axle -> front bumper. rear_length: rear axle -> rear bumper.
-    wheel_base: rear axle -> front axle. cog_position_from_rear_axle: centre of gravity ahead of the rear
-    axle (kept for dynamics; the metrics use the box centre). height: for rendering only.
-    """
-
-    width: float = 2.297
-    front_length: float = 4.049
-    rear_length: float = 1.127
-    wheel_base: float = 3.089
-    cog_position_from_rear_axle: float = 1.67
-    height: float = 1.777
-
-    def __post_init__(self) -> None:
-        for name in ("width", "front_length", "rear_length", "wheel_base", "height"):
-            v = float(getattr(self, name))
-            if not np.isfinite(v) or v <= 0:
-                raise ValueError(f"EgoParams.{name} must be a finite positive length in metres, got {v!r}")
-        if self.front_length + self.rear_length <= 0:
-            raise ValueError("EgoParams: front_length + rear_length must be positive")
-
-    @property
-    def length(self) -> float:
-        """Bumper-to-bumper length [m] (5.176 for the default)."""
-        return self.front_length + self.rear_length
-
-    @property
-    def rear_axle_to_center(self) -> float:
-        """Distance [m] from the rear axle forward to the box centre (1.461 for the default)."""
-        return (self.front_length - self.rear_length) / 2.0
-
-    @property
-    def half_diagonal(self) -> float:
-        """Radius [m] of the circle around the box centre that contains the box."""
-        return 0.5 * float(np.hypot(self.length, self.width))
 
 
 class AgentType(enum.IntEnum):

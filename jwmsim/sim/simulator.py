@@ -22,28 +22,12 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from jwmsim.geometry import DT, wrap_angle
+from jwmsim.log.schema import EgoParams
 from jwmsim.map import RoadMap, interpolate_polyline, polyline_arclength
 from jwmsim.sim import traffic as traffic_mod
 from jwmsim.sim.control import ActionConfig, track
 from jwmsim.sim.dynamics import BicycleConfig, forward, states_from_poses
 from jwmsim.sim.traffic import TrafficConfig
-
-
-@dataclass(frozen=True)
-class EgoShape:
-    """Ego box about the rear axle [m] (nuPlan's Pacifica; same numbers as jwmsim.log.EgoParams)."""
-
-    width: float = 2.297
-    front_length: float = 4.049
-    rear_length: float = 1.127
-
-    @property
-    def length(self) -> float:
-        return self.front_length + self.rear_length
-
-    @property
-    def center_offset(self) -> float:
-        return 0.5 * (self.front_length - self.rear_length)
 
 
 @dataclass(frozen=True)
@@ -54,7 +38,7 @@ class SimConfig:
     action: ActionConfig = field(default_factory=ActionConfig)
     bicycle: BicycleConfig = field(default_factory=BicycleConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
-    ego: EgoShape = field(default_factory=EgoShape)
+    ego: EgoParams = field(default_factory=EgoParams)
     route_ds: float = 1.0
     lane_seg_points: int = 10
     lane_seg_spacing: float = 2.0
@@ -395,10 +379,10 @@ class SimState:
         return int(self.sid.shape[0])
 
 
-def ego_box(state_ego: np.ndarray, shape: EgoShape) -> tuple[np.ndarray, np.ndarray]:
+def ego_box(state_ego: np.ndarray, shape: EgoParams) -> tuple[np.ndarray, np.ndarray]:
     """Ego box centre [B, 2] m and yaw [B] rad from rear-axle states [B, 5]."""
     yaw = state_ego[:, 2]
-    c = state_ego[:, :2] + shape.center_offset * np.stack([np.cos(yaw), np.sin(yaw)], -1)
+    c = state_ego[:, :2] + shape.rear_axle_to_center * np.stack([np.cos(yaw), np.sin(yaw)], -1)
     return c, yaw
 
 

@@ -73,7 +73,7 @@ class FitConfig:
     converge_db: float = 0.1
     seed: int = 0
     device: str = "auto"
-    threads: int = 0  # torch threads (0: leave as is)
+    threads: int = 1  # torch threads (0: leave as is); 1 is fastest beside the numba kernels on 2 cores
 
 
 def _device(name: str) -> torch.device:

@@ -961,7 +961,7 @@ def _check_snapshot(town: Town, sim: TrafficSim, snap: dict, t: int) -> None:
     xy, h, *_ = snap["ego"]
     names = ["ego"] + [f"parked car {k}" for k in range(len(town.parked_cars))]
     types = [TYPE_VEHICLE] + ["parked"] * len(town.parked_cars)
-    ctr = [xy + ep.center_offset * np.array([math.cos(h), math.sin(h)])] + [pc.xy for pc in town.parked_cars]
+    ctr = [xy + ep.rear_axle_to_center * np.array([math.cos(h), math.sin(h)])] + [pc.xy for pc in town.parked_cars]
     yaw = [h] + [pc.yaw for pc in town.parked_cars]
     dims = [(ep.length, ep.width)] + [(pc.size[0], pc.size[1]) for pc in town.parked_cars]
     peds = []
