@@ -4,8 +4,13 @@ A rule-based baseline in the spirit of nuPlan's IDM planner / PDM-Closed's IDM p
 proposal, no lateral offsets, no scoring of alternatives): the lead is the nearest agent whose
 centre projects onto the route ahead of the ego's front bumper within the lane half-width plus
 the agent's half width; the route's end acts as a stopped lead. IDM (nuPlan idm_planner.yaml:
-s0 1 m, T 1.5 s, a_max 1 m/s^2, b 3 m/s^2, v0 = the route's speed limit) is integrated for 4 s at
-0.1 s with the lead at constant speed; the trajectory samples the route at the resulting progress.
+s0 1 m, T 1.5 s, a_max 1 m/s^2, b 3 m/s^2) is integrated for 4 s at 0.1 s with the lead at constant
+speed; the trajectory samples the route at the resulting progress.
+
+IDM's desired speed v0 is the route's speed limit, capped so that curves are taken within a lateral
+acceleration of ``a_lat_max`` (v <= sqrt(a_lat_max / curvature)) and reached by braking at no more than
+``b_curve`` (a backward pass over the route: v_env[i] = min(v_cap[i], sqrt(v_env[i+1]^2 + 2 b_curve ds))).
+Without the cap the planner took junction turns at the speed limit, far past nuPlan's comfort bounds.
 """
 
 from __future__ import annotations
@@ -26,16 +31,37 @@ class IDMPlanner:
     action_kind = "trajectory"
 
     def __init__(self, s0: float = 1.0, time_headway: float = 1.5, a_max: float = 1.0, b: float = 3.0,
-                 lane_half_width: float = 1.75, steps: int = 8, spacing: float = 0.5):
+                 lane_half_width: float = 1.75, steps: int = 8, spacing: float = 0.5, a_lat_max: float = 2.5,
+                 b_curve: float = 1.5, curvature_window: float = 6.0):
         self.cfg = TrafficConfig(mode="idm", s0=s0, time_headway=time_headway, a_max=a_max, b=b)
         self.lane_half_width, self.steps, self.spacing = lane_half_width, steps, spacing
+        self.a_lat_max, self.b_curve, self.curvature_window = a_lat_max, b_curve, curvature_window
         self.route: np.ndarray | None = None
 
     def initialize(self, scenario) -> None:
         self.route = np.asarray(scenario.route_xy)
-        self.vlim = np.asarray(scenario.route_vlim)
         seg = np.linalg.norm(np.diff(self.route, axis=0), axis=1)
         self.cum = np.concatenate([[0.0], np.cumsum(seg)])
+        self.vlim = self._speed_envelope(np.asarray(scenario.route_vlim, np.float64), seg)
+
+    def _speed_envelope(self, vlim: np.ndarray, seg: np.ndarray) -> np.ndarray:
+        """[R] m/s: the speed limit capped for curvature and for braking into the next curve."""
+        if len(self.route) < 3:
+            return vlim
+        d = np.diff(self.route, axis=0)
+        heading = np.unwrap(np.arctan2(d[:, 1], d[:, 0]))
+        ds = max(float(np.median(seg)), 1e-3)
+        k = max(1, int(round(self.curvature_window / ds)))
+        # Curvature from the heading change over a window (a per-segment estimate is too noisy).
+        h = np.concatenate([heading, [heading[-1]]])
+        curv = np.abs(np.gradient(np.convolve(h, np.ones(k) / k, mode="same"), ds))
+        curv[: k // 2] = curv[k // 2]
+        curv[-(k // 2) - 1:] = curv[-(k // 2) - 1]
+        cap = np.minimum(vlim, np.sqrt(self.a_lat_max / np.maximum(curv, 1e-6)))
+        env = cap.copy()
+        for i in range(len(env) - 2, -1, -1):
+            env[i] = min(cap[i], np.sqrt(env[i + 1] ** 2 + 2.0 * self.b_curve * seg[i]))
+        return env
 
     def _lead(self, inp: PlannerInput, s_ego: float) -> tuple[float, float]:
         """Gap [m] from the front bumper to the nearest lead on the route and its speed along it [m/s]."""
