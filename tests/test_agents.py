@@ -62,3 +62,23 @@ def test_idm_planner_stops_behind_a_stopped_lead():
 def test_unknown_agent_lists_choices():
     with pytest.raises(ValueError, match="valid agents"):
         make_agent("human")
+
+
+def test_idm_planner_slows_for_curves():
+    """The speed envelope respects a_lat_max in a 10 m radius turn and brakes into it at b_curve."""
+    from types import SimpleNamespace
+
+    from agents import IDMPlanner
+
+    straight = np.stack([np.arange(-60.0, 0.0, 1.0), np.zeros(60)], -1)
+    ang = np.arange(0.0, np.pi / 2, 0.1)
+    turn = np.stack([10 * np.sin(ang), -10 + 10 * np.cos(ang)], -1)  # right turn, radius 10 m
+    route = np.concatenate([straight, turn])
+    p = IDMPlanner(a_lat_max=2.5, b_curve=1.5)
+    p.initialize(SimpleNamespace(route_xy=route, route_vlim=np.full(len(route), 13.9)))
+    in_turn = p.vlim[62:len(route) - 3]
+    assert in_turn.max() <= np.sqrt(2.5 * 10) * 1.15  # curvature is smoothed over a 6 m window
+    assert p.vlim[0] == pytest.approx(13.9)  # far from the turn: the speed limit
+    # braking envelope: never needs more than b_curve to slow down from one sample to the next
+    dv2 = p.vlim[:-1] ** 2 - p.vlim[1:] ** 2
+    assert (dv2 <= 2 * 1.5 * 1.0 + 1e-6).all()
