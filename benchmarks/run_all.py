@@ -1,7 +1,7 @@
 """Run every benchmark script (benchmarks/bench_*.py) in turn; each writes benchmarks/results/*.json.
 
 Usage: `make bench` or `.venv/bin/python benchmarks/run_all.py [name ...]` (names without bench_ / .py).
-Then `python benchmarks/report.py` prints the README tables from the JSON results.
+Without names it runs every benchmark except `fit_scene` (a 45-minute training run: name it to run it).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+LONG = {"bench_fit_scene.py"}
 
 
 def main(argv: list[str]) -> int:
@@ -24,6 +25,8 @@ def main(argv: list[str]) -> int:
                   f"{', '.join(s.stem[6:] for s in scripts)}", file=sys.stderr)
             return 2
         scripts = [s for s in scripts if s.name in wanted]
+    else:
+        scripts = [s for s in scripts if s.name not in LONG]
     failed = []
     for s in scripts:
         t0 = time.perf_counter()
