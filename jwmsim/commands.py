@@ -77,6 +77,15 @@ def log_video(cfg: DictConfig) -> int:
     return 0
 
 
+def view(cfg: DictConfig) -> int:
+    from jwmsim.log import read_log
+    from jwmsim.viewer import LogViewer
+
+    log_dir = _path(cfg.log)
+    LogViewer(read_log(log_dir), rig=str(cfg.rig), scale=int(cfg.scale), log_dir=log_dir).run()
+    return 0
+
+
 def run(cfg: DictConfig) -> int:
     from jwmsim.runner import run_suite
 
@@ -158,8 +167,8 @@ def closed_loop_demo(log_dir: Path, log, out: Path, agent: str = "idm", traffic:
     from tqdm import tqdm
 
     from jwmsim.runner import Recorder, run_scenario, write_json_atomic
-    from jwmsim.sensors import AgentBoxes, OracleSensor, bev_image
-    from jwmsim.viewer import tile_cameras, write_video
+    from jwmsim.sensors import AgentBoxes, OracleSensor
+    from jwmsim.viewer import bev_image, tile_cameras, write_video
 
     if log.meta.town_seed is None:
         raise ValueError(f"{log_dir} is not a town log; the oracle needs the town seed")

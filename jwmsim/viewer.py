@@ -1,4 +1,5 @@
-"""Looking at logs and runs: contact sheets, videos (imageio + its bundled ffmpeg), a log summary.
+"""Looking at logs and runs: a pygame viewer, bird's-eye views, contact sheets, videos (imageio + its
+bundled ffmpeg), a log summary.
 
 Images are uint8 [H, W, 3] (conventions: :mod:`jwmsim.geometry`).
 """
@@ -12,7 +13,8 @@ from typing import Iterable
 
 import numpy as np
 
-from jwmsim.log.schema import AGENT_TYPES, DriveLog
+from jwmsim.geometry import box_corners_2d
+from jwmsim.log.schema import AGENT_TYPES, DriveLog, EgoParams
 
 
 def tile_cameras(images: np.ndarray, gap: int = 2) -> np.ndarray:
@@ -135,3 +137,179 @@ def log_summary(log: DriveLog) -> str:
         f"max {speed.max():.1f} m/s",
     ]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- bird's-eye view
+
+_TYPE_COLOURS = {
+    "vehicle": (70, 130, 230), "pedestrian": (240, 170, 40), "cyclist": (60, 200, 200), "animal": (170, 110, 60),
+    "object": (150, 150, 150),
+}
+
+
+def bev_image(road_map, ego_xy_yaw: np.ndarray, agents, route_xy: np.ndarray | None = None,
+              ego_params: EgoParams | None = None, size: int = 256, metres: float = 80.0,
+              trail: np.ndarray | None = None, expert_xy: np.ndarray | None = None) -> np.ndarray:
+    """Top-down picture [size, size, 3] uint8, ego-centred and heading up, `metres` across.
+
+    Drawn with pygame on an off-screen surface: drivable area (grey), crosswalks, lane centrelines, the
+    route (green), the expert's path (white dots), the ego's trail, agents by type and the ego (red).
+    """
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+    import shapely
+
+    ego_params = ego_params or EgoParams()
+    pose = np.asarray(ego_xy_yaw, np.float64)
+    c, s = np.cos(pose[2]), np.sin(pose[2])
+    scale = size / metres
+
+    def to_px(xy: np.ndarray) -> np.ndarray:
+        d = np.asarray(xy, np.float64) - pose[:2]
+        fwd = d[..., 0] * c + d[..., 1] * s
+        left = -d[..., 0] * s + d[..., 1] * c
+        return np.stack([size / 2 - left * scale, size * 0.7 - fwd * scale], -1)
+
+    surf = pygame.Surface((size, size))
+    surf.fill((24, 28, 24))
+    view = shapely.box(pose[0] - metres, pose[1] - metres, pose[0] + metres, pose[1] + metres)
+    geoms = [(road_map.drivable_geometry, (90, 90, 95)), (road_map.crosswalk_geometry, (140, 140, 120))]
+    for geom, colour in geoms:
+        g = shapely.intersection(geom, view)
+        for poly in getattr(g, "geoms", [g]):
+            if poly.is_empty or poly.geom_type != "Polygon":
+                continue
+            pts = to_px(np.asarray(poly.exterior.coords))
+            if len(pts) >= 3:
+                pygame.draw.polygon(surf, colour, pts.tolist())
+    for lane in road_map.lanes:
+        cl = lane.centerline
+        if np.abs(cl - pose[:2]).min(axis=0).max() > metres:
+            continue
+        pygame.draw.lines(surf, (120, 120, 70), False, to_px(cl).tolist(), 1)
+    if route_xy is not None and len(route_xy) > 1:
+        pygame.draw.lines(surf, (60, 200, 90), False, to_px(route_xy).tolist(), 2)
+    if expert_xy is not None:
+        for p in to_px(expert_xy[::5]):
+            pygame.draw.circle(surf, (230, 230, 230), p.tolist(), 1)
+    if trail is not None and len(trail) > 1:
+        pygame.draw.lines(surf, (230, 90, 90), False, to_px(trail).tolist(), 1)
+    if agents is not None:
+        v = np.asarray(agents.valid, bool)
+        corners = box_corners_2d(agents.xy[v], agents.yaw[v], agents.size[v, 0], agents.size[v, 1])
+        for k, box in zip(agents.types[v], corners):
+            pygame.draw.polygon(surf, _TYPE_COLOURS[AGENT_TYPES[int(k)]], to_px(box).tolist())
+    centre = pose[:2] + ego_params.rear_axle_to_center * np.array([c, s])
+    ego_box = box_corners_2d(centre, pose[2], ego_params.length, ego_params.width)
+    pygame.draw.polygon(surf, (230, 50, 50), to_px(ego_box).tolist())
+    return np.ascontiguousarray(pygame.surfarray.array3d(surf).transpose(1, 0, 2))
+
+
+# ----------------------------------------------------------------------------- interactive viewer
+
+
+class LogViewer:
+    """A pygame window over a DriveLog: the rig's cameras (and depth) above, a bird's-eye view beside.
+
+    Keys: space play / pause, left / right one frame, home / end, d depth on / off, s save the screen
+    as PNG beside the log, q or escape quit. ``rig``: "main" or an evaluation rig's name. ``scale``:
+    pixel zoom of the camera images.
+    """
+
+    HELP = "space play/pause  left/right step  home/end  d depth  s screenshot  q quit"
+
+    def __init__(self, log: DriveLog, rig: str = "main", scale: int = 2, log_dir: str | os.PathLike | None = None):
+        if log.frames is None:
+            raise ValueError("this log has no camera frames (state-only); nothing to view")
+        if rig != "main" and rig not in log.eval_rigs:
+            raise ValueError(f"rig {rig!r} is not in this log; rigs: main, {', '.join(log.eval_rigs)}")
+        if scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale}")
+        self.log, self.rig, self.scale = log, rig, int(scale)
+        self.frames = log.frames if rig == "main" else log.frames.rig(rig)
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.t, self.playing, self.show_depth = 0, False, True
+        self.xy_yaw = log.ego.xy_yaw
+
+    def agents_at(self, t: int):
+        from jwmsim.sensors import AgentBoxes
+
+        a = self.log.agents
+        return AgentBoxes(ids=a.ids, types=a.types, xy=a.center[t, :, :2], yaw=a.yaw[t], size=a.size[:, :2],
+                          valid=a.valid[t])
+
+    def frame_image(self, t: int) -> np.ndarray:
+        """The composed view [H, W, 3] uint8 of frame t (what the window shows)."""
+        f = self.frames[t]
+        rows = [tile_cameras(f.images)]
+        if self.show_depth and f.depth is not None:
+            rows += [np.full((2, rows[0].shape[1], 3), 255, np.uint8), tile_cameras(depth_to_rgb(f.depth))]
+        cams = np.concatenate(rows, 0).repeat(self.scale, 0).repeat(self.scale, 1)
+        bev = bev_image(self.log.road_map, self.xy_yaw[t], self.agents_at(t), route_xy=self.log.route.polyline,
+                        ego_params=self.log.ego_params, trail=self.xy_yaw[: t + 1, :2], size=cams.shape[0])
+        return np.concatenate([cams, np.full((cams.shape[0], 4, 3), 255, np.uint8), bev], axis=1)
+
+    def handle_key(self, key: int) -> bool:
+        """Apply one key press; False means quit."""
+        import pygame
+
+        last = self.log.num_frames - 1
+        if key in (pygame.K_q, pygame.K_ESCAPE):
+            return False
+        if key == pygame.K_SPACE:
+            self.playing = not self.playing
+        elif key == pygame.K_RIGHT:
+            self.t, self.playing = min(self.t + 1, last), False
+        elif key == pygame.K_LEFT:
+            self.t, self.playing = max(self.t - 1, 0), False
+        elif key == pygame.K_HOME:
+            self.t = 0
+        elif key == pygame.K_END:
+            self.t = last
+        elif key == pygame.K_d:
+            self.show_depth = not self.show_depth
+        elif key == pygame.K_s:
+            base = self.log_dir if self.log_dir is not None else Path(".")
+            path = base.with_name(f"{base.name}_t{self.t:06d}.png") if self.log_dir else Path(f"frame_{self.t:06d}.png")
+            write_png(path, self.frame_image(self.t))
+            print(f"saved {path}")
+        return True
+
+    def run(self, max_frames: int | None = None, keys: Iterable[int] = ()) -> int:
+        """Open the window and loop until quit (or after max_frames drawn frames; keys are injected
+        first — both for tests and scripted captures). Returns the number of frames drawn."""
+        import pygame
+
+        pygame.init()
+        try:
+            first = self.frame_image(self.t)
+            screen = pygame.display.set_mode((first.shape[1], first.shape[0] + 18))
+            font = pygame.font.Font(None, 18)
+            clock = pygame.time.Clock()
+            for k in keys:
+                pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=k))
+            drawn, running = 0, True
+            while running:
+                for ev in pygame.event.get():
+                    if ev.type == pygame.QUIT:
+                        running = False
+                    elif ev.type == pygame.KEYDOWN:
+                        running = self.handle_key(ev.key) and running
+                img = self.frame_image(self.t)
+                if img.shape[1] != screen.get_width() or img.shape[0] + 18 != screen.get_height():
+                    screen = pygame.display.set_mode((img.shape[1], img.shape[0] + 18))
+                screen.fill((0, 0, 0))
+                screen.blit(pygame.surfarray.make_surface(img.transpose(1, 0, 2)), (0, 0))
+                status = f"{self.log.meta.log_id}  t={self.log.timestamps[self.t]:.1f}s ({self.t})  {self.HELP}"
+                screen.blit(font.render(status, True, (220, 220, 220)), (4, img.shape[0] + 2))
+                pygame.display.flip()
+                drawn += 1
+                if max_frames is not None and drawn >= max_frames:
+                    break
+                if self.playing:
+                    self.t = min(self.t + 1, self.log.num_frames - 1)
+                    self.playing = self.t < self.log.num_frames - 1
+                clock.tick(self.log.meta.rate_hz if self.playing else 30)
+            return drawn
+        finally:
+            pygame.quit()

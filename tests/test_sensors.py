@@ -3,7 +3,8 @@ import pytest
 
 from jwmsim.geometry import default_rig
 from jwmsim.log.synthetic import straight_road_map
-from jwmsim.sensors import AgentBoxes, OracleSensor, bev_image
+from jwmsim.sensors import AgentBoxes, OracleSensor
+from jwmsim.viewer import bev_image
 
 
 def _agents(x):
