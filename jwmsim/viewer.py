@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
@@ -51,22 +52,30 @@ def contact_sheet(log: DriveLog, rows: int = 6, rig: str = "main", with_depth: b
     return np.concatenate(lines[:-1], 0)
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write a PNG atomically (temporary file + rename)."""
-    import imageio.v3 as iio
-
+@contextmanager
+def atomic_output(path: str | os.PathLike, suffix: str):
+    """Yield a temporary file name beside `path`; on success it is renamed onto `path` (readable by all),
+    on failure removed, so a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        iio.imwrite(tmp, image)
+        yield tmp
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write a PNG atomically."""
+    import imageio.v3 as iio
+
+    with atomic_output(path, ".png") as tmp:
+        iio.imwrite(tmp, image)
+    return Path(path)
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
@@ -76,27 +85,17 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     """
     import imageio.v2 as iio2
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix or ".mp4", dir=path.parent)
-    os.close(fd)
-    n = 0
-    try:
+    with atomic_output(path, Path(path).suffix or ".mp4") as tmp:
+        n = 0
         with iio2.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
                              ffmpeg_log_level="error", pixelformat="yuv420p") as w:
             for frame in frames:
                 h, wd = frame.shape[:2]
-                frame = np.pad(frame, ((0, h % 2), (0, wd % 2), (0, 0)), mode="edge")
-                w.append_data(frame)
+                w.append_data(np.pad(frame, ((0, h % 2), (0, wd % 2), (0, 0)), mode="edge"))
                 n += 1
         if n == 0:
             raise ValueError("no frames to encode")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def log_video(log: DriveLog, path: str | os.PathLike, rig: str = "main", fps: float | None = None) -> Path:
