@@ -391,3 +391,18 @@ def test_episode_score_suite_and_challenge_metadata():
     d = half.to_dict(with_series=True)
     assert d["collisions"][0]["collision_type"] == "stopped_track" and d["metrics"]["ego_is_comfortable"]["score"] == 1.0
     assert Challenge.parse("cls-nr") is Challenge.CLS_NR and Challenge.CLS_NR.traffic.value == "replay"
+
+
+def test_savgol_matches_scipy_for_every_length():
+    """The cached interior/edge split of the comfort filters equals scipy's savgol_filter (mode interp)."""
+    from jwmsim.metrics.episode import savgol
+
+    rng = np.random.default_rng(0)
+    for T in range(1, 200):
+        x = rng.normal(size=(2, T)) * 3.0
+        for window, polyorder, deriv in ((8, 2, 0), (15, 2, 1), (5, 2, 1), (5, 3, 2), (7, 2, 0)):
+            w = min(window, T)
+            if polyorder >= w:
+                continue
+            ref = savgol_filter(x, w, polyorder, deriv=deriv, delta=0.1, axis=-1)
+            np.testing.assert_allclose(savgol(x, w, polyorder, deriv, 0.1), ref, rtol=1e-12, atol=1e-10)

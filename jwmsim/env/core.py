@@ -248,8 +248,10 @@ class BatchedDrive:
 
 try:
     import numba
+    from numba import prange as _prange
 except ImportError:  # pragma: no cover
     numba = None
+    _prange = range
 
 
 def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, agent_yaw, agent_vel, agent_valid,
@@ -262,9 +264,9 @@ def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, a
     L = o_lanes.shape[1]
     G = seg_mid.shape[1]
     Q = lane_segs.shape[2]
-    dist = np.empty(max(A, 1))
-    dl = np.empty(max(G, 1))
-    for b in range(n):
+    for b in _prange(n):  # envs are independent: parallel over the batch, same result as serial
+        dist = np.empty(max(A, 1))  # per-env scratch (shared scratch would race across threads)
+        dl = np.empty(max(G, 1))
         sc = sid[b]
         ex, ey, eyaw = ego[b, 0], ego[b, 1], ego[b, 2]
         c = np.cos(eyaw)
@@ -356,7 +358,8 @@ def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, a
             o_lmask[b, slot] = 1
 
 
-_observe_kernel = numba.njit(cache=True, nogil=True)(_observe_py) if numba is not None else _observe_py
+_observe_kernel = (numba.njit(cache=True, nogil=True, parallel=True)(_observe_py) if numba is not None
+                   else _observe_py)
 
 
 def precompile() -> None:

@@ -502,29 +502,26 @@ class MapIndex:
         connected = (isin(u, rr_ext) & isin(u, with_pred(fr)) & isin(u, rl_ext)).any(-1) & rear_connected
         return nonempty & (common | connected)
 
-    def _per_map(self, points: np.ndarray, map_ids: np.ndarray | None, fn) -> np.ndarray:
-        m = self._maps(len(points), map_ids)
+    def _drivable_of(self, n: int, map_ids: np.ndarray | None):
+        """The drivable-area geometry of each of n points' maps: one geometry, or an object array [n]
+        (shapely's predicates broadcast over geometry arrays: one call for every map, no Python loop)."""
+        m = self._maps(n, map_ids)
         if m is None:
-            return fn(self.road_maps[0], points)
-        out = None
-        for k in np.unique(m):
-            sel = np.flatnonzero(m == k)
-            r = fn(self.road_maps[int(k)], points[sel])
-            if out is None:
-                out = np.empty(len(points), dtype=r.dtype)
-            out[sel] = r
-        return out
+            return self.road_maps[0].drivable_geometry
+        geoms = self.__dict__.get("_drivable_geoms")
+        if geoms is None:
+            geoms = np.array([rm.drivable_geometry for rm in self.road_maps], dtype=object)
+            self.__dict__["_drivable_geoms"] = geoms
+        return geoms[m]
 
     def is_drivable(self, points: np.ndarray, map_ids: np.ndarray | None = None) -> np.ndarray:
         """bool [N]: on the drivable area polygon (RoadMap.drivable_area; boundary counts as on)."""
         points = self._check_points(points)
-        return self._per_map(points, map_ids, lambda rm, p: shapely.intersects_xy(rm.drivable_geometry, p[:, 0],
-                                                                                   p[:, 1]))
+        return shapely.intersects_xy(self._drivable_of(len(points), map_ids), points[:, 0], points[:, 1])
 
     def distance_to_drivable(self, points: np.ndarray, map_ids: np.ndarray | None = None) -> np.ndarray:
         """[N] m: distance to the drivable area polygon (0 on it)."""
         points = self._check_points(points)
         if len(points) == 0:
             return np.zeros(0)
-        return self._per_map(points, map_ids,
-                             lambda rm, p: shapely.distance(rm.drivable_geometry, shapely.points(p)))
+        return shapely.distance(self._drivable_of(len(points), map_ids), shapely.points(points))
