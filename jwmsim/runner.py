@@ -12,6 +12,7 @@ collisions and off-road driving). The results file is rewritten atomically (temp
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import os
@@ -218,22 +219,27 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     bar = tqdm(total=len(scenarios), initial=len(done), desc=f"{suite_name} {agent} {traffic}", disable=quiet,
                unit="scn")
     tasks = [(s, agent, traffic) for s in todo]
+    pool = None
     if workers <= 1 or len(tasks) <= 1:
         it = map(_worker, tasks)
-        pool = None
     else:
-        pool = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn").Pool(workers)
-        it = pool.imap_unordered(_worker, tasks)
+        # concurrent.futures, not multiprocessing.Pool: a worker that dies (killed for memory, a crash in
+        # native code) breaks the pool with an error here instead of hanging the run forever.
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        it = (f.result() for f in cf.as_completed([pool.submit(_worker, t) for t in tasks]))
     try:
         for row in it:
             results[row["scenario"]] = row
             save(False)
             bar.update(1)
+    except cf.process.BrokenProcessPool as e:
+        raise RuntimeError(f"a suite worker process died ({e}); the {len(results)} finished scenarios are saved "
+                           f"in {out}: rerun with resume=true, or with workers=1 to see the error") from None
     finally:
         bar.close()
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
     data = save(True)
     if not quiet:
         print(format_table(data["scenarios"]))

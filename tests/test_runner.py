@@ -39,3 +39,24 @@ def test_bad_arguments_list_choices(tmp_path):
         run_suite("synthetic", "nobody", out=tmp_path / "x.json")
     with pytest.raises(ValueError, match="valid choices"):
         run_suite("synthetic", "expert", "chaos", out=tmp_path / "x.json")
+
+
+def test_workers_fork_after_parent_ran_parallel_kernels(tmp_path):
+    """A fresh process (no splat import) steps an env, then forks suite workers: the sim's parallel numba
+    kernels must run on a fork-safe threading layer (GNU OpenMP kills forked children)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, numba\n"
+        "from jwmsim.env.vector import DriveVectorEnv\n"
+        "from jwmsim.runner import run_suite\n"
+        "env = DriveVectorEnv(num_envs=4, traffic='idm', episode_metrics=False)\n"
+        "env.reset(seed=0)\n"
+        "for _ in range(3): env.step(np.zeros((4, 2), np.float32))\n"
+        f"d = run_suite('synthetic', 'idm', 'idm', out={str(tmp_path / 'r.json')!r}, workers=2, quiet=True)\n"
+        "assert d['finished'] and d['num_done'] == 3, d\n"
+        "print('layer', numba.threading_layer())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "layer workqueue" in r.stdout

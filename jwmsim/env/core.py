@@ -33,6 +33,7 @@ Termination: an at-fault collision or leaving the drivable area. Truncation: the
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,13 +149,14 @@ class BatchedDrive:
                "agents_mask": np.zeros((n, oc.num_agents), np.int8),
                "lanes": np.zeros((n, oc.num_lanes, Q, 2)), "lanes_mask": np.zeros((n, oc.num_lanes), np.int8)}
         f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-        _observe_kernel(np.ascontiguousarray(st.sid), f64(st.ego), f64(st.ego_accel), f64(st.ego_yaw_rate),
-                        f64(st.route_s), np.ascontiguousarray(st.route_k), f64(st.agent_xy), f64(st.agent_yaw),
-                        f64(st.agent_vel), np.ascontiguousarray(st.agent_valid), self._k["route_xy"],
-                        self._k["route_len"], self._k["route_cum"], self._k["agent_size"], self._k["agent_type"],
-                        self._k["seg_mid"], self._k["lane_segs"], self._k["lane_seg_valid"], float(self.cfg.route_ds),
-                        float(oc.route_spacing), float(oc.agent_radius), out["ego"], out["route"], out["agents"],
-                        out["agents_mask"], out["lanes"], out["lanes_mask"])
+        with LAUNCH_LOCK:
+            _observe_kernel(np.ascontiguousarray(st.sid), f64(st.ego), f64(st.ego_accel), f64(st.ego_yaw_rate),
+                            f64(st.route_s), np.ascontiguousarray(st.route_k), f64(st.agent_xy), f64(st.agent_yaw),
+                            f64(st.agent_vel), np.ascontiguousarray(st.agent_valid), self._k["route_xy"],
+                            self._k["route_len"], self._k["route_cum"], self._k["agent_size"], self._k["agent_type"],
+                            self._k["seg_mid"], self._k["lane_segs"], self._k["lane_seg_valid"], float(self.cfg.route_ds),
+                            float(oc.route_spacing), float(oc.agent_radius), out["ego"], out["route"], out["agents"],
+                            out["agents_mask"], out["lanes"], out["lanes_mask"])
         return {k: (v.astype(np.float32) if v.dtype != np.int8 else v) for k, v in out.items()}
 
     def observe_reference(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -249,9 +251,12 @@ class BatchedDrive:
 try:
     import numba
     from numba import prange as _prange
+
+    from jwmsim.kernels import LAUNCH_LOCK  # the threading layer (fork-safe) is set there
 except ImportError:  # pragma: no cover
     numba = None
     _prange = range
+    LAUNCH_LOCK = contextlib.nullcontext()
 
 
 def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, agent_yaw, agent_vel, agent_valid,

@@ -34,8 +34,6 @@ Per-pair parameter rows (``params [P, 10]``): ``u, v, conic_a, conic_b, conic_c,
 from __future__ import annotations
 
 import math
-import os
-import threading
 from dataclasses import dataclass
 
 import numba
@@ -43,18 +41,12 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from jwmsim.kernels import LAUNCH_LOCK
 from jwmsim.splat.projection import ALPHA_MIN, EPS2D, FOV_CLAMP, NEAR_PLANE, project_pairs
 from jwmsim.splat.scene import SH_C0, SH_C1, GaussianScene
 
-# Threading layer. numba's default (OpenMP) workers spin-wait after each parallel region, and torch runs a
-# second OpenMP pool that spins too; on this 2-core machine shared with other jobs that was measured to
-# slow a 50k-Gaussian forward+backward from ~70 ms to 0.8-1.9 s (load average 4-5), while the "workqueue"
-# layer (sleeping workers) stayed at ~230-250 ms under the same load and equal when idle. workqueue is
-# fork-safe but not thread-safe, so every parallel launch below holds _LAUNCH_LOCK. Set
-# NUMBA_THREADING_LAYER to override (e.g. "omp" or "tbb"); the layer is fixed at the first parallel launch.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-_LAUNCH_LOCK = threading.Lock()
+# Threading layer and launch lock: jwmsim.kernels (workqueue: fork-safe, not thread-safe).
+_LAUNCH_LOCK = LAUNCH_LOCK
 
 TILE = 16
 ALPHA_MAX = 0.99
