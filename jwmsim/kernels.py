@@ -1,7 +1,7 @@
-"""numba set-up shared by every jwmsim module with parallel kernels (splat.cpu, sim.traffic, env.core).
+"""numba set-up for every jwmsim module with parallel (multi-threaded) kernels: today jwmsim.splat.cpu.
 
 Threading layer: "workqueue". numba's default (GNU OpenMP) is not fork-safe: the suite runner forks its
-workers after the parent has stepped an env, and those children die with "fork() called from a process
+workers after the parent has run a parallel kernel, and those children die with "fork() called from a process
 already using GNU OpenMP". OpenMP workers also spin-wait after each parallel region, and torch runs a
 second OpenMP pool that spins too; on the 2-core machine shared with other jobs that slowed a
 50k-Gaussian forward+backward from ~70 ms to 0.8-1.9 s (load 4-5), while workqueue (sleeping workers)

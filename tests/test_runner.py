@@ -42,15 +42,20 @@ def test_bad_arguments_list_choices(tmp_path):
 
 
 def test_workers_fork_after_parent_ran_parallel_kernels(tmp_path):
-    """A fresh process (no splat import) steps an env, then forks suite workers: the sim's parallel numba
-    kernels must run on a fork-safe threading layer (GNU OpenMP kills forked children)."""
+    """A fresh process renders Gaussians (numba's parallel kernels start their thread pool) and steps an env,
+    then forks suite workers: the threading layer must be fork-safe (GNU OpenMP kills forked children) and a
+    dead worker must end the run with an error, not hang it."""
     import subprocess
     import sys
 
     code = (
-        "import numpy as np, numba\n"
+        "import numpy as np, numba, torch\n"
+        "from jwmsim.geometry import default_rig\n"
+        "from jwmsim.splat import rasterize\n"
+        "from jwmsim.splat.synthetic import street_scene\n"
         "from jwmsim.env.vector import DriveVectorEnv\n"
         "from jwmsim.runner import run_suite\n"
+        "rasterize(street_scene(2000), default_rig(), torch.eye(4), backend='cpu')\n"
         "env = DriveVectorEnv(num_envs=4, traffic='idm', episode_metrics=False)\n"
         "env.reset(seed=0)\n"
         "for _ in range(3): env.step(np.zeros((4, 2), np.float32))\n"

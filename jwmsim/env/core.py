@@ -33,7 +33,6 @@ Termination: an at-fault collision or leaving the drivable area. Truncation: the
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,6 +98,26 @@ class BatchedDrive:
 
     def reset_rows(self, rows: np.ndarray, sid: np.ndarray) -> None:
         """Reset rows (bool mask [B]) to scenarios sid [rows.sum()]."""
+        self._reset_state(rows, sid)
+        self.metrics.record_rows(rows, self.state)
+
+    def step_rows(self, rows: np.ndarray, action: np.ndarray) -> dict:
+        """Step the rows (bool mask [B]) with actions [rows.sum(), ...]; returns per-row step signals."""
+        return self.reset_and_step_rows(np.zeros(self.B, bool), np.zeros(0, np.int64), rows, action)
+
+    def reset_and_step_rows(self, reset: np.ndarray, sid: np.ndarray, rows: np.ndarray, action: np.ndarray) -> dict:
+        """Reset the rows of mask ``reset`` [B] to scenarios sid [reset.sum()] and step the (disjoint) rows of
+        mask ``rows`` [B] with actions [rows.sum(), ...], recording both in ONE metrics call (the tracker's
+        per-call cost does not depend on how many rows it records). Returns the stepped rows' signals."""
+        if reset.any():
+            self._reset_state(reset, sid)
+        sub = self.state.select(rows)
+        new = simmod.step(self.bank, sub, action, self.cfg)
+        self.state.assign(rows, new)
+        values = self.metrics.record_rows(rows | reset, self.state)
+        return sig.step_signals(self.bank, sub, new, self.cfg, {k: v[rows] for k, v in values.items()})
+
+    def _reset_state(self, rows: np.ndarray, sid: np.ndarray) -> None:
         fresh = simmod.reset(self.bank, sid, self.cfg)
         if self.state is None:
             if not rows.all():
@@ -108,14 +127,7 @@ class BatchedDrive:
             self.state.assign(rows, fresh)
         self.clip_count[rows] = 0
         self.route_s0[rows] = self.state.route_s[rows]
-        self.metrics.reset_rows(rows, self.state)
-
-    def step_rows(self, rows: np.ndarray, action: np.ndarray) -> dict:
-        """Step the rows (bool mask [B]) with actions [rows.sum(), ...]; returns per-row step signals."""
-        sub = self.state.select(rows)
-        new = simmod.step(self.bank, sub, action, self.cfg)
-        self.state.assign(rows, new)
-        return sig.step_signals(self.bank, sub, new, self.cfg, self.metrics.step_rows(rows, self.state))
+        self.metrics.start_rows(rows, self.state)
 
     # -- reward / done -----------------------------------------------------------------------------
 
@@ -149,14 +161,13 @@ class BatchedDrive:
                "agents_mask": np.zeros((n, oc.num_agents), np.int8),
                "lanes": np.zeros((n, oc.num_lanes, Q, 2)), "lanes_mask": np.zeros((n, oc.num_lanes), np.int8)}
         f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-        with LAUNCH_LOCK:
-            _observe_kernel(np.ascontiguousarray(st.sid), f64(st.ego), f64(st.ego_accel), f64(st.ego_yaw_rate),
-                            f64(st.route_s), np.ascontiguousarray(st.route_k), f64(st.agent_xy), f64(st.agent_yaw),
-                            f64(st.agent_vel), np.ascontiguousarray(st.agent_valid), self._k["route_xy"],
-                            self._k["route_len"], self._k["route_cum"], self._k["agent_size"], self._k["agent_type"],
-                            self._k["seg_mid"], self._k["lane_segs"], self._k["lane_seg_valid"], float(self.cfg.route_ds),
-                            float(oc.route_spacing), float(oc.agent_radius), out["ego"], out["route"], out["agents"],
-                            out["agents_mask"], out["lanes"], out["lanes_mask"])
+        _observe_kernel(np.ascontiguousarray(st.sid), f64(st.ego), f64(st.ego_accel), f64(st.ego_yaw_rate),
+                        f64(st.route_s), np.ascontiguousarray(st.route_k), f64(st.agent_xy), f64(st.agent_yaw),
+                        f64(st.agent_vel), np.ascontiguousarray(st.agent_valid), self._k["route_xy"],
+                        self._k["route_len"], self._k["route_cum"], self._k["agent_size"], self._k["agent_type"],
+                        self._k["seg_mid"], self._k["lane_segs"], self._k["lane_seg_valid"], float(self.cfg.route_ds),
+                        float(oc.route_spacing), float(oc.agent_radius), out["ego"], out["route"], out["agents"],
+                        out["agents_mask"], out["lanes"], out["lanes_mask"])
         return {k: (v.astype(np.float32) if v.dtype != np.int8 else v) for k, v in out.items()}
 
     def observe_reference(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -250,13 +261,8 @@ class BatchedDrive:
 
 try:
     import numba
-    from numba import prange as _prange
-
-    from jwmsim.kernels import LAUNCH_LOCK  # the threading layer (fork-safe) is set there
 except ImportError:  # pragma: no cover
     numba = None
-    _prange = range
-    LAUNCH_LOCK = contextlib.nullcontext()
 
 
 def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, agent_yaw, agent_vel, agent_valid,
@@ -269,9 +275,9 @@ def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, a
     L = o_lanes.shape[1]
     G = seg_mid.shape[1]
     Q = lane_segs.shape[2]
-    for b in _prange(n):  # envs are independent: parallel over the batch, same result as serial
-        dist = np.empty(max(A, 1))  # per-env scratch (shared scratch would race across threads)
-        dl = np.empty(max(G, 1))
+    dist = np.empty(max(A, 1))
+    dl = np.empty(max(G, 1))
+    for b in range(n):
         sc = sid[b]
         ex, ey, eyaw = ego[b, 0], ego[b, 1], ego[b, 2]
         c = np.cos(eyaw)
@@ -363,8 +369,7 @@ def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, a
             o_lmask[b, slot] = 1
 
 
-_observe_kernel = (numba.njit(cache=True, nogil=True, parallel=True)(_observe_py) if numba is not None
-                   else _observe_py)
+_observe_kernel = numba.njit(cache=True, nogil=True)(_observe_py) if numba is not None else _observe_py
 
 
 def precompile() -> None:

@@ -91,25 +91,21 @@ class MetricsHub:
             self._refs[sid] = build_expert_reference(sc.expert[:, :3], sc.route_xy, self.params)
         return self._refs[sid]
 
-    def _step(self, rows: np.ndarray, st: SimState) -> dict[str, np.ndarray]:
-        """Record the rows' current states (full-B arrays of st); returns per-step values [B]."""
+    def start_rows(self, rows: np.ndarray, st: SimState) -> None:
+        """Start new episodes on rows (bool mask [B]) at their current scenarios; nothing is recorded yet."""
+        ids = np.flatnonzero(rows)
+        self.tracker.reset(ids, [self.ref(int(st.sid[b])) for b in ids], map_ids=self.bank.map_index[st.sid[ids]])
+
+    def record_rows(self, rows: np.ndarray, st: SimState) -> dict[str, np.ndarray]:
+        """Record the rows' (bool mask [B]) current states of st (full-B arrays); per-step values [B]."""
         bank = self.bank
         sid = st.sid
         vel = np.stack([st.ego[:, 3], np.zeros(self.B)], -1)  # rear axle: no lateral slip
         acc = np.stack([st.ego_accel, st.ego[:, 3] * st.ego_yaw_rate], -1)
-        return self.tracker.step(st.ego[:, :3], vel, st.agent_xy, st.agent_yaw, bank.agent_size[sid], st.agent_vel,
-                                 st.agent_valid, bank.agent_type[sid], ego_acceleration=acc,
-                                 ego_yaw_rate=st.ego_yaw_rate, active=rows).as_dict()
-
-    def reset_rows(self, rows: np.ndarray, st: SimState) -> None:
-        ids = np.flatnonzero(rows)
-        self.tracker.reset(ids, [self.ref(int(st.sid[b])) for b in ids], map_ids=self.bank.map_index[st.sid[ids]])
-        self._step(rows, st)
-
-    def step_rows(self, rows: np.ndarray, st: SimState) -> dict[str, np.ndarray]:
-        """Per-step metric values [rows.sum()] of the stepped rows."""
-        out = self._step(rows, st)
-        return {k: np.asarray(v)[rows] for k, v in out.items()}
+        out = self.tracker.step(st.ego[:, :3], vel, st.agent_xy, st.agent_yaw, bank.agent_size[sid], st.agent_vel,
+                                st.agent_valid, bank.agent_type[sid], ego_acceleration=acc,
+                                ego_yaw_rate=st.ego_yaw_rate, active=rows).as_dict()
+        return {k: np.asarray(v) for k, v in out.items()}
 
     def finalize(self, row: int, challenge: str | None = None):
         """EpisodeMetrics of one row's finished episode."""

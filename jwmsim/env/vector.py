@@ -97,22 +97,24 @@ class DriveVectorEnv(VectorEnv):
         truncated = np.zeros(B, bool)
         metrics: dict[str, np.ndarray] = {}
         episode = [None] * B
-        if resetting.any():
-            self.core.reset_rows(resetting, self._pick(resetting, None))
-            self._needs_reset[resetting] = False
         if stepping.any():
+            # Autoreset rows are reset in the same call, so the metrics record both in one pass.
+            sid = self._pick(resetting, None) if resetting.any() else np.zeros(0, np.int64)
+            s = self.core.reset_and_step_rows(resetting, sid, stepping, act[stepping])
             self.core.clip_count[stepping] += clipped[stepping]
-            s = self.core.step_rows(stepping, act[stepping])
             reward[stepping] = self.core.reward(s)
             term = self.core.terminated(s)
             trunc = self.core.truncated(stepping) & ~term
             terminated[stepping], truncated[stepping] = term, trunc
             metrics = _scatter(s, stepping, B)
             ended = np.flatnonzero(stepping)[term | trunc]
-            self._needs_reset[ended] = True
+            self._needs_reset[ended] = True  # stepping rows: disjoint from the rows reset now
             if self.episode_metrics:
                 for i in ended:
                     episode[i] = sig.episode_result(self.core, int(i))
+        elif resetting.any():
+            self.core.reset_rows(resetting, self._pick(resetting, None))
+        self._needs_reset[resetting] = False
         obs = clip_observation(self.core.observe())
         st = self.core.state
         info = {"scenario": np.array([self.bank.names[i] for i in st.sid]), "t": st.t.copy(),

@@ -29,7 +29,6 @@ Paths are resampled every ``path_ds`` m so that a position lookup is one gather 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -317,13 +316,8 @@ def idm_step(s: np.ndarray, v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_le
 
 try:
     import numba
-    from numba import prange as _prange
-
-    from jwmsim.kernels import LAUNCH_LOCK  # the threading layer (fork-safe) is set there
 except ImportError:  # pragma: no cover - numba is a dependency; the numpy twin keeps the sim usable
     numba = None
-    _prange = range
-    LAUNCH_LOCK = contextlib.nullcontext()
 
 
 def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_yaw, obj_len, obj_wid, obj_vel,
@@ -332,7 +326,7 @@ def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_y
     M = obj_xy.shape[1]
     P = path_xy.shape[2]
     fmax = P - 1.000001
-    for b in _prange(B):  # envs are independent: parallel over the batch, same result as serial
+    for b in range(B):
         sc = sid[b]
         for i in range(A):
             if not follower[b, i]:
@@ -389,8 +383,7 @@ def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_y
             vlead[b, i] = bestv
 
 
-_leads_kernel = (numba.njit(cache=True, nogil=True, parallel=True)(_leads_kernel_py) if numba is not None
-                 else _leads_kernel_py)
+_leads_kernel = numba.njit(cache=True, nogil=True)(_leads_kernel_py) if numba is not None else _leads_kernel_py
 
 
 def find_leads(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndarray, heading: np.ndarray,
@@ -412,11 +405,10 @@ def find_leads(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndar
     if path_tangent is None:
         path_tangent = np.ascontiguousarray(np.stack([np.cos(path_heading), np.sin(path_heading)], -1))
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-    with LAUNCH_LOCK:
-        _leads_kernel(np.ascontiguousarray(sid, dtype=np.int64), f64(s), np.ascontiguousarray(follower, dtype=np.bool_),
-                      f64(xy), f64(heading), f64(length), f64(width), f64(obj_xy), f64(obj_yaw), f64(obj_len),
-                      f64(obj_wid), f64(obj_vel), np.ascontiguousarray(obj_valid, dtype=np.bool_), path_xy,
-                      path_heading, path_tangent, path_len, float(ds), float(radius), gap, vlead)
+    _leads_kernel(np.ascontiguousarray(sid, dtype=np.int64), f64(s), np.ascontiguousarray(follower, dtype=np.bool_),
+                  f64(xy), f64(heading), f64(length), f64(width), f64(obj_xy), f64(obj_yaw), f64(obj_len),
+                  f64(obj_wid), f64(obj_vel), np.ascontiguousarray(obj_valid, dtype=np.bool_), path_xy,
+                  path_heading, path_tangent, path_len, float(ds), float(radius), gap, vlead)
     return gap, vlead
 
 
