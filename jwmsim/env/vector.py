@@ -1,8 +1,9 @@
 """Batched ``jwmsim/Drive-v0``: a :class:`gymnasium.vector.VectorEnv` that steps B scenarios in one
 vectorised call (numpy over the batch; no Python loop over environments in the simulation).
 
-``gymnasium.make_vec("jwmsim/Drive-v0", num_envs=B, ...)`` returns it (it is the registered
-``vector_entry_point``); the kwargs are those of :class:`jwmsim.env.drive.DriveEnv`.
+``gymnasium.make_vec("jwmsim/Drive-v0", num_envs=B, ...)`` returns it (through the registered
+``vector_entry_point`` :func:`make_vector_env`); the kwargs are those of :class:`jwmsim.env.drive.DriveEnv`.
+``num_workers=W`` splits the batch over W processes (:mod:`jwmsim.env.shards`).
 
 Autoreset mode: NEXT_STEP (``metadata["autoreset_mode"]``): the step after an environment ended
 resets it, ignores its action and returns its first observation with reward 0 and
@@ -134,3 +135,15 @@ def _scatter(s: dict, rows: np.ndarray, B: int) -> dict[str, np.ndarray]:
         v[rows] = s[k]
         out[k] = v
     return out
+
+
+def make_vector_env(num_envs: int = 1, num_workers: int = 1, **kwargs: Any) -> VectorEnv:
+    """The registered ``vector_entry_point``: :class:`DriveVectorEnv` in this process (num_workers = 1), or
+    the batch split over num_workers processes (:class:`jwmsim.env.shards.ShardedDriveVectorEnv`)."""
+    if int(num_workers) <= 1:
+        if int(num_workers) < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        return DriveVectorEnv(num_envs=num_envs, **kwargs)
+    from jwmsim.env.shards import ShardedDriveVectorEnv
+
+    return ShardedDriveVectorEnv(num_envs=num_envs, num_workers=num_workers, **kwargs)

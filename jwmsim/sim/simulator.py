@@ -526,13 +526,16 @@ def _traffic_update(bank: ScenarioBank, old: SimState, new: SimState, cfg: SimCo
         v = np.where(follower, v_new, old.idm_v)
     # activation: IDM agents appear when the log first shows them
     spawn = is_idm & log_valid & ~new.idm_active & ~new.idm_done
-    s = np.where(spawn, bank.log_s[sid, t], s)
-    v = np.where(spawn, np.linalg.norm(log_vel, axis=-1), v)
+    if spawn.any():
+        s = np.where(spawn, bank.log_s[sid, t], s)
+        v = np.where(spawn, np.hypot(log_vel[..., 0], log_vel[..., 1]), v)
     active = new.idm_active | spawn
     done = new.idm_done | (active & (s >= bank.path_len[sid]))
     live = active & ~done
     pos, head = traffic_mod.path_lookup(bank.path_xy, bank.path_heading, bank.path_ds, sid[:, None], agent, s)
-    vel = v[..., None] * np.stack([np.cos(head), np.sin(head)], -1)
+    vel = np.empty(head.shape + (2,))
+    np.multiply(v, np.cos(head), out=vel[..., 0])
+    np.multiply(v, np.sin(head), out=vel[..., 1])
     new.idm_s, new.idm_v, new.idm_active, new.idm_done = s, v, active, done
     idm3 = is_idm[..., None]
     new.agent_xy = np.where(idm3, pos, log_xy)

@@ -77,10 +77,16 @@ def idm_acceleration(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.
     lead); v_lead [m/s] lead speed along the path.
     """
     v0 = np.maximum(v0, 0.1)
-    free = 1.0 - (v / v0) ** cfg.delta
+    r = v / v0
+    if cfg.delta == 4.0:  # the usual exponent: two products instead of a float power (5x faster)
+        r2 = r * r
+        free = 1.0 - r2 * r2
+    else:
+        free = 1.0 - r ** cfg.delta
     s_star = cfg.s0 + np.maximum(0.0, v * cfg.time_headway + v * (v - v_lead) / (2.0 * np.sqrt(cfg.a_max * cfg.b)))
     s = np.maximum(gap, cfg.s0)
-    interaction = np.where(np.isfinite(gap), (s_star / s) ** 2, 0.0)
+    q = s_star / s
+    interaction = np.where(np.isfinite(gap), q * q, 0.0)
     return np.clip(cfg.a_max * (free - interaction), -cfg.b, cfg.a_max)
 
 
@@ -345,6 +351,12 @@ def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_y
                     continue
                 lat = -rx * sh + ry * ch
                 if not abs(lat) < radius * 0.5:
+                    continue
+                # Lower bound of this object's gap: the path is parametrised by arc length and the follower
+                # sits on it, so s_est - s_i >= |q - xy_i| >= fwd - |obj - q|, and an accepted object has
+                # |obj - q| < 0.5 w_i + ds + 0.71 (l_j + w_j); half_along <= 0.5 (l_j + w_j). An object whose
+                # bound cannot beat the best gap so far is skipped (same result, far fewer path projections).
+                if fwd - 0.5 * (width[b, i] + length[b, i]) - ds - 1.25 * (obj_len[b, j] + obj_wid[b, j]) >= best:
                     continue
                 s_i = s[b, i]
                 s_est = s_i + fwd
