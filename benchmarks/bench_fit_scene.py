@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def at(curve: list[dict], seconds: float) -> dict | None:
-    """The last evaluation at or before `seconds` of training."""
-    rows = [r for r in curve if r["train_seconds"] <= seconds + 1e-6]
-    return rows[-1] if rows else None
+    """The evaluation taken at the `seconds` mark of training (fit-scene evaluates at the first iteration
+    after every eval interval, so that is the first row at or after the mark; None if training stopped
+    before it)."""
+    return next((r for r in curve if r["train_seconds"] >= seconds - 1e-6), None)
 
 
 def summarise(curve: list[dict]) -> dict:
