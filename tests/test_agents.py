@@ -82,3 +82,34 @@ def test_idm_planner_slows_for_curves():
     # braking envelope: never needs more than b_curve to slow down from one sample to the next
     dv2 = p.vlim[:-1] ** 2 - p.vlim[1:] ** 2
     assert (dv2 <= 2 * 1.5 * 1.0 + 1e-6).all()
+
+
+def test_idm_planner_yields_to_a_crossing_vehicle():
+    """A vehicle about to cross the route ahead (forecast at constant velocity) stops the plan short of the
+    crossing point; the same vehicle driving parallel in the next lane, or moving away, does not."""
+    from types import SimpleNamespace
+
+    from agents import IDMPlanner
+    from agents.base import PlannerInput
+
+    route = np.stack([np.arange(0.0, 200.0, 1.0), np.zeros(200)], -1)
+    p = IDMPlanner()
+    p.initialize(SimpleNamespace(route_xy=route, route_vlim=np.full(len(route), 10.0)))
+
+    def plan(xy, vel, planner=p):
+        yaw = np.arctan2(vel[1], vel[0])
+        inp = PlannerInput(obs={}, ego_state=np.array([0.0, 0.0, 0.0, 8.0, 0.0]), t=0, dt=0.1,
+                           agent_xy=np.array([xy]), agent_yaw=np.array([yaw]), agent_vel=np.array([vel]),
+                           agent_valid=np.ones(1, bool), agent_size=np.array([[4.5, 2.0]]),
+                           agent_type=np.zeros(1, np.int64))
+        return planner.act(inp)[-1, 0]  # ego-frame x of the last pose (4 s ahead) [m]
+
+    free = plan((30.0, 40.0), (0.0, 5.0))  # moving away from the route
+    crossing = plan((30.0, -10.0), (0.0, 5.0))  # enters the route corridor at x = 30 m within 2 s
+    parallel = plan((30.0, -3.5), (8.0, 0.0))  # next lane, same direction
+    assert free == pytest.approx(parallel)
+    assert free > 30.0
+    assert crossing < 30.0 - 4.049  # the front bumper stays short of the crossing point
+    blind = IDMPlanner(yield_horizon=0.0)  # yielding off: drives on
+    blind.initialize(SimpleNamespace(route_xy=route, route_vlim=np.full(len(route), 10.0)))
+    assert plan((30.0, -10.0), (0.0, 5.0), blind) == pytest.approx(free)
