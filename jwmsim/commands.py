@@ -15,15 +15,29 @@ def _path(p: str) -> Path:
     return Path(str(p)).expanduser()
 
 
+def _number(cfg: DictConfig, key: str, kind: type = int, minimum: float | None = None):
+    """cfg[key] as int / float, or a ValueError that names the setting (never a bare conversion error)."""
+    v = cfg[key]
+    try:
+        if isinstance(v, bool) or (kind is int and isinstance(v, float) and not v.is_integer()):
+            raise ValueError
+        x = kind(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {v!r}") from None
+    if minimum is not None and not x >= minimum:
+        raise ValueError(f"{key} must be >= {minimum}, got {v!r}")
+    return x
+
+
 def town_make_log(cfg: DictConfig) -> int:
     from jwmsim.geometry import default_rig
     from jwmsim.town.make_log import make_log
 
-    if cfg.seconds <= 0:
+    if _number(cfg, "seconds", float) <= 0:
         raise ValueError(f"seconds must be > 0, got {cfg.seconds}")
     t0 = time.perf_counter()
-    out = make_log(seed=int(cfg.seed), seconds=float(cfg.seconds), out_dir=_path(cfg.out),
-                   rig=default_rig(width=int(cfg.width), height=int(cfg.height)),
+    out = make_log(seed=_number(cfg, "seed"), seconds=_number(cfg, "seconds", float), out_dir=_path(cfg.out),
+                   rig=default_rig(width=_number(cfg, "width"), height=_number(cfg, "height")),
                    eval_shifts=tuple(float(s) for s in cfg.eval_shifts), with_depth=bool(cfg.with_depth),
                    overwrite=bool(cfg.overwrite), progress=bool(cfg.get("progress", True)))
     print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
@@ -33,8 +47,8 @@ def town_make_log(cfg: DictConfig) -> int:
 def town_dataset(cfg: DictConfig) -> int:
     from jwmsim.town.dataset import make_dataset
 
-    out = make_dataset(out_dir=_path(cfg.out), n=int(cfg.n), seconds=float(cfg.seconds), width=int(cfg.width),
-                       height=int(cfg.height), overwrite=bool(cfg.overwrite))
+    out = make_dataset(out_dir=_path(cfg.out), n=_number(cfg, "n"), seconds=_number(cfg, "seconds", float),
+                       width=_number(cfg, "width"), height=_number(cfg, "height"), overwrite=bool(cfg.overwrite))
     print(f"wrote dataset {out}")
     return 0
 
@@ -61,7 +75,7 @@ def log_show(cfg: DictConfig) -> int:
     print(log_summary(log))
     if log.frames is not None:
         out = _path(cfg.out) if cfg.out else log_dir.with_name(log_dir.name + "_sheet.png")
-        write_png(out, contact_sheet(log, rows=int(cfg.rows), rig=str(cfg.rig)))
+        write_png(out, contact_sheet(log, rows=_number(cfg, "rows"), rig=str(cfg.rig)))
         print(f"contact sheet: {out}")
     return 0
 
@@ -82,7 +96,7 @@ def view(cfg: DictConfig) -> int:
     from jwmsim.viewer import LogViewer
 
     log_dir = _path(cfg.log)
-    LogViewer(read_log(log_dir), rig=str(cfg.rig), scale=int(cfg.scale), log_dir=log_dir).run()
+    LogViewer(read_log(log_dir), rig=str(cfg.rig), scale=_number(cfg, "scale"), log_dir=log_dir).run()
     return 0
 
 
@@ -91,7 +105,8 @@ def run(cfg: DictConfig) -> int:
 
     traffic = None if cfg.traffic in (None, "scenario") else str(cfg.traffic)
     res = run_suite(suite=str(cfg.suite), agent=str(cfg.agent), traffic=traffic,
-                    out=_path(cfg.out) if cfg.out else None, resume=bool(cfg.resume), workers=int(cfg.workers))
+                    out=_path(cfg.out) if cfg.out else None, resume=bool(cfg.resume),
+                    workers=_number(cfg, "workers", int, 1))
     return 0 if res else 1
 
 
@@ -132,7 +147,7 @@ def run_main(cfg: DictConfig) -> int:
 
     out = _path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    seed, seconds = int(cfg.seed), float(cfg.seconds)
+    seed, seconds = _number(cfg, "seed"), _number(cfg, "seconds", float)
     log_dir = out / f"log_seed{seed}"
     town_make_log(OmegaConf.create({
         "seed": seed, "seconds": seconds, "out": str(log_dir), "overwrite": True,
@@ -146,8 +161,8 @@ def run_main(cfg: DictConfig) -> int:
                "contact_sheet": str(write_png(out / "contact_sheet.png", contact_sheet(log))),
                "log_video": str(log_video(log, out / "log.mp4"))}
     result, video = closed_loop_demo(log_dir, log, out, agent=str(cfg.agent), traffic=str(cfg.traffic),
-                                     duration=min(float(cfg.closed_loop_seconds), log.duration),
-                                     lateral_offset=float(cfg.lateral_offset))
+                                     duration=min(_number(cfg, "closed_loop_seconds", float), log.duration),
+                                     lateral_offset=_number(cfg, "lateral_offset", float))
     outputs["closed_loop_video"] = str(video)
     outputs["closed_loop_result"] = str(out / "closed_loop.json")
     (out / "summary.json").write_text(json.dumps(outputs, indent=1) + "\n")

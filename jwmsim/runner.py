@@ -184,6 +184,8 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     workers [--workers]: local processes (1 = in this process). Prints the per-scenario table and
     the suite score; returns the results dict.
     """
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1 (local processes), got {workers!r}")
     from agents import AGENTS
     from jwmsim.scenario import load_scenario, load_suite
 

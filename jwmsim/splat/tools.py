@@ -25,6 +25,8 @@ def render_to_files(scene_path: str | None, synthetic: int | None, pose=(0.0, 0.
 
     if (scene_path is None) == (synthetic is None):
         raise ValueError("give exactly one of scene=PATH (a .safetensors GaussianScene) or synthetic=N")
+    if synthetic is not None and not (isinstance(synthetic, int) and not isinstance(synthetic, bool) and synthetic > 0):
+        raise ValueError(f"synthetic must be a positive number of Gaussians, got {synthetic!r}")
     if len(pose) != 3:
         raise ValueError(f"pose must be [x, y, yaw_deg], got {list(pose)}")
     device = "cuda" if backend != "cpu" and torch.cuda.is_available() else "cpu"
