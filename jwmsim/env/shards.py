@@ -90,7 +90,6 @@ class ShardedDriveVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = None
-        self._closed = False
 
     # -- messaging ------------------------------------------------------------------------------------
 
@@ -145,7 +144,7 @@ class ShardedDriveVectorEnv(VectorEnv):
                 _concat(info, sizes))
 
     def close(self, **kwargs: Any) -> None:
-        if getattr(self, "_closed", True) and not getattr(self, "_procs", None):
+        if not getattr(self, "_procs", None):  # closed already, or __init__ failed before starting workers
             return
         for conn in self._conns:
             try:
@@ -159,7 +158,6 @@ class ShardedDriveVectorEnv(VectorEnv):
         for conn in self._conns:
             conn.close()
         self._conns, self._procs = [], []
-        self._closed = True
 
     def __del__(self):
         try:

@@ -533,9 +533,7 @@ def _traffic_update(bank: ScenarioBank, old: SimState, new: SimState, cfg: SimCo
     done = new.idm_done | (active & (s >= bank.path_len[sid]))
     live = active & ~done
     pos, head = traffic_mod.path_lookup(bank.path_xy, bank.path_heading, bank.path_ds, sid[:, None], agent, s)
-    vel = np.empty(head.shape + (2,))
-    np.multiply(v, np.cos(head), out=vel[..., 0])
-    np.multiply(v, np.sin(head), out=vel[..., 1])
+    vel = v[..., None] * np.stack([np.cos(head), np.sin(head)], -1)
     new.idm_s, new.idm_v, new.idm_active, new.idm_done = s, v, active, done
     idm3 = is_idm[..., None]
     new.agent_xy = np.where(idm3, pos, log_xy)

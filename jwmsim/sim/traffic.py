@@ -78,7 +78,7 @@ def idm_acceleration(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.
     """
     v0 = np.maximum(v0, 0.1)
     r = v / v0
-    if cfg.delta == 4.0:  # the usual exponent: two products instead of a float power (5x faster)
+    if cfg.delta == 4.0:  # the usual exponent: two products instead of a float power (4x faster)
         r2 = r * r
         free = 1.0 - r2 * r2
     else:
