@@ -130,3 +130,20 @@ def test_observation_kernel_matches_the_numpy_twin():
         fast, ref = v.core.observe(), v.core.observe_reference()
         for k in fast:
             np.testing.assert_allclose(fast[k], ref[k], rtol=1e-5, atol=1e-4, err_msg=k)
+
+
+def test_nearest_selection_is_a_stable_sort_prefix():
+    """The observation kernel's top-k insertion equals argsort(kind="stable")[:k] (ties to the lowest index),
+    including duplicates and k larger than the candidates; infinities are never inserted by the kernel."""
+    from jwmsim.env.core import _insert_sorted
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n, k = int(rng.integers(0, 40)), int(rng.integers(0, 20))
+        d = rng.integers(0, 8, n).astype(np.float64)  # many ties
+        top_d, top_i = np.empty(max(k, 1)), np.empty(max(k, 1), np.int64)
+        cnt = 0
+        for i in range(n):
+            cnt = _insert_sorted(top_d, top_i, cnt, k, d[i], i)
+        want = np.argsort(d, kind="stable")[:k]
+        np.testing.assert_array_equal(top_i[:cnt], want, err_msg=f"trial {trial}")

@@ -265,6 +265,31 @@ except ImportError:  # pragma: no cover
     numba = None
 
 
+def _insert_sorted_py(top_d, top_i, count, k, d, i):
+    """Insert (d, i) into the sorted top_d / top_i [count], keeping at most k entries; returns the new count.
+    Entries come in increasing i and an equal d goes after those already there: (distance, index) order."""
+    if k == 0:
+        return 0
+    if count == k:
+        if not d < top_d[k - 1]:
+            return count
+        p = k - 1
+    else:
+        p = count
+        count += 1
+    while p > 0 and top_d[p - 1] > d:
+        top_d[p] = top_d[p - 1]
+        top_i[p] = top_i[p - 1]
+        p -= 1
+    top_d[p] = d
+    top_i[p] = i
+    return count
+
+
+_insert_sorted = (numba.njit(cache=True, nogil=True, inline="always")(_insert_sorted_py) if numba is not None
+                  else _insert_sorted_py)
+
+
 def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, agent_yaw, agent_vel, agent_valid,
                 route_xy, route_len, route_cum, agent_size, agent_type, seg_mid, lane_segs, lane_seg_valid,
                 route_ds, route_spacing, agent_radius, o_ego, o_route, o_agents, o_amask, o_lanes, o_lmask):
@@ -275,8 +300,8 @@ def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, a
     L = o_lanes.shape[1]
     G = seg_mid.shape[1]
     Q = lane_segs.shape[2]
-    dist = np.empty(max(A, 1))
-    dl = np.empty(max(G, 1))
+    top_d = np.empty(max(K, L, 1))  # the nearest so far, sorted by (distance, index)
+    top_i = np.empty(max(K, L, 1), np.int64)
     for b in range(n):
         sc = sid[b]
         ex, ey, eyaw = ego[b, 0], ego[b, 1], ego[b, 2]
@@ -307,28 +332,21 @@ def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, a
         o_ego[b, 4] = (dx * (ey - ay) - dy * (ex - ax)) / ln
         o_ego[b, 5] = (eyaw - rh + np.pi) % (2 * np.pi) - np.pi
         o_ego[b, 6] = min(max(route_s[b] / total, 0.0), 1.0)
-        # nearest agents (repeated minimum: ties go to the lowest index, like a stable sort)
+        # nearest agents: the K smallest distances in (distance, index) order (ties to the lowest index,
+        # like a stable sort), by insertion into a short sorted list while scanning in index order
+        na = 0
         for a in range(A):
-            d = np.inf
-            if agent_valid[b, a]:
-                px = agent_xy[b, a, 0] - ex
-                py = agent_xy[b, a, 1] - ey
-                rx = c * px + s * py
-                ry = -s * px + c * py
-                d = np.sqrt(rx * rx + ry * ry)
-                if not d <= agent_radius:
-                    d = np.inf
-            dist[a] = d
-        for slot in range(min(K, A)):
-            best = -1
-            bd = np.inf
-            for a in range(A):
-                if dist[a] < bd:
-                    bd = dist[a]
-                    best = a
-            if best < 0:
-                break
-            dist[best] = np.inf
+            if not agent_valid[b, a]:
+                continue
+            px = agent_xy[b, a, 0] - ex
+            py = agent_xy[b, a, 1] - ey
+            rx = c * px + s * py
+            ry = -s * px + c * py
+            d = np.sqrt(rx * rx + ry * ry)
+            if d <= agent_radius:  # False for NaN too
+                na = _insert_sorted(top_d, top_i, na, K, d, a)
+        for slot in range(na):
+            best = top_i[slot]
             px = agent_xy[b, best, 0] - ex
             py = agent_xy[b, best, 1] - ey
             yr = agent_yaw[b, best] - eyaw
@@ -343,24 +361,17 @@ def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, a
             o_agents[b, slot, 7] = agent_size[sc, best, 1]
             o_agents[b, slot, 8] = agent_type[sc, best]
             o_amask[b, slot] = 1
-        # nearest lane segments
+        # nearest lane segments (the same selection)
+        nl = 0
         for g in range(G):
             if lane_seg_valid[sc, g]:
                 mx = seg_mid[sc, g, 0] - ex
                 my = seg_mid[sc, g, 1] - ey
-                dl[g] = mx * mx + my * my
-            else:
-                dl[g] = np.inf
-        for slot in range(min(L, G)):
-            best = -1
-            bd = np.inf
-            for g in range(G):
-                if dl[g] < bd:
-                    bd = dl[g]
-                    best = g
-            if best < 0:
-                break
-            dl[best] = np.inf
+                d = mx * mx + my * my
+                if d < np.inf:
+                    nl = _insert_sorted(top_d, top_i, nl, L, d, g)
+        for slot in range(nl):
+            best = top_i[slot]
             for q in range(Q):
                 px = lane_segs[sc, best, q, 0] - ex
                 py = lane_segs[sc, best, q, 1] - ey
