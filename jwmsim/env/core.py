@@ -149,17 +149,19 @@ class BatchedDrive:
     def observe(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Observation arrays with a leading [n] for the given rows (all when None).
 
-        One numba kernel over the rows (selection of the K nearest agents and L nearest lane segments
-        by repeated minimum, ties to the lowest index); :meth:`observe_reference` is its numpy twin.
+        One numba kernel over the rows (selection of the K nearest agents and L nearest lane segments,
+        ties to the lowest index); :meth:`observe_reference` is its numpy twin. The kernel computes in
+        float64 and stores into the float32 outputs directly.
         """
         st = self.state if rows is None else self.state.select(rows)
         oc, bank = self.obs_cfg, self.bank
         n = st.batch_size
         Q = bank.lane_segs.shape[2]
-        out = {"ego": np.zeros((n, len(EGO_FEATURES))), "route": np.zeros((n, oc.route_points, 2)),
-               "agents": np.zeros((n, oc.num_agents, len(AGENT_FEATURES))),
+        f32 = np.float32
+        out = {"ego": np.zeros((n, len(EGO_FEATURES)), f32), "route": np.zeros((n, oc.route_points, 2), f32),
+               "agents": np.zeros((n, oc.num_agents, len(AGENT_FEATURES)), f32),
                "agents_mask": np.zeros((n, oc.num_agents), np.int8),
-               "lanes": np.zeros((n, oc.num_lanes, Q, 2)), "lanes_mask": np.zeros((n, oc.num_lanes), np.int8)}
+               "lanes": np.zeros((n, oc.num_lanes, Q, 2), f32), "lanes_mask": np.zeros((n, oc.num_lanes), np.int8)}
         f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
         _observe_kernel(np.ascontiguousarray(st.sid), f64(st.ego), f64(st.ego_accel), f64(st.ego_yaw_rate),
                         f64(st.route_s), np.ascontiguousarray(st.route_k), f64(st.agent_xy), f64(st.agent_yaw),
@@ -168,7 +170,7 @@ class BatchedDrive:
                         self._k["seg_mid"], self._k["lane_segs"], self._k["lane_seg_valid"], float(self.cfg.route_ds),
                         float(oc.route_spacing), float(oc.agent_radius), out["ego"], out["route"], out["agents"],
                         out["agents_mask"], out["lanes"], out["lanes_mask"])
-        return {k: (v.astype(np.float32) if v.dtype != np.int8 else v) for k, v in out.items()}
+        return out
 
     def observe_reference(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The numpy twin of :meth:`observe` (dense arrays, argpartition + stable argsort)."""
