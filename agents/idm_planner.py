@@ -6,8 +6,8 @@ centre projects onto the route ahead of the ego's front bumper within the lane h
 the agent's half width; the route's end acts as a stopped lead, and so does the point where an agent
 crossing the route (forecast at constant velocity for ``yield_horizon`` s) would enter it: the town has
 no traffic lights and its IDM agents no junction rules, so without yielding the planner drove into
-crossing traffic (town_test CLS-R 0.862 -> 0.917 with it, at-fault collisions 4 -> 1). IDM (nuPlan idm_planner.yaml:
-s0 1 m, T 1.5 s, a_max 1 m/s^2, b 3 m/s^2) is integrated for 4 s at 0.1 s with the lead at constant
+crossing traffic (town_test CLS-R 0.862 -> 0.917 with it, at-fault collisions 4 -> 1). IDM (nuPlan
+idm_planner.yaml: s0 1 m, T 1.5 s, a_max 1 m/s^2, b 3 m/s^2) is integrated for 4 s at 0.1 s with the lead at constant
 speed; the trajectory samples the route at the resulting progress.
 
 IDM's desired speed v0 is the route's speed limit, capped so that curves are taken within a lateral
@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.base import PlannerInput, world_to_ego
+from jwmsim.geometry import wrap_angle
 from jwmsim.map import interpolate_polyline, project_on_polyline
 from jwmsim.sim.collision import VRU_TYPES
 from jwmsim.sim.traffic import TrafficConfig, idm_acceleration
@@ -110,7 +111,7 @@ class IDMPlanner:
         lat = np.abs(proj.lateral).reshape(fut.shape[:2])
         s = proj.s.reshape(fut.shape[:2])
         head = proj.heading.reshape(fut.shape[:2])
-        rel = np.abs(np.angle(np.exp(1j * (np.arctan2(vel[:, 1], vel[:, 0])[:, None] - head))))
+        rel = np.abs(wrap_angle(np.arctan2(vel[:, 1], vel[:, 0])[:, None] - head))
         crossing = (rel > np.radians(30.0)) & (rel < np.radians(150.0))
         vru = np.isin(typ, VRU_TYPES)[:, None]
         inside = ((lat < self.lane_half_width + 0.5 * size[:, 1:2]) & (s > s_ego + FRONT_LENGTH)
