@@ -33,47 +33,49 @@ def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = Non
     """Run one scenario with a reference agent; returns its result row (episode metrics and score).
 
     scenario: a name, dict or :class:`jwmsim.scenario.ScenarioConfig`; agent: a name of
-    :data:`agents.AGENTS` or a planner object; traffic: None (the scenario's), 'replay' or 'idm'.
-    on_step: called with the simulator core (row 0 is this scenario) after the reset and after every
-    step, e.g. a :class:`Recorder`.
+    :data:`agents.AGENTS` or a planner object; traffic: None (the scenario's), 'replay' or 'idm';
+    sim_cfg: a :class:`jwmsim.sim.simulator.SimConfig` (default: the env's for the planner's action kind).
+    The scenario runs to its end (as in nuPlan) unless stop_on_termination; ``terminated_at`` is the first
+    step with an at-fault collision or off-road driving. on_step: called with the env's batched core
+    (:class:`jwmsim.env.core.BatchedDrive`, row 0 is this scenario) after the reset and after every step,
+    e.g. a :class:`Recorder`.
+
+    The loop is the Gymnasium env's (:class:`jwmsim.env.drive.DriveEnv`, physical-unit actions): a planner
+    scored here is scored exactly as in ``jwmsim/Drive-v0``.
     """
     from agents import make_agent, planner_input_from_core
-    from jwmsim.env import signals as sig
-    from jwmsim.env.core import BatchedDrive
-    from jwmsim.env.drive import ActionCodec, action_space, make_sim_config
-    from jwmsim.scenario import build_bank, load_scenario
+    from jwmsim.env.drive import DriveEnv
+    from jwmsim.scenario import load_scenario
 
     t0 = time.perf_counter()
     planner = make_agent(agent) if isinstance(agent, str) else agent
     sc = load_scenario(scenario)
-    cfg = sim_cfg or make_sim_config(planner.action_kind)
-    bank = build_bank([sc], cfg, traffic)
-    core = BatchedDrive(bank, 1, cfg)
-    codec = ActionCodec(action_space(cfg, physical_units=True), cfg, physical_units=True)
-    rows = np.ones(1, bool)
-    core.reset_rows(rows, np.array([0]))
+    if sim_cfg is not None and sim_cfg.action.kind != planner.action_kind:
+        raise ValueError(f"sim_cfg has action kind {sim_cfg.action.kind!r} but the planner sends "
+                         f"{planner.action_kind!r} actions")
+    env = DriveEnv(scenarios=[sc], action=planner.action_kind, traffic=traffic, physical_units=True,
+                   terminate_on_failure=stop_on_termination, sim_config=sim_cfg)
+    core = env.core
+    obs, _ = env.reset(seed=0, options={"scenario": 0})
     if on_step is not None:
         on_step(core)
-    planner.initialize(bank.scenarios[0])
+    planner.initialize(core.bank.scenarios[0])
     terminated_at = None
+    clipped = 0
     while True:
-        obs = {k: v[0] for k, v in core.observe().items()}
         act = planner.act(planner_input_from_core(core, 0, obs))
-        a, clipped = codec(act, 1)
-        core.clip_count += clipped
-        s = core.step_rows(rows, a)
+        obs, _, terminated, truncated, info = env.step(np.asarray(act, dtype=np.float64))
+        clipped = info["action_clipped_count"]
         if on_step is not None:
             on_step(core)
-        if terminated_at is None and bool(core.terminated(s)[0]):
-            terminated_at = int(core.state.t[0])
-            if stop_on_termination:
-                break
-        if bool(core.truncated(rows)[0]):
+        if terminated_at is None and info["failure"]:
+            terminated_at = info["t"]
+        if terminated or truncated:
             break
-    res = sig.episode_result(core, 0)
+    res = dict(info["episode"])
     res.update({"scenario": sc.name, "agent": getattr(planner, "name", str(agent)),
-                "traffic": "idm" if bool(bank.reactive[0]) else "replay", "terminated_at": terminated_at,
-                "actions_clipped": int(core.clip_count[0]), "wall_s": round(time.perf_counter() - t0, 3)})
+                "traffic": "idm" if bool(core.bank.reactive[0]) else "replay", "terminated_at": terminated_at,
+                "actions_clipped": int(clipped), "wall_s": round(time.perf_counter() - t0, 3)})
     return _jsonable(res)
 
 

@@ -16,8 +16,7 @@ def test_agents_emit_finite_trajectories_and_finish(name):
 
 
 def test_expert_replay_reproduces_the_log():
-    from jwmsim.env.core import BatchedDrive
-    from jwmsim.env.drive import make_sim_config
+    from jwmsim.env.core import BatchedDrive, make_sim_config
     from jwmsim.scenario import build_bank
     from agents import planner_input_from_core
 
@@ -30,7 +29,7 @@ def test_expert_replay_reproduces_the_log():
     err = []
     for _ in range(140):
         obs = {k: v[0] for k, v in core.observe().items()}
-        core.step_rows(np.ones(1, bool), agent.act(planner_input_from_core(core, 0, obs))[None].astype(np.float64))
+        core.step(agent.act(planner_input_from_core(core, 0, obs))[None].astype(np.float64), np.ones(1, bool))
         t = core.state.t[0]
         err.append(np.linalg.norm(core.state.ego[0, :2] - bank.expert[0, t, :2]))
     assert max(err) < 0.3
@@ -38,8 +37,7 @@ def test_expert_replay_reproduces_the_log():
 
 def test_idm_planner_stops_behind_a_stopped_lead():
     from test_traffic import straight_log_with
-    from jwmsim.env.core import BatchedDrive
-    from jwmsim.env.drive import make_sim_config
+    from jwmsim.env.core import BatchedDrive, make_sim_config
     from jwmsim.sim.simulator import ScenarioBank, ScenarioData
     from agents import planner_input_from_core
 
@@ -52,11 +50,11 @@ def test_idm_planner_stops_behind_a_stopped_lead():
     agent.initialize(bank.scenarios[0])
     for _ in range(300):
         obs = {k: v[0] for k, v in core.observe().items()}
-        core.step_rows(np.ones(1, bool), agent.act(planner_input_from_core(core, 0, obs))[None].astype(np.float64))
+        core.step(agent.act(planner_input_from_core(core, 0, obs))[None].astype(np.float64), np.ones(1, bool))
     front = core.state.ego[0, 0] + 4.049
     assert core.state.ego[0, 3] < 0.1
     assert 0.3 < (80.0 - 0.5 * 4.6) - front < 3.0
-    assert not core.metrics.finalize(0).collisions
+    assert not core.metrics.tracker.finalize([0])[0].collisions
 
 
 def test_unknown_agent_lists_choices():

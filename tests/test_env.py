@@ -135,7 +135,7 @@ def test_observation_kernel_matches_the_numpy_twin():
 def test_nearest_selection_is_a_stable_sort_prefix():
     """The observation kernel's top-k insertion equals argsort(kind="stable")[:k] (ties to the lowest index),
     including duplicates and k larger than the candidates; infinities are never inserted by the kernel."""
-    from jwmsim.env.core import _insert_sorted
+    from jwmsim.env.observation import _insert_sorted
 
     rng = np.random.default_rng(0)
     for trial in range(300):

@@ -1,61 +1,64 @@
-"""Batched driving core shared by the single env and the vector env (B environments, plain arrays).
+"""The batched driving core of ``jwmsim/Drive-v0``: B environments over one ScenarioBank, as plain arrays.
 
-The single env (:class:`jwmsim.env.drive.DriveEnv`) is this core with B = 1, and the vector env
-(:class:`jwmsim.env.vector.DriveVectorEnv`) is the same core with B = num_envs, so both step through
-exactly the same arithmetic.
+This module is the one place that owns the env's definition: the scenario bank
+(:func:`make_bank`), the spaces (:func:`action_space`, :func:`jwmsim.env.observation.observation_space`),
+action decoding and validation (:class:`ActionCodec`), reset options (:func:`parse_reset_options`),
+reset / step, reward, termination, the per-step metric keys (:data:`STEP_METRICS`) and the infos.
+The envs are views of it: :class:`jwmsim.env.drive.DriveEnv` is :class:`BatchedDrive` with B = 1,
+:class:`jwmsim.env.vector.DriveVectorEnv` the same core with B = num_envs (plus autoreset), and
+:func:`jwmsim.runner.run_scenario` drives a DriveEnv; so all of them step through the same arithmetic.
 
-Observation (``Dict`` of fixed shapes, float32 unless noted; positions in the current ego frame of
-:mod:`jwmsim.geometry`, rear axle origin, x forward, y left):
-
-``ego`` [7]
-    speed [m/s], steering angle [rad], acceleration over the last step [m/s^2], yaw rate [rad/s],
-    lateral offset from the route [m] (left +), heading error to the route [rad], route progress
-    fraction [0..1].
-``route`` [R, 2]
-    route centreline points ahead of the ego every ``route_spacing`` m [m] (the last point repeats
-    past the route's end).
-``agents`` [K, 9], ``agents_mask`` [K] (int8, 1 = real)
-    the K nearest valid agents within ``agent_radius``: x, y [m], cos, sin of relative yaw, vx, vy
-    [m/s] (ego frame), length, width [m], type (index into jwmsim.log.AGENT_TYPES). Zeros where masked.
-``lanes`` [L, Q, 2], ``lanes_mask`` [L] (int8)
-    the L lane-centreline segments (Q points every ``lane_seg_spacing`` m) nearest the ego [m].
+Observation: :mod:`jwmsim.env.observation` (ego state, route, nearest agents and lane segments), plus the
+keys of an optional :class:`ObservationExtension` (the seam for sensor backends: camera images).
 
 Reward per step (see :class:`RewardConfig`)::
 
     r = w_progress * progress [m along the route]
         - w_collision * [at-fault collision this step]
-        - w_offroad * [an ego corner >= 0.3 m off the drivable area]  (nuPlan's drivable-area test)
-        - w_comfort * [a comfort bound exceeded this step (instantaneous lon./lat. acceleration, yaw rate)]
+        - w_offroad * [an ego corner >= MetricsConfig.drivable_max_violation (0.3 m) off the drivable area]
+        - w_comfort * [an instantaneous comfort bound of MetricsConfig reached this step
+                       (longitudinal / lateral acceleration, yaw rate)]
         - w_speeding * overspeed over the lane speed limit [m/s]
 
-Termination: an at-fault collision or leaving the drivable area. Truncation: the end of the scenario.
+Termination: an at-fault collision or leaving the drivable area (``terminate_on_failure=False`` keeps
+the episode running to the scenario's end, as nuPlan's closed-loop runs do; ``info["failure"]`` still
+flags the step). Truncation: the end of the scenario.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from gymnasium import spaces
 
-from jwmsim.env import signals as sig
-from jwmsim.geometry import wrap_angle
+from jwmsim.env.metrics_adapter import MetricsHub, comfort_violation
+from jwmsim.env.observation import ObsConfig, StateObserver
+from jwmsim.metrics import MetricsConfig
 from jwmsim.sim import simulator as simmod
+from jwmsim.sim.control import ActionConfig
+from jwmsim.sim.dynamics import BicycleConfig
 from jwmsim.sim.simulator import ScenarioBank, SimConfig, SimState
 
-OBS_KEYS = ("ego", "route", "agents", "agents_mask", "lanes", "lanes_mask")
-EGO_FEATURES = ("speed", "steer", "accel", "yaw_rate", "route_lateral", "route_heading_error", "route_fraction")
-AGENT_FEATURES = ("x", "y", "cos_yaw", "sin_yaw", "vx", "vy", "length", "width", "type")
+# info["metrics"] keys -> the Python type of one env's value (the vector env reports arrays [B]).
+STEP_METRICS: dict[str, type] = {
+    "progress": float,  # [m] along the route this step
+    "at_fault_collision": bool,  # a new at-fault collision (nuPlan's classes and rule)
+    "collision": bool,  # any new collision
+    "offroad": bool,  # an ego corner >= drivable_max_violation off the drivable area
+    "ttc": float,  # [s] time to collision (inf: none within the horizon)
+    "score_so_far": float,  # the nuPlan scenario score of the episode so far
+    "overspeed": float,  # [m/s] over the lane speed limit
+    "comfort_violation": bool,  # an instantaneous comfort bound reached (the reward's flag)
+    "lon_accel": float,  # [m/s^2]
+    "lat_accel": float,  # [m/s^2]
+    "yaw_rate": float,  # [rad/s]
+    "speed": float,  # [m/s]
+}
 
-
-@dataclass(frozen=True)
-class ObsConfig:
-    """Observation sizes. route_points R, route_spacing [m]; num_agents K, agent_radius [m]; num_lanes L."""
-
-    route_points: int = 20
-    route_spacing: float = 2.5
-    num_agents: int = 16
-    agent_radius: float = 60.0
-    num_lanes: int = 16
+RESET_OPTIONS = ("scenario", "reset_mask")  # reset_mask: vector envs only
 
 
 @dataclass(frozen=True)
@@ -69,53 +72,301 @@ class RewardConfig:
     w_speeding: float = 0.05
 
 
-class BatchedDrive:
-    """B environments over one ScenarioBank. Holds the SimState and the episode records.
+# ----------------------------------------------------------------------------- construction helpers
 
-    All methods work on rows given by boolean masks [B] so that the vector env can reset some rows
-    while stepping the others.
+
+def make_sim_config(action: str, bicycle: dict | None = None) -> SimConfig:
+    return SimConfig(action=ActionConfig(kind=action), bicycle=BicycleConfig(**(bicycle or {})))
+
+
+def make_bank(scenarios: Any, sim_cfg: SimConfig, traffic: str | None) -> ScenarioBank:
+    """The ScenarioBank of a suite name, a list of scenarios (names, dicts, ScenarioConfigs) or a bank."""
+    if isinstance(scenarios, ScenarioBank):
+        return scenarios if traffic is None else scenarios.with_traffic(traffic)
+    from jwmsim.scenario import build_bank
+
+    return build_bank(scenarios, sim_cfg, traffic)
+
+
+def action_space(sim_cfg: SimConfig, physical_units: bool) -> spaces.Box:
+    """One env's action space: control [2] (normalised to [-1, 1], or [m/s^2, rad/s]) or trajectory [K, 3]."""
+    ac, bc = sim_cfg.action, sim_cfg.bicycle
+    if ac.kind == "control":
+        if physical_units:
+            return spaces.Box(bc.action_low.astype(np.float32), bc.action_high.astype(np.float32), dtype=np.float32)
+        return spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    low = np.tile(np.array([-ac.traj_extent, -ac.traj_extent, -np.pi], np.float32), (ac.traj_steps, 1))
+    return spaces.Box(low, -low, dtype=np.float32)
+
+
+class ActionCodec:
+    """Validates, clips and de-normalises actions of one action space.
+
+    Accepted: real floating-point arrays (any float dtype; lists of floats too) of the space's shape, one
+    per env. Refused with a ValueError, before anything changes: other shapes, NaN / inf, and non-float
+    dtypes (bool, integer, complex: the imaginary part would be dropped, strings, objects).
+    """
+
+    def __init__(self, space: spaces.Box, sim_cfg: SimConfig, physical_units: bool):
+        self.space, self.cfg, self.physical = space, sim_cfg, physical_units
+        self.low = space.low.astype(np.float64)
+        self.high = space.high.astype(np.float64)
+
+    def __call__(self, action: Any, n: int, batched: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(physical actions [n, ...] float64, clipped flag [n]) of n envs' actions ([n, *shape] when batched,
+        else the one env's [*shape] with n = 1)."""
+        kind = self.cfg.action.kind
+        want = ((n,) if batched else ()) + self.space.shape
+        try:
+            a = np.asarray(action)
+        except (TypeError, ValueError) as e:  # ragged lists and the like
+            raise ValueError(f"action must be an array of floats with shape {want} ({kind} actions): {e}") from None
+        if a.dtype.kind != "f":
+            what = {"b": "bool", "i": "integer", "u": "integer", "c": "complex"}.get(a.dtype.kind, str(a.dtype))
+            extra = " (its imaginary part would be lost)" if a.dtype.kind == "c" else ""
+            raise ValueError(f"action has {what} dtype {a.dtype}{extra}; send real floats, e.g. "
+                             f"np.asarray(action, np.float32), with shape {want} ({kind} actions)")
+        if a.shape != want:
+            raise ValueError(f"action has shape {a.shape}; expected {want} ({kind} actions)")
+        a = a.astype(np.float64).reshape((n,) + self.space.shape)
+        finite = np.isfinite(a).reshape(n, -1).all(-1)
+        if not finite.all():
+            where = f"env rows {np.flatnonzero(~finite).tolist()}" if batched else "this env"
+            raise ValueError(f"action contains NaN or inf ({where}); the simulation state was left unchanged: "
+                             "send finite values within the action space")
+        c = np.clip(a, self.low, self.high)
+        clipped = (c != a).reshape(n, -1).any(-1)
+        if kind == "control" and not self.physical:
+            bc = self.cfg.bicycle
+            acc = np.where(c[:, 0] >= 0, c[:, 0] * bc.max_accel, -c[:, 0] * bc.min_accel)
+            c = np.stack([acc, c[:, 1] * bc.max_steer_rate], -1)
+        return c, clipped
+
+
+def scenario_index(bank: ScenarioBank, key: Any) -> int:
+    """Index of a scenario in the bank from its int index or its name; errors list the valid names."""
+    if isinstance(key, (bool, np.bool_)):
+        raise ValueError(f"scenario must be an int index in [0, {len(bank.names)}) or a scenario name, got the "
+                         f"bool {key!r}")
+    if isinstance(key, (int, np.integer)):
+        if not 0 <= int(key) < len(bank.names):
+            raise ValueError(f"scenario index {key} out of range [0, {len(bank.names)})")
+        return int(key)
+    if isinstance(key, str):
+        try:
+            return bank.names.index(key)
+        except ValueError:
+            raise ValueError(f"unknown scenario {key!r}; valid scenarios: {', '.join(bank.names)}") from None
+    raise ValueError(f"scenario must be an int index in [0, {len(bank.names)}) or a scenario name, got "
+                     f"{type(key).__name__} {key!r}")
+
+
+def parse_reset_options(options: Any, bank: ScenarioBank, num_envs: int,
+                        batched: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Validated reset options: (scenario indices [num_envs] or None for the env's RNG, reset mask [num_envs]
+    or None for all rows).
+
+    options: None or a dict with ``scenario`` (an int index or a name; for a vector env also one per env)
+    and, for vector envs, ``reset_mask`` (bool [num_envs]: the rows to reset).
+    """
+    if options is None:
+        return None, None
+    if not isinstance(options, Mapping):
+        raise ValueError(f"reset options must be a dict such as {{'scenario': 0}}, got {type(options).__name__} "
+                         f"{options!r}")
+    valid = RESET_OPTIONS if batched else RESET_OPTIONS[:1]
+    unknown = sorted(str(k) for k in options if k not in valid)
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
+    sid = None
+    sc = options.get("scenario")
+    if sc is not None:
+        if batched and isinstance(sc, (list, tuple, np.ndarray)):
+            if len(sc) != num_envs:
+                raise ValueError(f"reset option 'scenario' has {len(sc)} entries; expected one per env ({num_envs})")
+            sid = np.array([scenario_index(bank, k.item() if isinstance(k, np.generic) else k) for k in sc],
+                           np.int64)
+        else:
+            sid = np.full(num_envs, scenario_index(bank, sc), np.int64)
+    mask = None
+    if options.get("reset_mask") is not None:
+        mask = np.asarray(options["reset_mask"])
+        if mask.dtype != np.bool_ or mask.shape != (num_envs,):
+            raise ValueError(f"reset option 'reset_mask' must be a bool array of shape ({num_envs},), got "
+                             f"dtype {mask.dtype} shape {mask.shape}")
+    return sid, mask
+
+
+# ----------------------------------------------------------------------------- the observation seam
+
+
+@runtime_checkable
+class ObservationExtension(Protocol):
+    """Extra observation keys from an optional backend (the seam for camera sensors: splat / joint renders).
+
+    The core calls ``spaces(core)`` once at construction (the per-env spaces of the extra keys; they must not
+    clash with the state keys), ``reset_rows(core, rows)`` when rows (bool [B]) start an episode (after the
+    state is reset) and ``observe(core, rows)`` for the values [n, ...] of the rows (bool [B]) whose
+    observation is returned, reading ``core.state`` / ``core.bank``. ``close()`` releases its resources.
+    """
+
+    def spaces(self, core: "BatchedDrive") -> dict[str, spaces.Space]: ...
+
+    def reset_rows(self, core: "BatchedDrive", rows: np.ndarray) -> None: ...
+
+    def observe(self, core: "BatchedDrive", rows: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+# ----------------------------------------------------------------------------- the core
+
+
+@dataclass
+class StepResult:
+    """One batched step. reward, terminated, truncated, failure [B] (zero / False on rows that did not step);
+    metrics: :data:`STEP_METRICS` keys -> [B]; episode [B]: the episode result of rows that ended, else None;
+    clipped [B]: the row's action was clipped into the action space."""
+
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    failure: np.ndarray
+    metrics: dict[str, np.ndarray]
+    episode: list
+    clipped: np.ndarray
+
+
+class BatchedDrive:
+    """B environments over one ScenarioBank: the SimState, the metrics, the spaces and the step.
+
+    Methods work on rows given by boolean masks [B] so that the vector env can reset some rows while
+    stepping the others. :meth:`build` makes one from the ``gymnasium.make`` kwargs of ``jwmsim/Drive-v0``.
     """
 
     def __init__(self, bank: ScenarioBank, num_envs: int, sim_cfg: SimConfig = SimConfig(),
                  obs_cfg: ObsConfig = ObsConfig(), reward_cfg: RewardConfig = RewardConfig(),
-                 record: bool = True):
-        self.bank, self.B, self.cfg, self.obs_cfg, self.reward_cfg = bank, int(num_envs), sim_cfg, obs_cfg, reward_cfg
-        self.record = record
+                 metrics_cfg: MetricsConfig = MetricsConfig(), physical_units: bool = False,
+                 episode_metrics: bool = True, terminate_on_failure: bool = True,
+                 extension: ObservationExtension | None = None):
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.bank, self.B, self.cfg, self.obs_cfg = bank, int(num_envs), sim_cfg, obs_cfg
+        self.reward_cfg, self.metrics_cfg = reward_cfg, metrics_cfg
+        self.episode_metrics, self.terminate_on_failure = bool(episode_metrics), bool(terminate_on_failure)
         self.state: SimState | None = None
-        self.metrics = sig.MetricsHub(bank, self.B, sim_cfg)
+        self.metrics = MetricsHub(bank, self.B, sim_cfg, metrics_cfg)
+        self.observer = StateObserver(bank, sim_cfg, obs_cfg)
         self.route_s0 = np.zeros(self.B)
-        # Lane-segment midpoints for the nearest-lane query
-        q = bank.lane_segs.shape[2]
-        self._seg_mid = bank.lane_segs[:, :, q // 2]  # [S, G, 2]
-        c = np.ascontiguousarray
-        self._k = {"route_xy": c(bank.route_xy, np.float64), "route_len": c(bank.route_len, np.int64),
-                   "route_cum": c(bank.route_cum, np.float64), "agent_size": c(bank.agent_size, np.float64),
-                   "agent_type": c(bank.agent_type, np.int64), "seg_mid": c(self._seg_mid, np.float64),
-                   "lane_segs": c(bank.lane_segs, np.float64), "lane_seg_valid": c(bank.lane_seg_valid, np.bool_)}
         self.clip_count = np.zeros(self.B, np.int64)
+        self.single_action_space = action_space(sim_cfg, physical_units)
+        self.codec = ActionCodec(self.single_action_space, sim_cfg, physical_units)
+        obs_spaces = dict(self.observer.space().spaces)
+        self.extension = extension
+        if extension is not None:
+            if not isinstance(extension, ObservationExtension):
+                raise ValueError(f"observation_extension must implement jwmsim.env.core.ObservationExtension "
+                                 f"(spaces, reset_rows, observe, close), got {type(extension).__name__}")
+            extra = dict(extension.spaces(self))
+            clash = sorted(set(extra) & set(obs_spaces))
+            if clash:
+                raise ValueError(f"observation_extension keys {clash} clash with the state observation keys")
+            obs_spaces.update(extra)
+        self.single_observation_space = spaces.Dict(obs_spaces)
+        self._names = np.array(bank.names)
+
+    @classmethod
+    def build(cls, num_envs: int = 1, scenarios: Any = "synthetic", action: str = "control",
+              traffic: str | None = None, physical_units: bool = False, obs: dict | None = None,
+              reward: dict | None = None, bicycle: dict | None = None, metrics: dict | None = None,
+              episode_metrics: bool = True, terminate_on_failure: bool = True,
+              observation_extension: ObservationExtension | None = None,
+              sim_config: SimConfig | None = None) -> "BatchedDrive":
+        """The core from the ``jwmsim/Drive-v0`` kwargs (documented in :mod:`jwmsim.env.drive`)."""
+        if sim_config is None:
+            sim_cfg = make_sim_config(action, bicycle)
+        elif bicycle is not None or sim_config.action.kind != action:
+            raise ValueError(f"sim_config replaces action / bicycle: pass action={sim_config.action.kind!r} and no "
+                             "bicycle with it")
+        else:
+            sim_cfg = sim_config
+        bank = make_bank(scenarios, sim_cfg, traffic)
+        return cls(bank, num_envs, sim_cfg, ObsConfig(**(obs or {})), RewardConfig(**(reward or {})),
+                   MetricsConfig(**(metrics or {})), physical_units=physical_units, episode_metrics=episode_metrics,
+                   terminate_on_failure=terminate_on_failure, extension=observation_extension)
 
     # -- reset / step ------------------------------------------------------------------------------
 
     def reset_rows(self, rows: np.ndarray, sid: np.ndarray) -> None:
-        """Reset rows (bool mask [B]) to scenarios sid [rows.sum()]."""
+        """Reset rows (bool mask [B]) to scenarios sid [rows.sum()] and record their initial states."""
         self._reset_state(rows, sid)
         self.metrics.record_rows(rows, self.state)
+        if self.extension is not None:
+            self.extension.reset_rows(self, rows)
 
-    def step_rows(self, rows: np.ndarray, action: np.ndarray) -> dict:
-        """Step the rows (bool mask [B]) with actions [rows.sum(), ...]; returns per-row step signals."""
-        return self.reset_and_step_rows(np.zeros(self.B, bool), np.zeros(0, np.int64), rows, action)
+    def step(self, action: np.ndarray, stepping: np.ndarray, resetting: np.ndarray | None = None,
+             reset_sid: np.ndarray | None = None, clipped: np.ndarray | None = None) -> StepResult:
+        """Step the rows of mask ``stepping`` [B] with the physical actions of those rows (``action`` [B, ...],
+        decoded by :attr:`codec`; other rows' entries are ignored) and reset the (disjoint) rows of mask
+        ``resetting`` to scenarios reset_sid [resetting.sum()], recording both in ONE metrics call (the
+        tracker's per-call cost does not depend on how many rows it records). clipped [B]: the codec's flags,
+        counted on the stepping rows."""
+        B = self.B
+        resetting = np.zeros(B, bool) if resetting is None else resetting
+        if resetting.any():
+            self._reset_state(resetting, reset_sid)
+        zero = np.zeros(B)
+        res = StepResult(zero, np.zeros(B, bool), np.zeros(B, bool), np.zeros(B, bool),
+                         {k: np.zeros(B, dtype=bool if t is bool else np.float64) for k, t in STEP_METRICS.items()},
+                         [None] * B, np.zeros(B, bool) if clipped is None else clipped & stepping)
+        self.clip_count += res.clipped
+        if stepping.any():
+            old = self.state.select(stepping)
+            new = simmod.step(self.bank, old, action[stepping], self.cfg)
+            self.state.assign(stepping, new)
+        values = self.metrics.record_rows(stepping | resetting, self.state)
+        if resetting.any() and self.extension is not None:
+            self.extension.reset_rows(self, resetting)
+        if not stepping.any():
+            return res
+        s = self._signals(old, new, {k: v[stepping] for k, v in values.items()})
+        for k, v in s.items():
+            res.metrics[k][stepping] = v
+        failure = s["at_fault_collision"] | s["offroad"]
+        w = self.reward_cfg
+        res.reward = np.zeros(B)
+        res.reward[stepping] = (w.w_progress * s["progress"] - w.w_collision * s["at_fault_collision"]
+                                - w.w_offroad * s["offroad"] - w.w_comfort * s["comfort_violation"]
+                                - w.w_speeding * s["overspeed"])
+        res.failure[stepping] = failure
+        term = failure if self.terminate_on_failure else np.zeros_like(failure)
+        trunc = (new.t >= self.bank.num_steps[new.sid] - 1) & ~term
+        res.terminated[stepping], res.truncated[stepping] = term, trunc
+        ended = np.flatnonzero(stepping)[term | trunc]
+        if self.episode_metrics and len(ended):
+            for b, ep in zip(ended, self.metrics.episode_results(
+                    ended, self.state, self.state.route_s[ended] - self.route_s0[ended])):
+                res.episode[b] = ep
+        return res
 
-    def reset_and_step_rows(self, reset: np.ndarray, sid: np.ndarray, rows: np.ndarray, action: np.ndarray) -> dict:
-        """Reset the rows of mask ``reset`` [B] to scenarios sid [reset.sum()] and step the (disjoint) rows of
-        mask ``rows`` [B] with actions [rows.sum(), ...], recording both in ONE metrics call (the tracker's
-        per-call cost does not depend on how many rows it records). Returns the stepped rows' signals."""
-        if reset.any():
-            self._reset_state(reset, sid)
-        sub = self.state.select(rows)
-        new = simmod.step(self.bank, sub, action, self.cfg)
-        self.state.assign(rows, new)
-        values = self.metrics.record_rows(rows | reset, self.state)
-        return sig.step_signals(self.bank, sub, new, self.cfg, {k: v[rows] for k, v in values.items()})
+    def _signals(self, old: SimState, new: SimState, m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The :data:`STEP_METRICS` values [n] of a step old -> new (n rows) from the tracker's values m [n]."""
+        lon = new.ego_accel
+        lat = new.ego[:, 3] * new.ego_yaw_rate
+        return {
+            "progress": new.route_s - old.route_s,
+            "at_fault_collision": m["at_fault_collision"].astype(bool),
+            "collision": m["collision"].astype(bool),
+            "offroad": ~m["corners_in_drivable"].astype(bool),
+            "ttc": m["ttc"],
+            "score_so_far": m["score_so_far"],
+            "overspeed": np.nan_to_num(m["overspeed"], nan=0.0),
+            "comfort_violation": comfort_violation(lon, lat, new.ego_yaw_rate, self.metrics_cfg),
+            "lon_accel": lon,
+            "lat_accel": lat,
+            "yaw_rate": new.ego_yaw_rate,
+            "speed": new.ego[:, 3],
+        }
 
     def _reset_state(self, rows: np.ndarray, sid: np.ndarray) -> None:
         fresh = simmod.reset(self.bank, sid, self.cfg)
@@ -129,267 +380,43 @@ class BatchedDrive:
         self.route_s0[rows] = self.state.route_s[rows]
         self.metrics.start_rows(rows, self.state)
 
-    # -- reward / done -----------------------------------------------------------------------------
-
-    def reward(self, s: dict) -> np.ndarray:
-        w = self.reward_cfg
-        return (w.w_progress * s["progress"] - w.w_collision * s["at_fault_collision"]
-                - w.w_offroad * s["offroad"] - w.w_comfort * s["comfort_violation"]
-                - w.w_speeding * s["overspeed"]).astype(np.float64)
-
-    def terminated(self, s: dict) -> np.ndarray:
-        return s["at_fault_collision"] | s["offroad"]
-
-    def truncated(self, rows: np.ndarray) -> np.ndarray:
-        st = self.state
-        return st.t[rows] >= self.bank.num_steps[st.sid[rows]] - 1
-
-    # -- observations ------------------------------------------------------------------------------
+    # -- observations and infos --------------------------------------------------------------------
 
     def observe(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Observation arrays with a leading [n] for the given rows (all when None).
-
-        One numba kernel over the rows (selection of the K nearest agents and L nearest lane segments,
-        ties to the lowest index); :meth:`observe_reference` is its numpy twin. The kernel computes in
-        float64 and stores into the float32 outputs directly.
-        """
+        """Observation arrays [n, ...] of the rows (bool mask [B]; all when None), extension keys included."""
         st = self.state if rows is None else self.state.select(rows)
-        oc, bank = self.obs_cfg, self.bank
-        n = st.batch_size
-        Q = bank.lane_segs.shape[2]
-        f32 = np.float32
-        out = {"ego": np.zeros((n, len(EGO_FEATURES)), f32), "route": np.zeros((n, oc.route_points, 2), f32),
-               "agents": np.zeros((n, oc.num_agents, len(AGENT_FEATURES)), f32),
-               "agents_mask": np.zeros((n, oc.num_agents), np.int8),
-               "lanes": np.zeros((n, oc.num_lanes, Q, 2), f32), "lanes_mask": np.zeros((n, oc.num_lanes), np.int8)}
-        f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-        _observe_kernel(np.ascontiguousarray(st.sid), f64(st.ego), f64(st.ego_accel), f64(st.ego_yaw_rate),
-                        f64(st.route_s), np.ascontiguousarray(st.route_k), f64(st.agent_xy), f64(st.agent_yaw),
-                        f64(st.agent_vel), np.ascontiguousarray(st.agent_valid), self._k["route_xy"],
-                        self._k["route_len"], self._k["route_cum"], self._k["agent_size"], self._k["agent_type"],
-                        self._k["seg_mid"], self._k["lane_segs"], self._k["lane_seg_valid"], float(self.cfg.route_ds),
-                        float(oc.route_spacing), float(oc.agent_radius), out["ego"], out["route"], out["agents"],
-                        out["agents_mask"], out["lanes"], out["lanes_mask"])
-        return out
+        obs = self.observer.observe(st)
+        if self.extension is not None:
+            obs.update(self.extension.observe(self, np.ones(self.B, bool) if rows is None else rows))
+        return obs
 
     def observe_reference(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The numpy twin of :meth:`observe` (dense arrays, argpartition + stable argsort)."""
-        st = self.state if rows is None else self.state.select(rows)
-        oc, bank = self.obs_cfg, self.bank
-        n = st.batch_size
-        sid = st.sid
-        ego = st.ego
-        c, s = np.cos(ego[:, 2]), np.sin(ego[:, 2])
+        """The numpy twin of the state part of :meth:`observe` (tests)."""
+        return self.observer.observe_reference(self.state if rows is None else self.state.select(rows))
 
-        def to_ego(p: np.ndarray) -> np.ndarray:  # [n, ..., 2] world -> ego frame
-            d = p - ego[:, None, :2] if p.ndim == 3 else p - ego[:, None, None, :2]
-            cc = c.reshape((n,) + (1,) * (d.ndim - 2))
-            ss = s.reshape((n,) + (1,) * (d.ndim - 2))
-            return np.stack([cc * d[..., 0] + ss * d[..., 1], -ss * d[..., 0] + cc * d[..., 1]], -1)
+    def info(self, res: StepResult | None = None) -> dict:
+        """The infos of all B rows as arrays (gymnasium's vector convention; ``_episode`` masks the
+        episode list): scenario names, step t, and after a step the metrics, failure flags, clipping and the
+        finished episodes."""
+        st = self.state
+        info: dict[str, Any] = {"scenario": self._names[st.sid], "t": st.t.copy()}
+        if res is not None:
+            info.update({"metrics": res.metrics, "failure": res.failure,
+                         "action_clipped": res.clipped,
+                         "action_clipped_count": self.clip_count.copy(), "episode": res.episode,
+                         "_episode": np.array([e is not None for e in res.episode])})
+        return info
 
-        # route ahead
-        route_ds = self.cfg.route_ds
-        rlen = bank.route_len[sid]
-        f = np.clip((st.route_s[:, None] + oc.route_spacing * np.arange(oc.route_points)[None]) / route_ds,
-                    0.0, (rlen - 1)[:, None].astype(np.float64))
-        k = np.minimum(f.astype(np.int64), (rlen - 2)[:, None])
-        u = (f - k)[..., None]
-        p0 = bank.route_xy[sid[:, None], k]
-        p1 = bank.route_xy[sid[:, None], k + 1]
-        route = to_ego(p0 + u * (p1 - p0))
-        # ego features: route frame at the ego's projection
-        kk = np.minimum(st.route_k, rlen - 2)
-        a, b = bank.route_xy[sid, kk], bank.route_xy[sid, kk + 1]
-        d = b - a
-        rh = np.arctan2(d[:, 1], d[:, 0])
-        rel = ego[:, :2] - a
-        ln = np.maximum(np.linalg.norm(d, axis=-1), 1e-9)
-        lateral = (d[:, 0] * rel[:, 1] - d[:, 1] * rel[:, 0]) / ln
-        total = np.maximum(bank.route_cum[sid, rlen - 1], 1e-9)
-        ego_obs = np.stack([ego[:, 3], ego[:, 4], st.ego_accel, st.ego_yaw_rate, lateral,
-                            wrap_angle(ego[:, 2] - rh), np.clip(st.route_s / total, 0.0, 1.0)], -1)
-        # nearest agents
-        K = oc.num_agents
-        A = st.agent_xy.shape[1]
-        rel_a = to_ego(st.agent_xy)  # [n, A, 2]
-        dist = np.where(st.agent_valid, np.linalg.norm(rel_a, axis=-1), np.inf)
-        dist = np.where(dist <= oc.agent_radius, dist, np.inf)
-        if A > K:
-            idx = np.argpartition(dist, K - 1, axis=1)[:, :K]
-        else:
-            idx = np.broadcast_to(np.arange(A), (n, A))
-        order = np.argsort(np.take_along_axis(dist, idx, 1), axis=1, kind="stable")
-        idx = np.take_along_axis(idx, order, 1)
-        r = np.arange(n)[:, None]
-        kA = idx.shape[1]
-        mask = np.isfinite(dist[r, idx])
-        yaw_rel = st.agent_yaw[r, idx] - ego[:, 2:3]
-        vel = st.agent_vel[r, idx]
-        vx = c[:, None] * vel[..., 0] + s[:, None] * vel[..., 1]
-        vy = -s[:, None] * vel[..., 0] + c[:, None] * vel[..., 1]
-        size = bank.agent_size[sid[:, None], idx]
-        typ = bank.agent_type[sid[:, None], idx].astype(np.float64)
-        feats = np.stack([rel_a[r, idx, 0], rel_a[r, idx, 1], np.cos(yaw_rel), np.sin(yaw_rel), vx, vy,
-                          size[..., 0], size[..., 1], typ], -1)
-        feats = np.where(mask[..., None], feats, 0.0)
-        agents = np.zeros((n, K, len(AGENT_FEATURES)))
-        agents[:, :kA] = feats
-        amask = np.zeros((n, K), np.int8)
-        amask[:, :kA] = mask
-        # nearest lane segments
-        L = oc.num_lanes
-        mid = self._seg_mid[sid]  # [n, G, 2]
-        dl = np.where(bank.lane_seg_valid[sid], ((mid - ego[:, None, :2]) ** 2).sum(-1), np.inf)
-        G = dl.shape[1]
-        if G > L:
-            li = np.argpartition(dl, L - 1, axis=1)[:, :L]
-        else:
-            li = np.broadcast_to(np.arange(G), (n, G))
-        lorder = np.argsort(np.take_along_axis(dl, li, 1), axis=1, kind="stable")
-        li = np.take_along_axis(li, lorder, 1)
-        lmask = np.isfinite(dl[r, li])
-        segs = to_ego(bank.lane_segs[sid[:, None], li])  # [n, L', Q, 2]
-        segs = np.where(lmask[..., None, None], segs, 0.0)
-        lanes = np.zeros((n, L) + segs.shape[2:])
-        lanes[:, :segs.shape[1]] = segs
-        lm = np.zeros((n, L), np.int8)
-        lm[:, :segs.shape[1]] = lmask
-        out = {"ego": ego_obs, "route": route, "agents": agents, "agents_mask": amask, "lanes": lanes,
-               "lanes_mask": lm}
-        return {k: (v.astype(np.float32) if v.dtype != np.int8 else v) for k, v in out.items()}
-
-
-# ----------------------------------------------------------------------------- numba observation kernel
-
-try:
-    import numba
-except ImportError:  # pragma: no cover
-    numba = None
-
-
-def _insert_sorted_py(top_d, top_i, count, k, d, i):
-    """Insert (d, i) into the sorted top_d / top_i [count], keeping at most k entries; returns the new count.
-    Entries come in increasing i and an equal d goes after those already there: (distance, index) order."""
-    if k == 0:
-        return 0
-    if count == k:
-        if not d < top_d[k - 1]:
-            return count
-        p = k - 1
-    else:
-        p = count
-        count += 1
-    while p > 0 and top_d[p - 1] > d:
-        top_d[p] = top_d[p - 1]
-        top_i[p] = top_i[p - 1]
-        p -= 1
-    top_d[p] = d
-    top_i[p] = i
-    return count
-
-
-_insert_sorted = (numba.njit(cache=True, nogil=True, inline="always")(_insert_sorted_py) if numba is not None
-                  else _insert_sorted_py)
-
-
-def _observe_py(sid, ego, ego_accel, ego_yaw_rate, route_s, route_k, agent_xy, agent_yaw, agent_vel, agent_valid,
-                route_xy, route_len, route_cum, agent_size, agent_type, seg_mid, lane_segs, lane_seg_valid,
-                route_ds, route_spacing, agent_radius, o_ego, o_route, o_agents, o_amask, o_lanes, o_lmask):
-    n = sid.shape[0]
-    R = o_route.shape[1]
-    K = o_agents.shape[1]
-    A = agent_xy.shape[1]
-    L = o_lanes.shape[1]
-    G = seg_mid.shape[1]
-    Q = lane_segs.shape[2]
-    top_d = np.empty(max(K, L, 1))  # the nearest so far, sorted by (distance, index)
-    top_i = np.empty(max(K, L, 1), np.int64)
-    for b in range(n):
-        sc = sid[b]
-        ex, ey, eyaw = ego[b, 0], ego[b, 1], ego[b, 2]
-        c = np.cos(eyaw)
-        s = np.sin(eyaw)
-        rlen = route_len[sc]
-        # route ahead
-        for r in range(R):
-            f = (route_s[b] + route_spacing * r) / route_ds
-            f = min(max(f, 0.0), float(rlen - 1))
-            k = min(int(f), rlen - 2)
-            u = f - k
-            px = route_xy[sc, k, 0] + u * (route_xy[sc, k + 1, 0] - route_xy[sc, k, 0]) - ex
-            py = route_xy[sc, k, 1] + u * (route_xy[sc, k + 1, 1] - route_xy[sc, k, 1]) - ey
-            o_route[b, r, 0] = c * px + s * py
-            o_route[b, r, 1] = -s * px + c * py
-        # ego features
-        kk = min(route_k[b], rlen - 2)
-        ax, ay = route_xy[sc, kk, 0], route_xy[sc, kk, 1]
-        dx, dy = route_xy[sc, kk + 1, 0] - ax, route_xy[sc, kk + 1, 1] - ay
-        ln = max(np.sqrt(dx * dx + dy * dy), 1e-9)
-        rh = np.arctan2(dy, dx)
-        total = max(route_cum[sc, rlen - 1], 1e-9)
-        o_ego[b, 0] = ego[b, 3]
-        o_ego[b, 1] = ego[b, 4]
-        o_ego[b, 2] = ego_accel[b]
-        o_ego[b, 3] = ego_yaw_rate[b]
-        o_ego[b, 4] = (dx * (ey - ay) - dy * (ex - ax)) / ln
-        o_ego[b, 5] = (eyaw - rh + np.pi) % (2 * np.pi) - np.pi
-        o_ego[b, 6] = min(max(route_s[b] / total, 0.0), 1.0)
-        # nearest agents: the K smallest distances in (distance, index) order (ties to the lowest index,
-        # like a stable sort), by insertion into a short sorted list while scanning in index order
-        na = 0
-        for a in range(A):
-            if not agent_valid[b, a]:
-                continue
-            px = agent_xy[b, a, 0] - ex
-            py = agent_xy[b, a, 1] - ey
-            rx = c * px + s * py
-            ry = -s * px + c * py
-            d = np.sqrt(rx * rx + ry * ry)
-            if d <= agent_radius:  # False for NaN too
-                na = _insert_sorted(top_d, top_i, na, K, d, a)
-        for slot in range(na):
-            best = top_i[slot]
-            px = agent_xy[b, best, 0] - ex
-            py = agent_xy[b, best, 1] - ey
-            yr = agent_yaw[b, best] - eyaw
-            vx, vy = agent_vel[b, best, 0], agent_vel[b, best, 1]
-            o_agents[b, slot, 0] = c * px + s * py
-            o_agents[b, slot, 1] = -s * px + c * py
-            o_agents[b, slot, 2] = np.cos(yr)
-            o_agents[b, slot, 3] = np.sin(yr)
-            o_agents[b, slot, 4] = c * vx + s * vy
-            o_agents[b, slot, 5] = -s * vx + c * vy
-            o_agents[b, slot, 6] = agent_size[sc, best, 0]
-            o_agents[b, slot, 7] = agent_size[sc, best, 1]
-            o_agents[b, slot, 8] = agent_type[sc, best]
-            o_amask[b, slot] = 1
-        # nearest lane segments (the same selection)
-        nl = 0
-        for g in range(G):
-            if lane_seg_valid[sc, g]:
-                mx = seg_mid[sc, g, 0] - ex
-                my = seg_mid[sc, g, 1] - ey
-                d = mx * mx + my * my
-                if d < np.inf:
-                    nl = _insert_sorted(top_d, top_i, nl, L, d, g)
-        for slot in range(nl):
-            best = top_i[slot]
-            for q in range(Q):
-                px = lane_segs[sc, best, q, 0] - ex
-                py = lane_segs[sc, best, q, 1] - ey
-                o_lanes[b, slot, q, 0] = c * px + s * py
-                o_lanes[b, slot, q, 1] = -s * px + c * py
-            o_lmask[b, slot] = 1
-
-
-_observe_kernel = numba.njit(cache=True, nogil=True)(_observe_py) if numba is not None else _observe_py
+    def close(self) -> None:
+        if self.extension is not None:
+            self.extension.close()
 
 
 def precompile() -> None:
-    """Compile (and cache) the sim's numba kernels: observation, route projection, lead search.
+    """Compile (and cache) the env's numba kernels: observation, route projection, lead search.
     ``jwmsim.precompile`` calls this at install time so no user run pays the JIT cost."""
-    from jwmsim.env.vector import DriveVectorEnv
-
-    env = DriveVectorEnv(num_envs=1, traffic="idm", episode_metrics=False)
-    env.reset(seed=0)
-    env.step(np.zeros((1, 2), np.float32))
+    core = BatchedDrive.build(1, traffic="idm", episode_metrics=False)
+    core.reset_rows(np.ones(1, bool), np.zeros(1, np.int64))
+    act, _ = core.codec(np.zeros((1, 2), np.float32), 1)
+    core.step(act, np.ones(1, bool))
+    core.observe()

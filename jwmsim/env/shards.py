@@ -11,24 +11,45 @@ single-process env's row for row (tested).
 ``gymnasium.make_vec("jwmsim/Drive-v0", num_envs=B, num_workers=2, ...)`` returns it. Actions are
 validated for every row before any shard moves, so a NaN action still changes nothing. Close it
 (``env.close()`` or a ``with`` block) to stop the worker processes; a worker that dies raises a
-``RuntimeError`` naming it.
+``RuntimeError`` naming it, and one that does not answer a reset / step within ``step_timeout`` seconds
+(stopped with SIGSTOP, hung in native code) raises a ``TimeoutError`` naming it; either error closes the
+env (its shards are no longer in step). The workers die with the parent process, even when it is
+killed with SIGKILL (:func:`jwmsim.procs.die_with_parent`, plus a parent-pid watchdog thread).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
+import threading
+import time
 from typing import Any
 
 import numpy as np
 from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from jwmsim.env.core import parse_reset_options
 from jwmsim.env.vector import DriveVectorEnv
+from jwmsim.procs import die_with_parent
+
+DEFAULT_STEP_TIMEOUT = 60.0  # [s] a shard's reset / step (milliseconds normally) taking longer is an error
+WATCHDOG_PERIOD = 1.0  # [s] how often a worker checks that its parent is alive (where prctl is missing)
 
 
-def _worker(conn, num_envs: int, kwargs: dict) -> None:
+def _watch_parent(parent_pid: int) -> None:
+    """Exit this worker when the parent is gone (re-parented): the fallback where PR_SET_PDEATHSIG does not
+    exist or fired too early/late (e.g. the parent thread that forked was not the one that died)."""
+    while os.getppid() == parent_pid:
+        time.sleep(WATCHDOG_PERIOD)
+    os._exit(1)
+
+
+def _worker(conn, num_envs: int, kwargs: dict, parent_pid: int) -> None:
     """Child process: one DriveVectorEnv shard serving ("reset" | "step" | "close", payload) requests."""
+    die_with_parent(parent_pid)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="jwmsim-parent-watch").start()
     try:
         env = DriveVectorEnv(num_envs=num_envs, **kwargs)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
@@ -58,8 +79,12 @@ class ShardedDriveVectorEnv(VectorEnv):
 
     metadata = DriveVectorEnv.metadata
 
-    def __init__(self, num_envs: int = 2, num_workers: int = 2, **kwargs: Any):
+    def __init__(self, num_envs: int = 2, num_workers: int = 2, step_timeout: float = DEFAULT_STEP_TIMEOUT,
+                 **kwargs: Any):
         num_envs, num_workers = int(num_envs), int(num_workers)
+        if isinstance(step_timeout, bool) or not isinstance(step_timeout, (int, float)) or not step_timeout > 0:
+            raise ValueError(f"step_timeout must be a positive number of seconds, got {step_timeout!r}")
+        self.step_timeout = float(step_timeout)
         if not 2 <= num_workers <= num_envs:
             raise ValueError(f"num_workers must be in [2, num_envs={num_envs}] for a sharded env, got {num_workers} "
                              "(num_workers=1 runs the single-process DriveVectorEnv)")
@@ -68,9 +93,10 @@ class ShardedDriveVectorEnv(VectorEnv):
         self._slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         self._conns, self._procs = [], []
+        self._local = None
         for w, sl in enumerate(self._slices[1:], start=1):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, sl.stop - sl.start, kwargs), daemon=True,
+            proc = ctx.Process(target=_worker, args=(child, sl.stop - sl.start, kwargs, os.getpid()), daemon=True,
                                name=f"jwmsim-shard-{w}")
             proc.start()
             child.close()
@@ -79,12 +105,12 @@ class ShardedDriveVectorEnv(VectorEnv):
         try:
             self._local = DriveVectorEnv(num_envs=self._slices[0].stop, **kwargs)  # built while the children build
             for w in range(1, num_workers):
-                self._recv(w)
+                self._recv(w, timeout=None)  # building a shard may generate town logs: minutes, not a hang
         except BaseException:
             self.close()
             raise
         loc = self._local
-        self.bank, self.sim_cfg, self.obs_cfg, self.codec = loc.bank, loc.sim_cfg, loc.obs_cfg, loc.codec
+        self.bank, self.codec = loc.bank, loc.codec
         self.single_observation_space = loc.single_observation_space
         self.single_action_space = loc.single_action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -96,12 +122,27 @@ class ShardedDriveVectorEnv(VectorEnv):
     def _died(self, w: int) -> RuntimeError:
         proc = self._procs[w - 1]
         proc.join(timeout=1)
-        return RuntimeError(f"jwmsim shard worker {w} (pid {proc.pid}) died (exit code {proc.exitcode}); "
-                            "close this env and make a new one")
+        err = RuntimeError(f"jwmsim shard worker {w} (pid {proc.pid}) died (exit code {proc.exitcode}); the env "
+                           "is closed: make a new one")
+        self.close(kill=True)
+        return err
 
-    def _recv(self, w: int):
+    def _recv(self, w: int, timeout: float | None = -1.0):
+        """Worker w's answer; timeout [s] (-1: step_timeout; None: wait while the worker lives)."""
+        conn, proc = self._conns[w - 1], self._procs[w - 1]
+        timeout = self.step_timeout if timeout == -1.0 else timeout
+        t_end = None if timeout is None else time.monotonic() + timeout
         try:
-            status, out = self._conns[w - 1].recv()
+            while not conn.poll(0.5 if t_end is None else max(0.0, min(0.5, t_end - time.monotonic()))):
+                if not proc.is_alive() and not conn.poll(0):
+                    raise EOFError
+                if t_end is not None and time.monotonic() >= t_end:
+                    pid = proc.pid
+                    self.close(kill=True)
+                    raise TimeoutError(f"jwmsim shard worker {w} (pid {pid}) did not answer within {timeout:g} s "
+                                       "(stopped with SIGSTOP, or hung); the env is closed: make a new one (or "
+                                       "raise step_timeout if the machine is that slow)")
+            status, out = conn.recv()
         except (EOFError, OSError):
             raise self._died(w) from None
         if status == "error":
@@ -121,6 +162,8 @@ class ShardedDriveVectorEnv(VectorEnv):
     # -- gymnasium API --------------------------------------------------------------------------------
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        self._check_open()
+        parse_reset_options(options, self.bank, self.num_envs, batched=True)  # refuse bad options before any move
         if seed is not None and not isinstance(seed, (int, np.integer)):
             seed = list(seed)
             if len(seed) != self.num_envs:
@@ -135,6 +178,7 @@ class ShardedDriveVectorEnv(VectorEnv):
         return obs, _concat([r[1] for r in results])
 
     def step(self, actions):
+        self._check_open()
         self.codec(actions, self.num_envs)  # every row valid before any shard moves (raises otherwise)
         a = np.asarray(actions)
         results = self._run("step", [a[sl] for sl in self._slices])
@@ -143,21 +187,35 @@ class ShardedDriveVectorEnv(VectorEnv):
         return (_concat(obs), np.concatenate(reward), np.concatenate(terminated), np.concatenate(truncated),
                 _concat(info, sizes))
 
-    def close(self, **kwargs: Any) -> None:
+    def _check_open(self) -> None:
+        if not self._procs:
+            raise RuntimeError("this sharded env is closed (close() was called, or a worker died or timed out): "
+                               "make a new one")
+
+    def close(self, kill: bool = False, **kwargs: Any) -> None:
+        """Stop the workers: ask them to exit, then SIGKILL any still there after 5 s (at once with kill=True:
+        a stopped or hung worker never reads the request, and SIGTERM waits while a process is stopped)."""
         if not getattr(self, "_procs", None):  # closed already, or __init__ failed before starting workers
             return
-        for conn in self._conns:
-            try:
-                conn.send(("close", None))
-            except (OSError, ValueError):
-                pass
-        for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-        for conn in self._conns:
-            conn.close()
+        procs, conns = self._procs, self._conns
         self._conns, self._procs = [], []
+        if not kill:
+            for conn in conns:
+                try:
+                    conn.send(("close", None))
+                except (OSError, ValueError):
+                    pass
+            deadline = time.monotonic() + 5.0
+            for proc in procs:
+                proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+        for conn in conns:
+            conn.close()
+        if getattr(self, "_local", None) is not None:
+            self._local.close()
 
     def __del__(self):
         try:
