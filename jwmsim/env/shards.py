@@ -137,14 +137,17 @@ class ShardedDriveVectorEnv(VectorEnv):
                 if not proc.is_alive() and not conn.poll(0):
                     raise EOFError
                 if t_end is not None and time.monotonic() >= t_end:
-                    pid = proc.pid
-                    self.close(kill=True)
-                    raise TimeoutError(f"jwmsim shard worker {w} (pid {pid}) did not answer within {timeout:g} s "
-                                       "(stopped with SIGSTOP, or hung); the env is closed: make a new one (or "
-                                       "raise step_timeout if the machine is that slow)")
-            status, out = conn.recv()
+                    break
+            else:
+                status, out = conn.recv()
+                t_end = None
         except (EOFError, OSError):
             raise self._died(w) from None
+        if t_end is not None:  # timed out (TimeoutError is an OSError: raised here, outside the try)
+            self.close(kill=True)
+            raise TimeoutError(f"jwmsim shard worker {w} (pid {proc.pid}) did not answer within {timeout:g} s "
+                               "(stopped with SIGSTOP, or hung); the env is closed: make a new one (or raise "
+                               "step_timeout if the machine is that slow)")
         if status == "error":
             raise RuntimeError(f"jwmsim shard worker {w}: {out}")
         return out
