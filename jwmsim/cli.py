@@ -51,6 +51,12 @@ COMMANDS = [
             "render a Gaussian scene (or the synthetic street) from the rig at an ego pose"),
     Command("run-main", "cmd/main", "jwmsim.commands:run_main", (),
             "the main job of `make run` on the built-in town"),
+    Command("train worldrec", "cmd/train_worldrec", "jwmsim.worldrec.commands:train_worldrec", (),
+            "train WorldRec (feed-forward Gaussian reconstruction) on a town dataset's train split"),
+    Command("eval worldrec", "cmd/eval_worldrec", "jwmsim.worldrec.commands:eval_worldrec", (),
+            "WorldRec held-out PSNR/SSIM on the town test split, Gaussian count, timings"),
+    Command("reconstruct", "cmd/reconstruct", "jwmsim.worldrec.commands:reconstruct", ("log",),
+            "reconstruct a log into a Gaussian world file with WorldRec"),
 ]
 
 
