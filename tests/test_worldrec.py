@@ -203,3 +203,13 @@ def test_committed_default_weights_load():
 
     m = load_model(default_weights())
     assert m.num_parameters() > 100_000
+
+
+def test_pixel_aligned_baseline_has_one_query_per_feature_pixel(tiny_log):
+    views, _ = make_batch(tiny_log, [0, 3, 6], [0, 3, 6])
+    pix = _model(cfg=WorldRecConfig(**{**TINY.to_dict(), "queries": "pixel"})).reconstruct(views)
+    sparse = _model().reconstruct(views)
+    assert len(pix["queries"]) == views.num_views * 6 * 10
+    assert len(sparse["queries"]) < len(pix["queries"])
+    with pytest.raises(ValueError, match="queries must be"):
+        WorldRecConfig(queries="dense")

@@ -49,6 +49,16 @@ class WorldRecConfig:
     gaussians_per_query: int = 4  # K
     layers: int = 2               # refinement layers
     visibility: str = "learned"   # "learned" | "uniform" (ablation: plain mean over the views that see it)
+    queries: str = "sparse"       # "sparse" (voxel-thinned 3D queries) | "pixel" (baseline: one query per
+                                  # feature pixel of every view, no thinning: a pixel-aligned splatter)
+
+    def __post_init__(self) -> None:
+        if self.visibility not in ("learned", "uniform"):
+            raise ValueError(f"visibility must be 'learned' or 'uniform', got {self.visibility!r}")
+        if self.queries not in ("sparse", "pixel"):
+            raise ValueError(f"queries must be 'sparse' or 'pixel', got {self.queries!r}")
+        if self.key_points < 1 or self.gaussians_per_query < 1 or self.layers < 0 or self.channels % 8:
+            raise ValueError("key_points and gaussians_per_query must be >= 1, layers >= 0, channels a multiple of 8")
     agent_margin: float = 0.3     # points within this of an agent box belong to the agent [m]
 
     def to_dict(self) -> dict:
@@ -301,7 +311,13 @@ class QueryLifter(nn.Module):
     def forward(self, cand: dict, feat: torch.Tensor, max_queries: int | None = None,
                 generator: torch.Generator | None = None) -> tuple[Queries, torch.Tensor]:
         """Voxel-thin the candidates into queries. Returns (queries, unique voxel keys [Q, 5])."""
-        keys, inv = torch.unique(cand["key"], dim=0, return_inverse=True)
+        if self.cfg.queries == "pixel":
+            # Pixel-aligned baseline: every lifted pixel is its own query (keys made unique by view and pixel).
+            extra = torch.stack([cand["view"], cand["pix"]], -1)
+            keys, inv = torch.unique(torch.cat([cand["key"], extra], 1), dim=0, return_inverse=True)
+            keys = keys[:, :5]
+        else:
+            keys, inv = torch.unique(cand["key"], dim=0, return_inverse=True)
         Q = keys.shape[0]
         V, C, h, w = feat.shape
         pix_feat = feat.permute(0, 2, 3, 1).reshape(V * h * w, C)[cand["view"] * h * w + cand["pix"]]
