@@ -15,6 +15,7 @@ but is truncated. Files are byte-identical for identical content (zip entries ca
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -113,11 +114,12 @@ class LogWriter:
     """
 
     def __init__(self, out_dir: str | os.PathLike, overwrite: bool = False):
-        self.out_dir = Path(out_dir)
-        if self.out_dir.exists() and not overwrite:
-            raise LogError(f"{self.out_dir} already exists; pass overwrite=True (CLI: overwrite=true) or pick another --out")
+        # Absolute: `--out .` must name the folder itself (Path(".").name is "" and "." cannot be renamed).
+        self.out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
+        check_replaceable(self.out_dir, overwrite)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.partial-", dir=self.out_dir.parent))
+        remove_stale_partials(self.out_dir)
+        self._tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out_dir, "partial"), dir=self.out_dir.parent))
         self._frames_written: dict[str, set[int]] = {}
         self._channels: dict[str, set[str]] = {}
         self._done = False
@@ -188,8 +190,10 @@ class LogWriter:
         }
         _write_json(self._tmp / "manifest.json", manifest)
         _fsync_tree(self._tmp)
-        if self.out_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.old-", dir=self.out_dir.parent))
+        if self.out_dir.exists() or self.out_dir.is_symlink():
+            # Checked again: something may have appeared at out_dir while the frames were rendered.
+            check_replaceable(self.out_dir, True)
+            trash = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out_dir, "old"), dir=self.out_dir.parent))
             os.replace(self.out_dir, trash / "old")
             os.replace(self._tmp, self.out_dir)
             shutil.rmtree(trash, ignore_errors=True)
@@ -197,6 +201,65 @@ class LogWriter:
             os.replace(self._tmp, self.out_dir)
         self._done = True
         return self.out_dir
+
+
+def is_log_dir(path: Path) -> bool:
+    """Is `path` recognisably a jwmsim DriveLog (a directory whose manifest.json has a schema_version)?
+    Only such a directory may be replaced by overwrite=True: anything else could be someone's data."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "schema_version" in manifest and "log_id" in manifest
+
+
+def check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """Raise LogError unless a log may be written at out_dir (nothing there, or a jwmsim log and overwrite)."""
+    if not (out_dir.exists() or out_dir.is_symlink()):
+        return
+    if not overwrite:
+        raise LogError(f"{out_dir} already exists; pass overwrite=True (CLI: overwrite=true) or pick another --out")
+    if not is_log_dir(out_dir):
+        what = "a file" if out_dir.is_file() else "a link" if out_dir.is_symlink() else "a folder that is not a jwmsim log (no manifest.json)"
+        raise LogError(f"{out_dir} is {what}; overwrite=true only replaces an existing jwmsim log: "
+                       "choose another --out (or remove it yourself)")
+    cwd = Path(os.getcwd())
+    if out_dir == cwd or out_dir in cwd.parents:
+        raise LogError(f"{out_dir} is the current directory (or holds it); a log cannot replace the folder you "
+                       "are in: run from elsewhere or choose another --out")
+
+
+def _partial_prefix(out_dir: Path, kind: str) -> str:
+    """'.NAME.partial-PID-' : the writer's pid lets a later writer tell a dead writer's leftovers from a live one."""
+    return f".{out_dir.name}.{kind}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(out_dir: Path) -> list[Path]:
+    """Remove `.NAME.partial-*` / `.NAME.old-*` siblings of out_dir left by a writer that was killed
+    (SIGKILL, power loss: no cleanup code ran). A leftover whose writer pid is still alive is another
+    writer at work and is kept. Returns the removed paths."""
+    removed = []
+    for kind in ("partial", "old"):
+        for p in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.{kind}-*"):
+            pid = p.name[len(f".{out_dir.name}.{kind}-"):].split("-", 1)[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def _fsync_tree(root: Path) -> None:
