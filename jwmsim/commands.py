@@ -152,7 +152,7 @@ def run(cfg: DictConfig) -> int:
                     out=_path(cfg.out) if cfg.out else None, resume=_flag(cfg, "resume"),
                     overwrite=_flag(cfg, "overwrite", False),
                     workers=_number(cfg, "workers", int, 1))
-    return 0 if res else 1
+    return 1 if res["failed"] else 0
 
 
 def fit_scene(cfg: DictConfig) -> int:
@@ -173,6 +173,8 @@ def splat_render(cfg: DictConfig) -> int:
     from jwmsim.splat.tools import render_to_files
 
     synthetic = None if cfg.synthetic is None else _number(cfg, "synthetic")
+    if synthetic is not None and synthetic < 1:
+        raise SettingError(f"synthetic must be a positive number of Gaussians, got {synthetic}")
     render_to_files(cfg.scene, synthetic, _floats(cfg, "pose", 3, "[x_m,y_m,yaw_deg]"), _number(cfg, "width", int, 1),
                     _number(cfg, "height", int, 1), _floats(cfg, "background", 3, "[0,0,0]"), str(cfg.backend),
                     _path(cfg.out))
