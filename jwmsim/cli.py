@@ -141,14 +141,26 @@ def compose(cmd: Command, overrides: list[str]) -> DictConfig:
     from hydra import initialize_config_module
     from hydra.errors import ConfigCompositionException
 
+    from jwmsim.conf.structured import register
+
+    register()  # the dataclass-defined settings (fit.*) the yamls take as defaults
     with initialize_config_module(config_module="jwmsim.conf", version_base=None):
         try:
             cfg = hydra_compose(config_name=cmd.config, overrides=overrides)
         except ConfigCompositionException as e:
             base = OmegaConf.create(_config_text(cmd.config))
-            keys = ", ".join(str(k) for k in base.keys())
-            cause = e.__cause__ or e
-            raise UsageError(f"{cause}\nvalid settings of `jwmsim {cmd.name}`: {keys}") from None
+            from dataclasses import fields
+
+            from jwmsim.conf.structured import STRUCTURED
+
+            keys = [str(k) for k in base.keys() if k != "defaults"]
+            text = _config_text(cmd.config)
+            keys += [f"{g}.{f.name}" for g, c in STRUCTURED.items() if f"/{g}: schema" in text for f in fields(c)]
+            # omegaconf's messages run over several lines (full_key, object_type): keep the first and the key
+            lines = [ln.strip() for ln in str(e.__cause__ or e).splitlines() if ln.strip()]
+            where = next((ln for ln in lines[1:] if ln.startswith("full_key:")), "")
+            msg = lines[0] + (f" ({where})" if where else "") if lines else str(e)
+            raise UsageError(f"{msg}; valid settings of `jwmsim {cmd.name}`: {', '.join(keys)}") from None
         except Exception as e:  # hydra's override grammar errors
             raise UsageError(f"bad override in {overrides}: {e}") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -175,7 +187,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jwmsim {cmd.name}: {cmd.help}\n")
             if cmd.positional:
                 print(f"positional: {' '.join(p.upper() for p in cmd.positional)}\n")
-            print(_config_text(cmd.config))
+            from jwmsim.conf.structured import settings_help
+
+            text = _config_text(cmd.config)
+            print(text.rstrip("\n"))
+            extra = settings_help(text)
+            if extra:
+                print(extra)
             return 0
         cfg = compose(cmd, to_overrides(cmd, rest))
         code = _resolve(cmd.target)(cfg)

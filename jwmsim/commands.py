@@ -160,7 +160,11 @@ def fit_scene(cfg: DictConfig) -> int:
 
     log_dir = _path(cfg.log)
     out = _path(cfg.out) if cfg.out else log_dir.with_name(log_dir.name + "_fit")
-    summary = fit(log_dir, out, FitConfig(**OmegaConf.to_container(cfg.fit)), resume=_flag(cfg, "resume"),
+    try:
+        fit_cfg = FitConfig(**OmegaConf.to_container(cfg.fit))
+    except ValueError as e:  # a setting out of range, e.g. fit.max_iters=-1
+        raise SettingError(str(e)) from None
+    summary = fit(log_dir, out, fit_cfg, resume=_flag(cfg, "resume"),
                   progress=_flag(cfg, "progress"))
     f = summary["final"]
     print(f"fit-scene: {summary['iters']} iters in {summary['train_seconds']:.0f} s ({summary['stop']}), "
