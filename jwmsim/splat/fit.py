@@ -307,6 +307,29 @@ def _atomic_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _read_checkpoint(ckpt: Path, ckpt_meta: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The checkpoint's JSON and tensors, or a ValueError naming the broken file and the way out."""
+    from safetensors.torch import load_file
+
+    fix = f"delete {ckpt} and {ckpt_meta} to start afresh, or run without resume"
+    try:
+        meta = json.loads(ckpt_meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{ckpt_meta}: not valid JSON ({e}); {fix}") from None
+    need = {"iter": int, "train_seconds": (int, float), "curve": list, "extent": (int, float), "adam_step": int}
+    bad = [k for k, t in need.items() if not isinstance(meta, dict) or isinstance(meta.get(k), bool)
+           or not isinstance(meta.get(k), t)]
+    if bad:
+        raise ValueError(f"{ckpt_meta}: missing or malformed {', '.join(bad)}; {fix}")
+    if ckpt.stat().st_size == 0:
+        raise ValueError(f"{ckpt} is empty; {fix}")
+    try:
+        state = load_file(os.fspath(ckpt))
+    except Exception as e:  # noqa: BLE001 - safetensors' SafetensorError has no stable import path
+        raise ValueError(f"{ckpt}: not a readable safetensors checkpoint ({e}); {fix}") from None
+    return meta, state
+
+
 def fit_scene(log_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: FitConfig | None = None,
               resume: bool = False, progress: bool = True) -> dict:
     """Fit a static Gaussian scene to a log's training views; returns the final summary.
@@ -315,7 +338,7 @@ def fit_scene(log_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: FitCo
     (the final GaussianScene), ``checkpoint.safetensors`` + ``checkpoint.json`` (resume), ``summary.json``.
     CLI: `jwmsim fit-scene LOG out=DIR max_minutes=... resume=true`.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
     from tqdm import tqdm
 
     from jwmsim.log import read_log
@@ -338,9 +361,13 @@ def fit_scene(log_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: FitCo
 
     ckpt, ckpt_meta = out / "checkpoint.safetensors", out / "checkpoint.json"
     if resume and ckpt.is_file() and ckpt_meta.is_file():
-        meta = json.loads(ckpt_meta.read_text())
+        meta, state = _read_checkpoint(ckpt, ckpt_meta)
         opt = Optimizer(GaussianScene.empty(), cfg, meta["extent"])
-        opt.load_state(load_file(ckpt), meta["adam_step"])
+        try:
+            opt.load_state(state, meta["adam_step"])
+        except KeyError as e:
+            raise ValueError(f"{ckpt}: tensor {e} missing; the checkpoint is from another jwmsim version or "
+                             f"corrupt — delete {ckpt} and {ckpt_meta} to start afresh") from None
         it0, train_time, curve = meta["iter"], meta["train_seconds"], meta["curve"]
         rng = np.random.default_rng([cfg.seed, it0])
     else:
