@@ -5,10 +5,10 @@ composed config and returns an exit code). Heavy stages are imported inside the 
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from pathlib import Path
-
-import math
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -17,6 +17,12 @@ from jwmsim.cli import SettingError, parse_bool
 
 def _path(p: str) -> Path:
     return Path(str(p)).expanduser()
+
+
+def _beside(log_dir: Path, suffix: str) -> Path:
+    """The default output next to a log: LOG<suffix> (absolute, so that `jwmsim log show .` has a name)."""
+    d = Path(os.path.abspath(log_dir))
+    return d.with_name(d.name + suffix)
 
 
 def _number(cfg: DictConfig, key: str, kind: type = int, minimum: float | None = None):
@@ -115,11 +121,12 @@ def log_show(cfg: DictConfig) -> int:
     from jwmsim.viewer import contact_sheet, log_summary, write_png
 
     log_dir = _path(cfg.log)
+    rows = _number(cfg, "rows", int, 1)
     log = read_log(log_dir)
     print(log_summary(log))
     if log.frames is not None:
-        out = _path(cfg.out) if cfg.out else log_dir.with_name(log_dir.name + "_sheet.png")
-        write_png(out, contact_sheet(log, rows=_number(cfg, "rows"), rig=str(cfg.rig)))
+        out = _path(cfg.out) if cfg.out else _beside(log_dir, "_sheet.png")
+        write_png(out, contact_sheet(log, rows=rows, rig=str(cfg.rig)))
         print(f"contact sheet: {out}")
     return 0
 
@@ -129,7 +136,7 @@ def log_video(cfg: DictConfig) -> int:
     from jwmsim.viewer import log_video as encode
 
     log_dir = _path(cfg.log)
-    out = _path(cfg.out) if cfg.out else log_dir.with_name(log_dir.name + ".mp4")
+    out = _path(cfg.out) if cfg.out else _beside(log_dir, ".mp4")
     encode(read_log(log_dir), out, rig=str(cfg.rig))
     print(f"video: {out}")
     return 0
@@ -159,7 +166,7 @@ def fit_scene(cfg: DictConfig) -> int:
     from jwmsim.splat.fit import FitConfig, fit_scene as fit
 
     log_dir = _path(cfg.log)
-    out = _path(cfg.out) if cfg.out else log_dir.with_name(log_dir.name + "_fit")
+    out = _path(cfg.out) if cfg.out else _beside(log_dir, "_fit")
     try:
         fit_cfg = FitConfig(**OmegaConf.to_container(cfg.fit))
     except ValueError as e:  # a setting out of range, e.g. fit.max_iters=-1
