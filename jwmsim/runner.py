@@ -333,7 +333,8 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
         print(f"suite score ({agent}, traffic={traffic}): {'-' if s is None else f'{s:.4f}'}  -> {out}")
     for r in data["scenarios"]:
         if "error" in r:
-            print(f"jwmsim run: error: scenario {r['scenario']}: {r['error']}", file=sys.stderr)
+            one_line = "; ".join(ln.strip() for ln in str(r["error"]).splitlines() if ln.strip())
+            print(f"jwmsim run: error: scenario {r['scenario']}: {one_line}", file=sys.stderr)
     if data["failed"]:
         print(f"jwmsim run: {len(data['failed'])} of {len(data['scenarios'])} scenarios failed; the suite has no "
               f"score. Fix them, then rerun with resume=true (finished scenarios are kept in {out})", file=sys.stderr)
