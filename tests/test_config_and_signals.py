@@ -130,7 +130,7 @@ def test_signal_during_make_log_keeps_the_old_log(tmp_path, sig, code):
     stale = tmp_path / ".log.partial-999999999-old"  # left by a writer killed with SIGKILL
     stale.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "jwmsim.cli", "town", "make-log", "--seed", "2000", "--seconds",
-                             "30", "--out", str(out), "overwrite=true", "progress=false"],
+                             "8", "--out", str(out), "overwrite=true", "progress=false"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
@@ -142,8 +142,10 @@ def test_signal_during_make_log_keeps_the_old_log(tmp_path, sig, code):
             time.sleep(0.1)
         assert partial, f"make-log wrote no frames ({proc.poll()}): {proc.stderr.read() if proc.poll() else ''}"
         assert not stale.exists()  # removed when the writer started
+        t0 = time.time()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
+        assert time.time() - t0 < 10, "the signal did not stop make-log promptly"
     finally:
         if proc.poll() is None:
             proc.kill()
