@@ -18,7 +18,35 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class UsageError(Exception):
-    """Bad command line: the message says what is wrong and what is valid."""
+    """Bad command line: the message says what is wrong and what is valid (exit code 2)."""
+
+
+class SettingError(UsageError):
+    """A setting has a value of the wrong kind (``seed=abc``, ``overwrite=maybe``); the message names it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by `timeout`, schedulers, `docker stop`), raised in the main thread so that cleanup
+    code written for Ctrl-C (partial logs removed, results saved) runs for it too."""
+
+
+TRUE_WORDS = ("true", "yes", "1", "on")
+FALSE_WORDS = ("false", "no", "0", "off")
+
+
+def parse_bool(value: object, key: str) -> bool:
+    """A boolean setting, strictly: true/false, yes/no, 1/0, on/off (any case); anything else is refused
+    by name, because reading ``overwrite=no`` as true destroys data."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise SettingError(f"{key} must be true or false (also yes/no, 1/0), got {value!r}")
 
 
 @dataclass
@@ -51,6 +79,12 @@ COMMANDS = [
             "render a Gaussian scene (or the synthetic street) from the rig at an ego pose"),
     Command("run-main", "cmd/main", "jwmsim.commands:run_main", (),
             "the main job of `make run` on the built-in town"),
+    Command("train worldrec", "cmd/train_worldrec", "jwmsim.worldrec.commands:train_worldrec", (),
+            "train WorldRec (feed-forward Gaussian reconstruction) on a town dataset's train split"),
+    Command("eval worldrec", "cmd/eval_worldrec", "jwmsim.worldrec.commands:eval_worldrec", (),
+            "WorldRec held-out PSNR/SSIM on the town test split, Gaussian count, timings"),
+    Command("reconstruct", "cmd/reconstruct", "jwmsim.worldrec.commands:reconstruct", ("log",),
+            "reconstruct a log into a Gaussian world file with WorldRec"),
 ]
 
 
@@ -113,14 +147,26 @@ def compose(cmd: Command, overrides: list[str]) -> DictConfig:
     from hydra import initialize_config_module
     from hydra.errors import ConfigCompositionException
 
+    from jwmsim.conf.structured import register
+
+    register()  # the dataclass-defined settings (fit.*) the yamls take as defaults
     with initialize_config_module(config_module="jwmsim.conf", version_base=None):
         try:
             cfg = hydra_compose(config_name=cmd.config, overrides=overrides)
         except ConfigCompositionException as e:
             base = OmegaConf.create(_config_text(cmd.config))
-            keys = ", ".join(str(k) for k in base.keys())
-            cause = e.__cause__ or e
-            raise UsageError(f"{cause}\nvalid settings of `jwmsim {cmd.name}`: {keys}") from None
+            from dataclasses import fields
+
+            from jwmsim.conf.structured import STRUCTURED
+
+            keys = [str(k) for k in base.keys() if k != "defaults"]
+            text = _config_text(cmd.config)
+            keys += [f"{g}.{f.name}" for g, c in STRUCTURED.items() if f"/{g}: schema" in text for f in fields(c)]
+            # omegaconf's messages run over several lines (full_key, object_type): keep the first and the key
+            lines = [ln.strip() for ln in str(e.__cause__ or e).splitlines() if ln.strip()]
+            where = next((ln for ln in lines[1:] if ln.startswith("full_key:")), "")
+            msg = lines[0] + (f" ({where})" if where else "") if lines else str(e)
+            raise UsageError(f"{msg}; valid settings of `jwmsim {cmd.name}`: {', '.join(keys)}") from None
         except Exception as e:  # hydra's override grammar errors
             raise UsageError(f"bad override in {overrides}: {e}") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -140,13 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
+    previous = _install_sigterm()
     try:
         cmd, rest = _find_command(argv)
         if "--help" in rest or "-h" in rest:
             print(f"jwmsim {cmd.name}: {cmd.help}\n")
             if cmd.positional:
                 print(f"positional: {' '.join(p.upper() for p in cmd.positional)}\n")
-            print(_config_text(cmd.config))
+            from jwmsim.conf.structured import settings_help
+
+            text = _config_text(cmd.config)
+            print(text.rstrip("\n"))
+            extra = settings_help(text)
+            if extra:
+                print(extra)
             return 0
         cfg = compose(cmd, to_overrides(cmd, rest))
         code = _resolve(cmd.target)(cfg)
@@ -154,14 +207,64 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"jwmsim: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("jwmsim: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("jwmsim: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as e:
+    except OSError as e:
+        # PermissionError, disk full, read-only file system...: the file and the reason, in one line.
+        print(f"jwmsim: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
+    except (ValueError, KeyError, RuntimeError) as e:
         # Domain errors carry a message naming the problem and the fix; a traceback adds nothing.
         print(f"jwmsim: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        _restore_sigterm(previous)
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an OSError: what failed, on which file, and what to do about it."""
+    import errno
+
+    what = e.strerror or str(e)
+    where = f" ({e.filename})" if e.filename else ""
+    hint = {errno.ENOSPC: "free disk space or choose another out=",
+            errno.EACCES: "choose a writable out= or fix the permissions",
+            errno.EPERM: "choose a writable out= or fix the permissions",
+            errno.EROFS: "choose an out= on a writable file system",
+            errno.EDQUOT: "free space in your quota or choose another out="}.get(e.errno or -1)
+    if isinstance(e, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)) and not hint:
+        return f"{what}{where}" if where else str(e)
+    return f"{what}{where}" + (f"; {hint}" if hint else "")
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _install_sigterm():
+    """Handle SIGTERM like Ctrl-C while a command runs (main thread only; returns the old handler)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m jwmsim.cli` runs this file as __main__; the commands raise jwmsim.cli's exception classes,
+    # so dispatch through the imported module, or `except UsageError` here would not match them.
+    from jwmsim import cli as _cli
+
+    sys.exit(_cli.main())

@@ -5,28 +5,70 @@ composed config and returns an exit code). Heavy stages are imported inside the 
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from jwmsim.cli import SettingError, parse_bool
 
 
 def _path(p: str) -> Path:
     return Path(str(p)).expanduser()
 
 
+def _beside(log_dir: Path, suffix: str) -> Path:
+    """The default output next to a log: LOG<suffix> (absolute, so that `jwmsim log show .` has a name)."""
+    d = Path(os.path.abspath(log_dir))
+    return d.with_name(d.name + suffix)
+
+
 def _number(cfg: DictConfig, key: str, kind: type = int, minimum: float | None = None):
-    """cfg[key] as int / float, or a ValueError that names the setting (never a bare conversion error)."""
+    """cfg[key] as int / float, or a SettingError (exit 2) that names the setting, never a bare conversion
+    error. Floats must be finite."""
     v = cfg[key]
     try:
         if isinstance(v, bool) or (kind is int and isinstance(v, float) and not v.is_integer()):
             raise ValueError
         x = kind(v)
+        if kind is float and not math.isfinite(x):
+            raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {v!r}") from None
+        raise SettingError(f"{key} must be {'an integer' if kind is int else 'a finite number'}, got {v!r}") from None
     if minimum is not None and not x >= minimum:
-        raise ValueError(f"{key} must be >= {minimum}, got {v!r}")
+        raise SettingError(f"{key} must be >= {minimum}, got {v!r}")
     return x
+
+
+def _flag(cfg: DictConfig, key: str, default: bool | None = None) -> bool:
+    """A boolean setting parsed strictly (true/false, yes/no, 1/0): `overwrite=no` must never overwrite."""
+    if default is not None and key not in cfg:
+        return default
+    return parse_bool(cfg[key], key)
+
+
+def _floats(cfg: DictConfig, key: str, length: int | None = None, example: str = "[-2, -1, 1, 2]") -> list[float]:
+    """A list setting of finite numbers (`eval_shifts=[-2,-1,1,2]`), or a SettingError naming it."""
+    v = cfg[key]
+    shape = f"a list of {length} numbers" if length else "a list of numbers"
+    if not isinstance(v, (ListConfig, list, tuple)):
+        raise SettingError(f"{key} must be {shape} like {key}={example}, got {v!r}")
+    out = []
+    for x in v:
+        try:
+            if isinstance(x, bool):
+                raise ValueError
+            f = float(x)
+            if not math.isfinite(f):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise SettingError(f"{key} must be {shape} (finite), like {key}={example}; {x!r} is not") from None
+        out.append(f)
+    if length is not None and len(out) != length:
+        raise SettingError(f"{key} must be {shape} like {key}={example}, got {len(out)}: {list(v)}")
+    return out
 
 
 def town_make_log(cfg: DictConfig) -> int:
@@ -34,21 +76,29 @@ def town_make_log(cfg: DictConfig) -> int:
     from jwmsim.town.make_log import make_log
 
     if _number(cfg, "seconds", float) <= 0:
-        raise ValueError(f"seconds must be > 0, got {cfg.seconds}")
+        raise SettingError(f"seconds must be > 0, got {cfg.seconds}")
     t0 = time.perf_counter()
     out = make_log(seed=_number(cfg, "seed"), seconds=_number(cfg, "seconds", float), out_dir=_path(cfg.out),
                    rig=default_rig(width=_number(cfg, "width"), height=_number(cfg, "height")),
-                   eval_shifts=tuple(float(s) for s in cfg.eval_shifts), with_depth=bool(cfg.with_depth),
-                   overwrite=bool(cfg.overwrite), progress=bool(cfg.get("progress", True)))
+                   eval_shifts=tuple(_floats(cfg, "eval_shifts")), with_depth=_flag(cfg, "with_depth"),
+                   overwrite=_flag(cfg, "overwrite"), progress=_flag(cfg, "progress", True))
     print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def town_dataset(cfg: DictConfig) -> int:
-    from jwmsim.town.dataset import make_dataset
+    from jwmsim.town.dataset import make_dataset, split_counts
 
-    out = make_dataset(out_dir=_path(cfg.out), n=_number(cfg, "n"), seconds=_number(cfg, "seconds", float),
-                       width=_number(cfg, "width"), height=_number(cfg, "height"), overwrite=bool(cfg.overwrite))
+    try:
+        counts = split_counts(_number(cfg, "n", int, 1),
+                              None if cfg.get("n_val") is None else _number(cfg, "n_val", int, 0),
+                              None if cfg.get("n_test") is None else _number(cfg, "n_test", int, 0))
+    except ValueError as e:
+        raise SettingError(str(e)) from None
+    print(f"town dataset: {sum(counts.values())} logs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    out = make_dataset(out_dir=_path(cfg.out), n=counts["train"], n_val=counts["val"], n_test=counts["test"],
+                       seconds=_number(cfg, "seconds", float), width=_number(cfg, "width"),
+                       height=_number(cfg, "height"), overwrite=_flag(cfg, "overwrite"))
     print(f"wrote dataset {out}")
     return 0
 
@@ -56,7 +106,7 @@ def town_dataset(cfg: DictConfig) -> int:
 def log_validate(cfg: DictConfig) -> int:
     from jwmsim.log import validate_log
 
-    problems = validate_log(_path(cfg.log), check_frames=bool(cfg.frames))
+    problems = validate_log(_path(cfg.log), check_frames=_flag(cfg, "frames"))
     if not problems:
         print(f"OK {cfg.log}")
         return 0
@@ -71,11 +121,12 @@ def log_show(cfg: DictConfig) -> int:
     from jwmsim.viewer import contact_sheet, log_summary, write_png
 
     log_dir = _path(cfg.log)
+    rows = _number(cfg, "rows", int, 1)
     log = read_log(log_dir)
     print(log_summary(log))
     if log.frames is not None:
-        out = _path(cfg.out) if cfg.out else log_dir.with_name(log_dir.name + "_sheet.png")
-        write_png(out, contact_sheet(log, rows=_number(cfg, "rows"), rig=str(cfg.rig)))
+        out = _path(cfg.out) if cfg.out else _beside(log_dir, "_sheet.png")
+        write_png(out, contact_sheet(log, rows=rows, rig=str(cfg.rig)))
         print(f"contact sheet: {out}")
     return 0
 
@@ -85,7 +136,7 @@ def log_video(cfg: DictConfig) -> int:
     from jwmsim.viewer import log_video as encode
 
     log_dir = _path(cfg.log)
-    out = _path(cfg.out) if cfg.out else log_dir.with_name(log_dir.name + ".mp4")
+    out = _path(cfg.out) if cfg.out else _beside(log_dir, ".mp4")
     encode(read_log(log_dir), out, rig=str(cfg.rig))
     print(f"video: {out}")
     return 0
@@ -105,18 +156,23 @@ def run(cfg: DictConfig) -> int:
 
     traffic = None if cfg.traffic in (None, "scenario") else str(cfg.traffic)
     res = run_suite(suite=str(cfg.suite), agent=str(cfg.agent), traffic=traffic,
-                    out=_path(cfg.out) if cfg.out else None, resume=bool(cfg.resume),
+                    out=_path(cfg.out) if cfg.out else None, resume=_flag(cfg, "resume"),
+                    overwrite=_flag(cfg, "overwrite", False),
                     workers=_number(cfg, "workers", int, 1))
-    return 0 if res else 1
+    return 1 if res["failed"] else 0
 
 
 def fit_scene(cfg: DictConfig) -> int:
     from jwmsim.splat.fit import FitConfig, fit_scene as fit
 
     log_dir = _path(cfg.log)
-    out = _path(cfg.out) if cfg.out else log_dir.with_name(log_dir.name + "_fit")
-    summary = fit(log_dir, out, FitConfig(**OmegaConf.to_container(cfg.fit)), resume=bool(cfg.resume),
-                  progress=bool(cfg.progress))
+    out = _path(cfg.out) if cfg.out else _beside(log_dir, "_fit")
+    try:
+        fit_cfg = FitConfig(**OmegaConf.to_container(cfg.fit))
+    except ValueError as e:  # a setting out of range, e.g. fit.max_iters=-1
+        raise SettingError(str(e)) from None
+    summary = fit(log_dir, out, fit_cfg, resume=_flag(cfg, "resume"),
+                  progress=_flag(cfg, "progress"))
     f = summary["final"]
     print(f"fit-scene: {summary['iters']} iters in {summary['train_seconds']:.0f} s ({summary['stop']}), "
           f"{summary['gaussians']} Gaussians; held-out PSNR static {f['psnr_static']:.2f} dB, all "
@@ -127,8 +183,12 @@ def fit_scene(cfg: DictConfig) -> int:
 def splat_render(cfg: DictConfig) -> int:
     from jwmsim.splat.tools import render_to_files
 
-    render_to_files(cfg.scene, cfg.synthetic, list(cfg.pose), cfg.width, cfg.height, list(cfg.background),
-                    str(cfg.backend), _path(cfg.out))
+    synthetic = None if cfg.synthetic is None else _number(cfg, "synthetic")
+    if synthetic is not None and synthetic < 1:
+        raise SettingError(f"synthetic must be a positive number of Gaussians, got {synthetic}")
+    render_to_files(cfg.scene, synthetic, _floats(cfg, "pose", 3, "[x_m,y_m,yaw_deg]"), _number(cfg, "width", int, 1),
+                    _number(cfg, "height", int, 1), _floats(cfg, "background", 3, "[0,0,0]"), str(cfg.backend),
+                    _path(cfg.out))
     return 0
 
 

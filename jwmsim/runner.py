@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
 import sys
 import tempfile
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable
 
@@ -148,12 +150,56 @@ def _worker(args: tuple) -> dict:
 
 
 def suite_score(rows: list[dict]) -> float | None:
-    """Suite score: the mean of the scenario scores (nuPlan's final row; errors count as 0)."""
+    """Suite score: the mean of the scenario scores (nuPlan's final row). None when there are no rows or a
+    scenario failed: a failure is not a measured 0, and a mean over the rest would hide it."""
     from jwmsim.metrics import suite_score as metrics_suite_score
 
-    if not rows:
+    if not rows or any("error" in r or r.get("score") is None for r in rows):
         return None
-    return float(metrics_suite_score([0.0 if r.get("score") is None else float(r["score"]) for r in rows]))
+    return float(metrics_suite_score([float(r["score"]) for r in rows]))
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be resumed from; the message names the file and the problem."""
+
+
+def read_results(path: Path) -> dict:
+    """Read and check a results file written by :func:`run_suite` (for resume). Raises ResultsError naming
+    the file and the first problem: unreadable JSON, wrong layout, a row without a scenario name, a score
+    outside [0, 1]. Rows with an "error" are valid (they are rerun)."""
+    path = Path(path)
+    fix = f"fix or delete {path}, or choose another out="
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{path}: not a text file ({e}); {fix}") from None
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: not valid JSON (truncated or edited? {e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: a results file is a JSON object, this one holds a {type(data).__name__}; {fix}")
+    if data.get("version") != RESULTS_VERSION:
+        raise ResultsError(f"{path}: results version {data.get('version')!r}, this jwmsim reads {RESULTS_VERSION}; "
+                           f"{fix}")
+    rows = data.get("scenarios")
+    if not isinstance(rows, list):
+        raise ResultsError(f"{path}: 'scenarios' must be a list of result rows, got {type(rows).__name__}; {fix}")
+    seen = set()
+    for i, r in enumerate(rows):
+        where = f"{path}: scenarios[{i}]"
+        if not isinstance(r, dict) or not isinstance(r.get("scenario"), str):
+            raise ResultsError(f"{where} is not a result row with a scenario name; {fix}")
+        if r["scenario"] in seen:
+            raise ResultsError(f"{where}: scenario {r['scenario']!r} appears twice; {fix}")
+        seen.add(r["scenario"])
+        if "error" in r:
+            continue
+        score = r.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not (0.0 <= score <= 1.0):
+            raise ResultsError(f"{where} ({r['scenario']}): score {score!r} is not a number in [0, 1]; {fix}")
+        for k, v in r.items():
+            if isinstance(v, float) and math.isnan(v):
+                raise ResultsError(f"{where} ({r['scenario']}): {k} is NaN; {fix}")
+    return data
 
 
 def format_table(rows: list[dict]) -> str:
@@ -176,15 +222,20 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: str | None = "replay",
-              out: str | Path | None = None, resume: bool = False, workers: int = 1, quiet: bool = False) -> dict:
+              out: str | Path | None = None, resume: bool = False, workers: int = 1, quiet: bool = False,
+              overwrite: bool = False) -> dict:
     """Run every scenario of a suite with a reference agent and write the results JSON.
 
     suite [--suite]: a suite name (scenarios/suites/<name>.yaml or 'synthetic') or a list of scenarios.
     agent [--agent]: expert | constant_velocity | idm. traffic [--traffic]: replay (CLS-NR) | idm
     (CLS-R) | None (each scenario's own). out [--out]: results JSON path (default
-    runs/<suite>-<agent>-<traffic>.json). resume [--resume]: skip scenarios already in `out`.
-    workers [--workers]: local processes (1 = in this process). Prints the per-scenario table and
-    the suite score; returns the results dict.
+    runs/<suite>-<agent>-<traffic>.json). resume [--resume]: skip scenarios already in `out` (the file is
+    checked first: :func:`read_results`). overwrite [--overwrite]: replace an existing `out`; without
+    resume or overwrite an existing `out` is refused, so a rerun never wipes finished results.
+    workers [--workers]: local processes (1 = in this process); they die with this process.
+    Prints the per-scenario table, each failed scenario's error, and the suite score (None when a
+    scenario failed: see :func:`suite_score`); returns the results dict, whose "failed" lists the
+    failed scenarios.
     """
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1 (local processes), got {workers!r}")
@@ -199,12 +250,29 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     suite_name = suite if isinstance(suite, str) else "custom"
     out = Path(out or f"runs/{Path(str(suite_name)).stem}-{agent}-{traffic or 'scenario'}.json")
     done: dict[str, dict] = {}
+    if out.is_dir():
+        raise ValueError(f"out={out} is a directory; give the results file's path, e.g. out={out / 'results.json'}")
+    if out.exists() and not resume and not overwrite:
+        try:
+            prev = json.loads(out.read_text())
+            state = (f"a {'finished' if prev.get('finished') else 'partial'} run of {prev.get('num_done', '?')} "
+                     "scenarios")
+        except (ValueError, AttributeError):
+            state = "something that is not a results file"
+        raise ValueError(f"{out} already holds {state}; rerun with resume=true to keep it and run what is missing, "
+                         "overwrite=true to replace it, or choose another out=")
     if resume and out.exists():
-        prev = json.loads(out.read_text())
+        prev = read_results(out)
         if prev.get("agent") != agent or prev.get("traffic") != traffic:
             raise ValueError(f"{out} holds a run of agent={prev.get('agent')!r} traffic={prev.get('traffic')!r}; "
                              f"resume needs the same agent and traffic, or choose another --out")
-        done = {r["scenario"]: r for r in prev.get("scenarios", []) if "error" not in r}
+        names = {s.name for s in scenarios}
+        foreign = [r["scenario"] for r in prev["scenarios"] if r["scenario"] not in names]
+        if foreign:
+            raise ValueError(f"{out} holds results of scenarios that are not in suite {suite_name!r} "
+                             f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); resume needs the "
+                             "same suite, or choose another out=")
+        done = {r["scenario"]: r for r in prev["scenarios"] if "error" not in r}
     todo = [s for s in scenarios if s.name not in done]
     results = dict(done)
     meta = {"version": RESULTS_VERSION, "suite": str(suite_name), "agent": agent, "traffic": traffic,
@@ -213,8 +281,9 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
 
     def save(finished: bool) -> dict:
         rows = [results[s.name] for s in scenarios if s.name in results]
+        failed = [r["scenario"] for r in rows if "error" in r]
         data = dict(meta, scenarios=rows, suite_score=suite_score(rows) if finished else None,
-                    finished=finished, num_scenarios=len(scenarios), num_done=len(rows))
+                    finished=finished, num_scenarios=len(scenarios), num_done=len(rows), failed=failed)
         write_json_atomic(out, data)
         return data
 
@@ -229,24 +298,46 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     else:
         # concurrent.futures, not multiprocessing.Pool: a worker that dies (killed for memory, a crash in
         # native code) breaks the pool with an error here instead of hanging the run forever.
+        from jwmsim.procs import worker_init
+
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker_init,
+                                      initargs=(os.getpid(),))
         it = (f.result() for f in cf.as_completed([pool.submit(_worker, t) for t in tasks]))
+    interrupted = False
     try:
         for row in it:
             results[row["scenario"]] = row
             save(False)
             bar.update(1)
-    except cf.process.BrokenProcessPool as e:
+    except BrokenProcessPool as e:
         raise RuntimeError(f"a suite worker process died ({e}); the {len(results)} finished scenarios are saved "
                            f"in {out}: rerun with resume=true, or with workers=1 to see the error") from None
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         bar.close()
         if pool is not None:
+            if interrupted:
+                # Waiting for the running scenarios would make Ctrl-C take minutes: stop the workers now.
+                # (_processes is private, but the executor has no public way to end running tasks.)
+                for p in list((getattr(pool, "_processes", None) or {}).values()):
+                    p.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
+        if interrupted and out.exists():
+            print(f"jwmsim run: interrupted; {len(results)} finished scenarios are saved in {out} "
+                  "(rerun with resume=true to continue)", file=sys.stderr)
     data = save(True)
     if not quiet:
         print(format_table(data["scenarios"]))
         s = data["suite_score"]
         print(f"suite score ({agent}, traffic={traffic}): {'-' if s is None else f'{s:.4f}'}  -> {out}")
+    for r in data["scenarios"]:
+        if "error" in r:
+            one_line = "; ".join(ln.strip() for ln in str(r["error"]).splitlines() if ln.strip())
+            print(f"jwmsim run: error: scenario {r['scenario']}: {one_line}", file=sys.stderr)
+    if data["failed"]:
+        print(f"jwmsim run: {len(data['failed'])} of {len(data['scenarios'])} scenarios failed; the suite has no "
+              f"score. Fix them, then rerun with resume=true (finished scenarios are kept in {out})", file=sys.stderr)
     return data

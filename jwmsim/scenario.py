@@ -1,6 +1,7 @@
 """Scenarios and suites: which log, which window, which route, which traffic, which perturbation.
 
-A scenario (:class:`ScenarioConfig`) is plain config (hydra / omegaconf yaml in ``scenarios/``):
+A scenario (:class:`ScenarioConfig`) is plain config (hydra / omegaconf yaml; the shipped ones are package
+data in ``jwmsim/scenarios/``, :data:`SCENARIO_DIR`):
 
 * ``log``: the seed log: ``town:<seed>`` (a procedural-town log generated state-only and cached),
   ``synthetic:<straight|curve|intersection>`` (a small built-in log, no town needed) or a path to a
@@ -10,8 +11,10 @@ A scenario (:class:`ScenarioConfig`) is plain config (hydra / omegaconf yaml in 
 * ``traffic``: ``replay`` | ``idm``;
 * ``perturb``: ego start perturbation (``dx``, ``dy`` [m] in the ego frame, ``dyaw`` [rad], ``dv`` [m/s]).
 
-Suites (``scenarios/suites/<name>.yaml``) list scenarios by name or inline. :func:`load_scenario`
-and :func:`load_suite` raise errors that list the valid choices.
+Suites (``jwmsim/scenarios/suites/<name>.yaml``, or any yaml path) list scenarios by name or inline; a
+name is looked up beside the suite file first (``<suite dir>/<name>.yaml``, then its parent folder), then
+among the shipped scenarios. :func:`load_scenario` and :func:`load_suite` raise errors that name the file
+and list the valid choices.
 
 This module also builds the small synthetic logs (:func:`synthetic_log`) the tests and the
 fallback suites use: a straight road, a curve and a four-way intersection with a few agents.
@@ -30,8 +33,9 @@ from jwmsim.geometry import DT, default_rig, se2_to_se3
 from jwmsim.map import Lane, RoadMap, Route, interpolate_polyline, polyline_arclength
 
 SYNTHETIC_KINDS = ("straight", "curve", "intersection")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCENARIO_DIR = REPO_ROOT / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+"""The scenarios and suites shipped with jwmsim (package data: found from any working directory and from an
+installed package, never through a repository path)."""
 
 
 # ----------------------------------------------------------------------------- synthetic logs
@@ -205,6 +209,10 @@ class ScenarioConfig:
     perturb: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for k in ("start", "duration"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v):
+                raise ValueError(f"scenario {self.name!r}: {k} must be a finite number of seconds, got {v!r}")
         if self.traffic not in TRAFFIC_CHOICES:
             raise ValueError(f"scenario {self.name!r}: traffic {self.traffic!r} is not known; valid choices: "
                              f"{', '.join(TRAFFIC_CHOICES)}")
@@ -217,6 +225,10 @@ class ScenarioConfig:
         bad = set(self.perturb) - {"dx", "dy", "dyaw", "dv"}
         if bad:
             raise ValueError(f"scenario {self.name!r}: unknown perturb fields {sorted(bad)}; valid fields: dx, dy, dyaw, dv")
+        for k, v in self.perturb.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v):
+                # a NaN here would put NaN into the simulator's state and every metric after it
+                raise ValueError(f"scenario {self.name!r}: perturb.{k} must be a finite number, got {v!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScenarioConfig":
@@ -232,7 +244,17 @@ class ScenarioConfig:
         if isinstance(d.get("route"), (list, tuple)):
             d["route"] = tuple(int(i) for i in d["route"])
         if "perturb" in d and d["perturb"] is not None:
-            d["perturb"] = {k: float(v) for k, v in dict(d["perturb"]).items()}
+            if not isinstance(d["perturb"], dict):
+                raise ValueError(f"scenario {d['name']!r}: perturb must be a mapping like {{dy: 0.5}}, got "
+                                 f"{d['perturb']!r}")
+            try:
+                d["perturb"] = {k: float(v) for k, v in d["perturb"].items()}
+            except (TypeError, ValueError):
+                raise ValueError(f"scenario {d['name']!r}: perturb values must be numbers, got {d['perturb']!r}") from None
+        elif "perturb" in d:
+            d["perturb"] = {}
+        if not isinstance(d["name"], str) or not isinstance(d["log"], str):
+            raise ValueError(f"scenario {d['name']!r}: name and log must be strings, got log={d['log']!r}")
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -241,35 +263,54 @@ class ScenarioConfig:
         return d
 
 
-def _yaml_load(path: Path) -> dict:
+def _yaml_load(path: Path) -> Any:
+    """The plain content of a yaml file; a ValueError naming the file for unreadable or malformed yaml."""
+    import yaml
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: malformed yaml ({first}); fix the file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory; give a .yaml file") from None
 
 
 def available_scenarios(root: Path = SCENARIO_DIR) -> list[str]:
-    """Names of the scenario files in scenarios/ (without .yaml)."""
-    return sorted(p.stem for p in root.glob("*.yaml"))
+    """Names of the scenario files in `root` (the shipped jwmsim/scenarios/ by default; without .yaml)."""
+    return sorted(p.stem for p in Path(root).glob("*.yaml"))
 
 
 def available_suites(root: Path = SCENARIO_DIR) -> list[str]:
-    """Names of the suites: files in scenarios/suites/ plus the built-in ones."""
-    return sorted({p.stem for p in (root / "suites").glob("*.yaml")} | set(BUILTIN_SUITES))
+    """Names of the suites: files in `root`/suites/ plus the built-in ones."""
+    return sorted({p.stem for p in (Path(root) / "suites").glob("*.yaml")} | set(BUILTIN_SUITES))
 
 
-def load_scenario(name_or_path: str | dict | ScenarioConfig, root: Path = SCENARIO_DIR) -> ScenarioConfig:
-    """A scenario by name (scenarios/<name>.yaml), by yaml path, or from a dict."""
+def load_scenario(name_or_path: str | dict | ScenarioConfig, root: Path = SCENARIO_DIR,
+                  search: Sequence[Path] = ()) -> ScenarioConfig:
+    """A scenario by name (`search` folders first, then `root`/<name>.yaml), by yaml path, or from a dict."""
     if isinstance(name_or_path, ScenarioConfig):
         return name_or_path
     if isinstance(name_or_path, dict):
         return ScenarioConfig.from_dict(name_or_path)
-    p = Path(str(name_or_path))
+    if not isinstance(name_or_path, str):
+        raise ValueError(f"a scenario is a name, a yaml path or a mapping, got {name_or_path!r}")
+    p = Path(name_or_path).expanduser()
     if p.suffix not in (".yaml", ".yml"):
-        p = root / f"{name_or_path}.yaml"
+        candidates = [Path(d) / f"{name_or_path}.yaml" for d in (*search, root)]
+        p = next((c for c in candidates if c.is_file()), candidates[-1])
     if not p.exists():
         raise ValueError(f"unknown scenario {name_or_path!r}; valid scenarios: {', '.join(available_scenarios(root))}"
-                         f" (files in {root})")
-    return ScenarioConfig.from_dict(_yaml_load(p))
+                         f" (files in {root}), or a path to a .yaml file")
+    d = _yaml_load(p)
+    if not isinstance(d, dict):
+        raise ValueError(f"scenario file {p} must be a mapping (name, log, start, duration, ...), got {d!r:.80}")
+    try:
+        return ScenarioConfig.from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"{p}: {e}") from None
 
 
 def synthetic_suite() -> list[ScenarioConfig]:
@@ -282,23 +323,31 @@ BUILTIN_SUITES = {"synthetic": synthetic_suite}
 
 
 def load_suite(name_or_path: str, root: Path = SCENARIO_DIR) -> list[ScenarioConfig]:
-    """A suite: a built-in name, scenarios/suites/<name>.yaml, or a yaml path.
+    """A suite: a built-in name, `root`/suites/<name>.yaml (the shipped suites), or a yaml path.
 
-    A suite file is ``{name: ..., scenarios: [<scenario name> | {inline scenario}, ...]}``.
+    A suite file is ``{name: ..., scenarios: [<scenario name> | {inline scenario}, ...]}``. A scenario
+    name is looked up beside the suite file, then in its parent folder, then in `root`.
     """
     if name_or_path in BUILTIN_SUITES:
         return BUILTIN_SUITES[name_or_path]()
-    p = Path(str(name_or_path))
+    p = Path(str(name_or_path)).expanduser()
     if p.suffix not in (".yaml", ".yml"):
-        p = root / "suites" / f"{name_or_path}.yaml"
+        p = Path(root) / "suites" / f"{name_or_path}.yaml"
     if not p.exists():
-        raise ValueError(f"unknown suite {name_or_path!r}; valid suites: {', '.join(available_suites(root))}")
+        raise ValueError(f"unknown suite {name_or_path!r}; valid suites: {', '.join(available_suites(root))}, "
+                         "or a path to a .yaml file")
     d = _yaml_load(p)
     if isinstance(d, dict):
         d.pop("seed_source", None)
-    if not isinstance(d, dict) or "scenarios" not in d:
+    if not isinstance(d, dict) or not isinstance(d.get("scenarios"), list):
         raise ValueError(f"suite file {p} must be a mapping with a 'scenarios' list")
-    out = [load_scenario(s, root) for s in d["scenarios"]]
+    search = (p.parent, p.parent.parent)
+    out = []
+    for i, s in enumerate(d["scenarios"]):
+        try:
+            out.append(load_scenario(s, root, search))
+        except ValueError as e:
+            raise ValueError(f"suite {p}, scenarios[{i}]: {e}") from None
     names = [s.name for s in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -443,7 +492,7 @@ def town_test_seeds() -> tuple[tuple[int, ...], str]:
 
 
 def write_town_test_suite(path: Path | None = None, num: int = 50, duration: float = 15.0) -> Path:
-    """Write scenarios/suites/town_test.yaml: one scenario per TEST seed (first `num`), replay traffic,
+    """Write jwmsim/scenarios/suites/town_test.yaml: one scenario per TEST seed (first `num`), replay traffic,
     the log's route, `duration` s from t = 0. The traffic mode is overridden per run (CLS-NR / CLS-R)."""
     from omegaconf import OmegaConf
 

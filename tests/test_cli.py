@@ -82,14 +82,14 @@ def test_console_script_from_other_dir(tmp_path, log_dir):
 
 @pytest.mark.parametrize("argv, message", [
     (["town", "make-log", "--seed", "abc", "--out", "X"], "seed must be an integer, got 'abc'"),
-    (["town", "make-log", "--seconds", "soon", "--out", "X"], "seconds must be a number, got 'soon'"),
+    (["town", "make-log", "--seconds", "soon", "--out", "X"], "seconds must be a finite number, got 'soon'"),
     (["town", "make-log", "--seconds", "-1", "--out", "X"], "seconds must be > 0"),
     (["run", "workers=0"], "workers must be >= 1"),
     (["splat-render", "--synthetic", "-5"], "synthetic must be a positive number of Gaussians"),
 ])
 def test_bad_numbers_name_the_setting(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2  # a bad command line, not bad data
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "X").exists()

@@ -15,12 +15,14 @@ but is truncated. Files are byte-identical for identical content (zip entries ca
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +83,20 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool = True) -
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """All arrays of an .npz file. A missing file raises FileNotFoundError; an unreadable one (empty,
+    truncated, not a zip, object arrays that would need unpickling) a LogError naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("a single .npy array, not an .npz archive")
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error) as e:
+        why = "object arrays (would need unpickling, which jwmsim never does)" if "allow_pickle" in str(e) else \
+            (str(e) or type(e).__name__)
+        raise LogError(f"{path}: unreadable ({why}); the file is corrupt, truncated or not written by jwmsim — "
+                       "regenerate the log") from None
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -113,11 +127,12 @@ class LogWriter:
     """
 
     def __init__(self, out_dir: str | os.PathLike, overwrite: bool = False):
-        self.out_dir = Path(out_dir)
-        if self.out_dir.exists() and not overwrite:
-            raise LogError(f"{self.out_dir} already exists; pass overwrite=True (CLI: overwrite=true) or pick another --out")
+        # Absolute: `--out .` must name the folder itself (Path(".").name is "" and "." cannot be renamed).
+        self.out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
+        check_replaceable(self.out_dir, overwrite)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.partial-", dir=self.out_dir.parent))
+        remove_stale_partials(self.out_dir)
+        self._tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out_dir, "partial"), dir=self.out_dir.parent))
         self._frames_written: dict[str, set[int]] = {}
         self._channels: dict[str, set[str]] = {}
         self._done = False
@@ -188,8 +203,10 @@ class LogWriter:
         }
         _write_json(self._tmp / "manifest.json", manifest)
         _fsync_tree(self._tmp)
-        if self.out_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.old-", dir=self.out_dir.parent))
+        if self.out_dir.exists() or self.out_dir.is_symlink():
+            # Checked again: something may have appeared at out_dir while the frames were rendered.
+            check_replaceable(self.out_dir, True)
+            trash = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out_dir, "old"), dir=self.out_dir.parent))
             os.replace(self.out_dir, trash / "old")
             os.replace(self._tmp, self.out_dir)
             shutil.rmtree(trash, ignore_errors=True)
@@ -197,6 +214,65 @@ class LogWriter:
             os.replace(self._tmp, self.out_dir)
         self._done = True
         return self.out_dir
+
+
+def is_log_dir(path: Path) -> bool:
+    """Is `path` recognisably a jwmsim DriveLog (a directory whose manifest.json has a schema_version)?
+    Only such a directory may be replaced by overwrite=True: anything else could be someone's data."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "schema_version" in manifest and "log_id" in manifest
+
+
+def check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """Raise LogError unless a log may be written at out_dir (nothing there, or a jwmsim log and overwrite)."""
+    if not (out_dir.exists() or out_dir.is_symlink()):
+        return
+    if not overwrite:
+        raise LogError(f"{out_dir} already exists; pass overwrite=True (CLI: overwrite=true) or pick another --out")
+    if not is_log_dir(out_dir):
+        what = "a file" if out_dir.is_file() else "a link" if out_dir.is_symlink() else "a folder that is not a jwmsim log (no manifest.json)"
+        raise LogError(f"{out_dir} is {what}; overwrite=true only replaces an existing jwmsim log: "
+                       "choose another --out (or remove it yourself)")
+    cwd = Path(os.getcwd())
+    if out_dir == cwd or out_dir in cwd.parents:
+        raise LogError(f"{out_dir} is the current directory (or holds it); a log cannot replace the folder you "
+                       "are in: run from elsewhere or choose another --out")
+
+
+def _partial_prefix(out_dir: Path, kind: str) -> str:
+    """'.NAME.partial-PID-' : the writer's pid lets a later writer tell a dead writer's leftovers from a live one."""
+    return f".{out_dir.name}.{kind}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(out_dir: Path) -> list[Path]:
+    """Remove `.NAME.partial-*` / `.NAME.old-*` siblings of out_dir left by a writer that was killed
+    (SIGKILL, power loss: no cleanup code ran). A leftover whose writer pid is still alive is another
+    writer at work and is kept. Returns the removed paths."""
+    removed = []
+    for kind in ("partial", "old"):
+        for p in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.{kind}-*"):
+            pid = p.name[len(f".{out_dir.name}.{kind}-"):].split("-", 1)[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def _fsync_tree(root: Path) -> None:
@@ -325,7 +401,50 @@ def check_camera(cam: dict, where: str) -> list[str]:
 # ----------------------------------------------------------------------------- reader
 
 
-def read_manifest(log_dir: str | os.PathLike) -> dict:
+MANIFEST_FIELDS = {
+    # key: (expected type(s), what it holds)
+    "schema_version": (int, "the layout version"),
+    "log_id": (str, "the log's name"),
+    "rate_hz": ((int, float), "frames per second"),
+    "num_frames": (int, "number of time steps T"),
+    "rig": (list, "the main rig's cameras"),
+    "route": (dict, "the ego route"),
+    "frames": (dict, "the frame layout (pattern, rigs, channels)"),
+    "files": (dict, "the arrays and map file names"),
+}
+
+
+def manifest_problems(manifest: object, path: Path | str = "manifest.json") -> list[str]:
+    """Problems with a parsed manifest's layout: not an object, missing keys, values of the wrong kind."""
+    if not isinstance(manifest, dict):
+        return [f"{path}: must hold a JSON object, holds {json.dumps(manifest)[:40]}; regenerate the log"]
+    problems = []
+    for key, (kind, what) in MANIFEST_FIELDS.items():
+        if key not in manifest:
+            problems.append(f"{path}: field {key!r} ({what}) missing; regenerate the log")
+        elif isinstance(manifest[key], bool) or not isinstance(manifest[key], kind):
+            problems.append(f"{path}: field {key!r} ({what}) has the wrong type: {json.dumps(manifest[key])[:60]}")
+    if problems:
+        return problems
+    if manifest["num_frames"] < 1:
+        problems.append(f"{path}: num_frames is {manifest['num_frames']}; a log has at least one frame")
+    if not manifest["rate_hz"] > 0:
+        problems.append(f"{path}: rate_hz is {manifest['rate_hz']}; it must be > 0")
+    fr, files = manifest["frames"], manifest["files"]
+    if not isinstance(fr.get("pattern"), str) or not isinstance(fr.get("rigs"), list):
+        problems.append(f"{path}: frames needs a 'pattern' string and a 'rigs' list, got {json.dumps(fr)[:80]}")
+    for k in ("arrays", "map"):
+        name = files.get(k)
+        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            problems.append(f"{path}: files.{k} must be a file name inside the log, got {name!r}")
+    if "eval_rigs" in manifest and not isinstance(manifest["eval_rigs"], dict):
+        problems.append(f"{path}: eval_rigs must be a mapping of rig name to cameras")
+    return problems
+
+
+def read_manifest(log_dir: str | os.PathLike, check: bool = True) -> dict:
+    """The parsed manifest.json of a log; LogError naming the file when it is missing, not JSON, of another
+    schema version or (check=True) missing fields / fields of the wrong type."""
     log_dir = Path(log_dir)
     if not log_dir.is_dir():
         raise LogError(f"{log_dir}: no such log directory; make one with `jwmsim town make-log --out {log_dir}`")
@@ -335,19 +454,30 @@ def read_manifest(log_dir: str | os.PathLike) -> dict:
                        f"no directory at all) — regenerate it")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LogError(f"{path}: not valid JSON ({e}); regenerate the log") from None
+    if not isinstance(manifest, dict):
+        raise LogError(manifest_problems(manifest, path)[0])
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise LogError(f"{path}: schema_version {version!r} is not supported by this jwmsim (reads {SCHEMA_VERSION}); "
                        "regenerate the log or use the jwmsim version that wrote it")
+    problems = manifest_problems(manifest, path) if check else []
+    if problems:
+        raise LogError("\n  ".join(problems))
     return manifest
 
 
 def read_log(log_dir: str | os.PathLike, with_frames: bool = True) -> DriveLog:
-    """Read a DriveLog. Arrays and map are read now (small); frames lazily, one file per access."""
+    """Read a DriveLog. Arrays and map are read now (small); frames lazily, one file per access.
+
+    Every problem is a LogError that names the file: a manifest that disagrees with the arrays (frame or
+    agent count), unreadable arrays or map, and, when a frame is read, a frame file whose images are not
+    uint8 [C, H, W, 3] for the rig's C cameras.
+    """
     log_dir = Path(log_dir)
     manifest = read_manifest(log_dir)
+    mpath = log_dir / "manifest.json"
     arrays_path = log_dir / manifest["files"]["arrays"]
     if not arrays_path.is_file():
         raise LogError(f"{arrays_path}: missing; the log is incomplete — regenerate it")
@@ -356,25 +486,49 @@ def read_log(log_dir: str | os.PathLike, with_frames: bool = True) -> DriveLog:
     if problems:
         raise LogError(f"{log_dir}: invalid arrays:\n  " + "\n  ".join(problems) +
                        f"\n(run `jwmsim log validate {log_dir}` for the full report)")
+    T = int(arrays["timestamps"].shape[0])
+    if manifest["num_frames"] != T:
+        raise LogError(f"{mpath}: num_frames is {manifest['num_frames']} but {arrays_path.name} holds {T} frames; "
+                       "the log was edited or mixed from two logs — regenerate it")
+    if "num_agents" in manifest and manifest["num_agents"] != arrays["agent_ids"].shape[0]:
+        raise LogError(f"{mpath}: num_agents is {manifest['num_agents']} but {arrays_path.name} holds "
+                       f"{arrays['agent_ids'].shape[0]} tracks — regenerate the log")
     map_path = log_dir / manifest["files"]["map"]
     try:
         road_map = RoadMap.from_dict(json.loads(map_path.read_text()))
     except FileNotFoundError:
         raise LogError(f"{map_path}: missing; the log is incomplete — regenerate it") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise LogError(f"{map_path}: not a readable road map ({type(e).__name__}: {e}); regenerate the log") from None
+    try:
+        rig = [Camera.from_dict(c) for c in manifest["rig"]]
+        eval_rigs = {k: [Camera.from_dict(c) for c in v] for k, v in manifest.get("eval_rigs", {}).items()}
+        route = Route.from_dict(manifest["route"])
+        ego_params = EgoParams(**manifest.get("ego_params", {}))
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise LogError(f"{mpath}: malformed rig, route or ego_params ({type(e).__name__}: {e}); "
+                       f"run `jwmsim log validate {log_dir}` for the full report") from None
     rigs = tuple(manifest["frames"]["rigs"])
     pattern = manifest["frames"]["pattern"]
+    num_cams = {MAIN_RIG: len(rig), **{k: len(v) for k, v in eval_rigs.items()}}
 
-    def load(rig: str, t: int) -> Frame:
-        path = log_dir / pattern.format(rig=rig, t=t)
+    def load(rig_name: str, t: int) -> Frame:
+        path = log_dir / pattern.format(rig=rig_name, t=t)
         try:
             z = load_npz(path)
         except FileNotFoundError:
             raise LogError(f"{path}: frame file missing; the log is incomplete — regenerate it") from None
+        images = z.get("images")
+        C = num_cams.get(rig_name)
+        if images is None or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 \
+                or (C is not None and images.shape[0] != C):
+            got = "no images" if images is None else f"{images.dtype} {list(images.shape)}"
+            raise LogError(f"{path}: images must be uint8 [{C if C is not None else 'C'}, H, W, 3], got {got}; "
+                           "the frame was not written by jwmsim — regenerate the log")
         depth = z.get("depth")
-        return Frame(images=z["images"], depth=None if depth is None else depth.astype(np.float32),
+        return Frame(images=images, depth=None if depth is None else depth.astype(np.float32),
                      semantic=z.get("semantic"), instance=z.get("instance"))
 
-    T = int(arrays["timestamps"].shape[0])
     frames = FrameSource(T, load, rigs) if (with_frames and rigs) else None
     return DriveLog(
         meta=LogMeta(log_id=manifest["log_id"], source=manifest.get("source", "unknown"),
@@ -387,9 +541,9 @@ def read_log(log_dir: str | os.PathLike, with_frames: bool = True) -> DriveLog:
                            size=arrays["agent_size"], yaw=arrays["agent_yaw"], velocity=arrays["agent_velocity"],
                            valid=arrays["agent_valid"]),
         road_map=road_map,
-        route=Route.from_dict(manifest["route"]),
-        rig=[Camera.from_dict(c) for c in manifest["rig"]],
-        eval_rigs={k: [Camera.from_dict(c) for c in v] for k, v in manifest.get("eval_rigs", {}).items()},
-        ego_params=EgoParams(**manifest.get("ego_params", {})),
+        route=route,
+        rig=rig,
+        eval_rigs=eval_rigs,
+        ego_params=ego_params,
         frames=frames,
     )

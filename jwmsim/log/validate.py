@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from jwmsim.log.store import (
     check_arrays,
     check_camera,
     load_npz,
+    manifest_problems,
     read_manifest,
 )
 from jwmsim.map import RoadMap
@@ -29,13 +29,10 @@ def validate_log(log_dir: str | Path, check_frames: bool = True) -> list[str]:
     """
     log_dir = Path(log_dir)
     try:
-        manifest = read_manifest(log_dir)
+        manifest = read_manifest(log_dir, check=False)
     except LogError as e:
         return [str(e)]
-    problems: list[str] = []
-    for key in ("log_id", "rate_hz", "num_frames", "rig", "route", "frames", "files"):
-        if key not in manifest:
-            problems.append(f"manifest.json: field {key!r} missing; regenerate the log")
+    problems = manifest_problems(manifest, "manifest.json")
     if problems:
         return problems
 
@@ -46,8 +43,10 @@ def validate_log(log_dir: str | Path, check_frames: bool = True) -> list[str]:
     else:
         try:
             arrays = load_npz(arrays_path)
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
-            problems.append(f"{arrays_path.name}: unreadable ({e}); the file is corrupt or truncated — regenerate the log")
+        except LogError as e:
+            problems.append(str(e))
+        except OSError as e:
+            problems.append(f"{arrays_path}: cannot be read ({e.strerror or e})")
         else:
             problems += check_arrays(arrays)
             if "timestamps" in arrays and arrays["timestamps"].shape[:1] != (T,):
@@ -57,8 +56,12 @@ def validate_log(log_dir: str | Path, check_frames: bool = True) -> list[str]:
     if not cams:
         problems.append("manifest.json: the rig has no cameras")
     for i, cam in enumerate(cams):
-        problems += check_camera(cam, f"rig camera {i} ({cam.get('name', '?')})")
+        name = cam.get("name", "?") if isinstance(cam, dict) else "?"
+        problems += check_camera(cam, f"rig camera {i} ({name})")
     for rig_name, rig in manifest.get("eval_rigs", {}).items():
+        if not isinstance(rig, list):
+            problems.append(f"manifest.json: eval rig {rig_name!r} must be a list of cameras")
+            continue
         for i, cam in enumerate(rig):
             problems += check_camera(cam, f"eval rig {rig_name!r} camera {i}")
 
@@ -69,10 +72,10 @@ def validate_log(log_dir: str | Path, check_frames: bool = True) -> list[str]:
     else:
         try:
             road_map = RoadMap.from_dict(json.loads(map_path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            problems.append(f"{map_path.name}: cannot be read as a RoadMap ({e})")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            problems.append(f"{map_path.name}: cannot be read as a RoadMap ({type(e).__name__}: {e})")
     if road_map is not None:
-        for lid in manifest["route"].get("lane_ids", []):
+        for lid in manifest["route"].get("lane_ids", []) or []:
             if lid not in road_map._by_id:
                 problems.append(f"route: lane id {lid} is not in the map")
 
@@ -90,7 +93,11 @@ def _check_frames(log_dir: Path, manifest: dict, T: int) -> list[str]:
         if cams is None:
             problems.append(f"frames: rig {rig!r} has frames but no cameras in manifest.json")
             continue
-        shapes = {(int(c["height"]), int(c["width"])) for c in cams}
+        try:
+            shapes = {(int(c["height"]), int(c["width"])) for c in cams}
+        except (KeyError, TypeError, ValueError):
+            continue  # the camera problems are reported above
+
         missing, bad = [], []
         for t in range(T):
             path = log_dir / pattern.format(rig=rig, t=t)
@@ -99,8 +106,11 @@ def _check_frames(log_dir: Path, manifest: dict, T: int) -> list[str]:
                 continue
             try:
                 z = load_npz(path)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-                bad.append(f"frame {t}: unreadable ({e})")
+            except LogError as e:
+                bad.append(f"frame {t}: {str(e).split(': ', 1)[-1]}")
+                continue
+            except OSError as e:
+                bad.append(f"frame {t}: cannot be read ({e.strerror or e})")
                 continue
             img = z.get("images")
             if img is None:

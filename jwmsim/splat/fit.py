@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,44 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from jwmsim import geometry
+from jwmsim.conf.structured import FitConfig  # noqa: F401 - defined with the other structured configs
 from jwmsim.splat.rasterize import camera_matrices, rasterize
 from jwmsim.splat.scene import GaussianScene, rgb_to_sh0
-
-
-@dataclass
-class FitConfig:
-    """Settings of the per-scene baseline (CLI: `jwmsim fit-scene LOG key=value ...`)."""
-
-    max_iters: int = 30000
-    max_minutes: float = 60.0  # wall-time budget of training (evaluation excluded)
-    init_points: int = 60000  # Gaussians from the log's depth (+ sky shell)
-    init_opacity: float = 0.1  # 3DGS's initial opacity
-    sky_radius: float = 150.0  # m; sky pixels are unprojected to this range
-    max_init_depth: float = 80.0  # m; farther depth pixels are treated as sky-shell points
-    lr_means: float = 1.6e-4  # x scene extent, decayed to lr_means_final
-    lr_means_final: float = 1.6e-6
-    lr_colors: float = 2.5e-3
-    lr_opacity: float = 0.05
-    lr_scales: float = 5e-3
-    lr_quats: float = 1e-3
-    ssim_weight: float = 0.2
-    densify_from: int = 300
-    densify_until: int = 6000  # 3DGS: 15000 of 30000 iterations; a CPU budget reaches ~10k
-    densify_every: int = 100
-    grad_threshold: float = 2e-4  # 3DGS's 2D-gradient threshold (normalised pixel units)
-    percent_dense: float = 0.01  # clone if max scale < this x extent, else split
-    max_gaussians: int = 150000
-    opacity_reset_every: int = 3000
-    prune_opacity: float = 0.005
-    prune_scale: float = 1.0  # prune Gaussians larger than this x extent (the sky shell needs room)
-    eval_every_s: float = 60.0
-    eval_frames: int = 10  # held-out frames per evaluation (evenly spaced)
-    checkpoint_every_s: float = 120.0
-    converge_window: int = 5  # stop when the last `window` evaluations gained < converge_db in total
-    converge_db: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 1  # torch threads (0: leave as is); 1 is fastest beside the numba kernels on 2 cores
 
 
 def _device(name: str) -> torch.device:
@@ -342,6 +307,29 @@ def _atomic_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _read_checkpoint(ckpt: Path, ckpt_meta: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The checkpoint's JSON and tensors, or a ValueError naming the broken file and the way out."""
+    from safetensors.torch import load_file
+
+    fix = f"delete {ckpt} and {ckpt_meta} to start afresh, or run without resume"
+    try:
+        meta = json.loads(ckpt_meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{ckpt_meta}: not valid JSON ({e}); {fix}") from None
+    need = {"iter": int, "train_seconds": (int, float), "curve": list, "extent": (int, float), "adam_step": int}
+    bad = [k for k, t in need.items() if not isinstance(meta, dict) or isinstance(meta.get(k), bool)
+           or not isinstance(meta.get(k), t)]
+    if bad:
+        raise ValueError(f"{ckpt_meta}: missing or malformed {', '.join(bad)}; {fix}")
+    if ckpt.stat().st_size == 0:
+        raise ValueError(f"{ckpt} is empty; {fix}")
+    try:
+        state = load_file(os.fspath(ckpt))
+    except Exception as e:  # noqa: BLE001 - safetensors' SafetensorError has no stable import path
+        raise ValueError(f"{ckpt}: not a readable safetensors checkpoint ({e}); {fix}") from None
+    return meta, state
+
+
 def fit_scene(log_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: FitConfig | None = None,
               resume: bool = False, progress: bool = True) -> dict:
     """Fit a static Gaussian scene to a log's training views; returns the final summary.
@@ -350,7 +338,7 @@ def fit_scene(log_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: FitCo
     (the final GaussianScene), ``checkpoint.safetensors`` + ``checkpoint.json`` (resume), ``summary.json``.
     CLI: `jwmsim fit-scene LOG out=DIR max_minutes=... resume=true`.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
     from tqdm import tqdm
 
     from jwmsim.log import read_log
@@ -373,9 +361,13 @@ def fit_scene(log_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: FitCo
 
     ckpt, ckpt_meta = out / "checkpoint.safetensors", out / "checkpoint.json"
     if resume and ckpt.is_file() and ckpt_meta.is_file():
-        meta = json.loads(ckpt_meta.read_text())
+        meta, state = _read_checkpoint(ckpt, ckpt_meta)
         opt = Optimizer(GaussianScene.empty(), cfg, meta["extent"])
-        opt.load_state(load_file(ckpt), meta["adam_step"])
+        try:
+            opt.load_state(state, meta["adam_step"])
+        except KeyError as e:
+            raise ValueError(f"{ckpt}: tensor {e} missing; the checkpoint is from another jwmsim version or "
+                             f"corrupt — delete {ckpt} and {ckpt_meta} to start afresh") from None
         it0, train_time, curve = meta["iter"], meta["train_seconds"], meta["curve"]
         rng = np.random.default_rng([cfg.seed, it0])
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -404,9 +405,7 @@ class GaussianScene:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "GaussianScene":
         """Read a file written by :meth:`save`. Unknown schema versions raise ValueError."""
-        from safetensors import safe_open
-
-        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+        with _open_safetensors(path) as f:
             meta = f.metadata() or {}
             if meta.get("format") != "jwmsim.GaussianScene":
                 raise ValueError(f"{path} is not a jwmsim GaussianScene file (metadata format = "
@@ -419,20 +418,40 @@ class GaussianScene:
             missing = [fl.name for fl in fields(cls) if fl.name not in keys]
             if missing:
                 raise ValueError(f"{path} lacks fields {missing}; the file is corrupt or from another tool")
-            tensors = {fl.name: f.get_tensor(fl.name) for fl in fields(cls)}
+            try:
+                tensors = {fl.name: f.get_tensor(fl.name) for fl in fields(cls)}
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for bad data
+                raise ValueError(f"{path}: tensors cannot be read ({e}); the file is corrupt or truncated") from None
         return cls(**tensors).to(device).validate()
 
     @staticmethod
     def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         """The safetensors metadata of a saved scene (schema_version, sh_degree, num_gaussians, extras)."""
-        from safetensors import safe_open
-
-        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+        with _open_safetensors(path) as f:
             return dict(f.metadata() or {})
 
     def __repr__(self) -> str:
         return (f"GaussianScene(N={len(self)}, sh_degree={self.sh_degree if self.colors.ndim == 3 else '?'}, "
                 f"dtype={self.dtype}, device={self.device})")
+
+
+def _open_safetensors(path: str | os.PathLike):
+    """safe_open(path), or a ValueError naming the file (missing, a directory, empty, truncated, not
+    safetensors) instead of safetensors' own error types (SafetensorError, OSError)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p} is a directory; give the scene's .safetensors file (e.g. {p / 'scene.safetensors'})")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such scene file")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{p} is empty (0 bytes); the scene was not written completely — write it again")
+    try:
+        return safe_open(os.fspath(p), framework="pt", device="cpu")
+    except Exception as e:  # noqa: BLE001 - SafetensorError is not importable under a stable name
+        raise ValueError(f"{p} is not a readable .safetensors file ({e}); it is truncated or of another "
+                         "format — write it again with GaussianScene.save") from None
 
 
 __all__ = ["GaussianScene", "SCHEMA_VERSION", "SH_C0", "SH_C1", "eval_sh", "rgb_to_sh0", "sh0_to_rgb"]

@@ -29,6 +29,11 @@ def render_to_files(scene_path: str | None, synthetic: int | None, pose=(0.0, 0.
         raise ValueError(f"synthetic must be a positive number of Gaussians, got {synthetic!r}")
     if len(pose) != 3:
         raise ValueError(f"pose must be [x, y, yaw_deg], got {list(pose)}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pose):
+        # a NaN pose renders nothing at all: an all-black image that looks like a result
+        raise ValueError(f"pose must be three finite numbers [x m, y m, yaw deg], got {list(pose)}")
+    if len(background) != 3 or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in background):
+        raise ValueError(f"background must be three numbers in [0, 1] (RGB), got {list(background)}")
     device = "cuda" if backend != "cpu" and torch.cuda.is_available() else "cpu"
     scene = (GaussianScene.load(scene_path) if scene_path is not None else street_scene(int(synthetic))).to(device)
     rig = geometry.default_rig(width=int(width), height=int(height))

@@ -59,13 +59,35 @@ def log_dir_name(seed: int) -> str:
     return f"town{seed:05d}"
 
 
+def split_counts(total: int, n_val: int | None = None, n_test: int | None = None) -> dict[str, int]:
+    """How `total` logs (all splits together) divide into train / val / test.
+
+    Default: val = test = max(1, round(total / 10)) from 3 logs on (10 -> 8/1/1, 20 -> 16/2/2,
+    3 -> 1/1/1), all train below 3; explicit n_val / n_test are taken as given and train gets the rest.
+    This is what ``jwmsim town dataset --n N`` means by "N logs in all".
+    """
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise ValueError(f"n (logs in all) must be an integer >= 1, got {total!r}")
+    auto = max(1, round(total / 10)) if total >= 3 else 0
+    counts = {"val": auto if n_val is None else n_val, "test": auto if n_test is None else n_test}
+    for split, k in counts.items():
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"n_{split} must be a non-negative integer, got {k!r}")
+    train = total - counts["val"] - counts["test"]
+    if train < 0:
+        raise ValueError(f"n={total} logs in all cannot hold n_val={counts['val']} + n_test={counts['test']}; "
+                         "raise n or lower n_val / n_test")
+    return {"train": train, **counts}
+
+
 def make_dataset(out_dir: str | os.PathLike, n: int, seconds: float = 20.0, n_val: int | None = None,
                  n_test: int | None = None, width: int = 160, height: int = 96,
                  eval_shifts=(-2.0, -1.0, 1.0, 2.0), with_depth: bool = True, overwrite: bool = False,
                  progress: bool = True) -> Path:
     """Generate a town dataset in ``out_dir``; returns the path of its manifest.
 
-    CLI: ``jwmsim town dataset --n N [seconds=20] [out=DIR] [overwrite=true] [width=160 height=96]``.
+    CLI: ``jwmsim town dataset --n N [seconds=20] [out=DIR] [overwrite=true] [width=160 height=96]``, where
+    N counts the logs in all splits (:func:`split_counts` divides it).
 
     n: train logs (seeds 0, 1, ...); n_val / n_test: validation / test logs (default max(1, n // 10),
     seeds from 1000 / 2000). seconds [s]: duration of each log. width, height [px]: camera size of the
@@ -101,7 +123,13 @@ def make_dataset(out_dir: str | os.PathLike, n: int, seconds: float = 20.0, n_va
     manifest = {"params": params, "split_ranges": {k: [r.start, r.stop - 1] for k, r in SPLITS.items()},
                 "splits": {k: [] for k in SPLITS}, "rejected": {k: {} for k in SPLITS}}
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
+        try:
+            old = json.loads(manifest_path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            raise LogError(f"{manifest_path}: not a town dataset manifest ({e}); choose another out directory, "
+                           "or delete the file to start the dataset afresh") from None
         if old.get("params") != params:
             if not overwrite:
                 raise LogError(f"{out_dir} holds a dataset made with other parameters ({old.get('params')}); "

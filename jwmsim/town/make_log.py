@@ -17,7 +17,7 @@ import numpy as np
 
 from jwmsim.geometry import DT, Camera, default_rig, se2_to_se3
 from jwmsim.log.schema import AgentTracks, DriveLog, EgoParams, EgoTrajectory, Frame, LogMeta, agent_type_index
-from jwmsim.log.store import LogError, LogWriter
+from jwmsim.log.store import LogWriter, check_replaceable
 from jwmsim.town.layout import generate_town
 from jwmsim.town.traffic import LOG_RADIUS, TrafficResult, simulate
 
@@ -97,8 +97,9 @@ def make_log(seed: int, seconds: float, out_dir: str | os.PathLike, rig: Sequenc
     geometry.default_rig(), three front cameras 160x96). eval_shifts [m]: held-out evaluation rigs = the
     rig moved laterally (left +), written as rigs 'shift_+1m', ... render=False writes a state-only log
     (tracks, map, route; no frames). with_depth / with_semantic / with_instance: extra frame channels.
-    overwrite: replace an existing ``out_dir``. Raises ValueError on bad arguments, LogError if out_dir
-    exists without overwrite, TrafficError if the seed's traffic breaks an invariant (nothing is written).
+    overwrite: replace an existing jwmsim log at ``out_dir`` (anything else there is refused). Raises
+    ValueError on bad arguments, LogError if out_dir exists without overwrite or is
+    not a log, TrafficError if the seed's traffic breaks an invariant (nothing is written).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -107,9 +108,8 @@ def make_log(seed: int, seconds: float, out_dir: str | os.PathLike, rig: Sequenc
     if seconds > 600:
         raise ValueError(f"seconds={seconds}: logs longer than 600 s are not supported (the ego route would need "
                          "to revisit lanes); make several logs instead")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise LogError(f"{out_dir} already exists; pass overwrite=True (CLI: overwrite=true) or choose another --out")
+    out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
+    check_replaceable(out_dir, overwrite)  # before minutes of rendering, not after
     eval_shifts = tuple(float(s) for s in eval_shifts)
     if len(set(eval_shifts)) != len(eval_shifts) or any(not math.isfinite(s) or s == 0 for s in eval_shifts):
         raise ValueError(f"eval_shifts must be distinct, finite and non-zero [m], got {eval_shifts}")
