@@ -180,3 +180,41 @@ def test_pyproject_license_is_an_spdx_string():
 
 def test_jwmsim_version_is_exported():
     assert jwmsim.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_ragged_savgol_equals_scipy_row_by_row():
+    """The env finalizes episodes of many lengths at once: one padded Savitzky-Golay pass equals scipy per row."""
+    from scipy.signal import savgol_filter
+
+    from jwmsim.metrics.episode import savgol_ragged
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([15, 16, 40, 17, 90, 15])
+    x = rng.normal(size=(len(lengths), lengths.max()))
+    for window, poly, deriv in ((8, 2, 0), (15, 2, 1), (5, 2, 1), (5, 3, 2)):
+        y = savgol_ragged(x, lengths, window, poly, deriv, np.full((len(lengths), 1), 0.1))
+        for j, L in enumerate(lengths):
+            want = savgol_filter(x[j, :L], window, poly, deriv=deriv, delta=0.1)
+            np.testing.assert_allclose(y[j, :L], want, rtol=1e-9, atol=1e-9, err_msg=f"{window} {deriv} row {j}")
+
+
+def test_batched_comfort_of_episodes_of_many_lengths_equals_one_by_one():
+    from jwmsim.env.vector import DriveVectorEnv
+    from jwmsim.metrics.episode import _comfort_batch
+
+    env = DriveVectorEnv(num_envs=12, traffic="idm", episode_metrics=False)
+    env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    for _ in range(60):  # random actions: episodes end and restart, so the rows' records have many lengths
+        env.step(rng.uniform(-1, 1, (12, 2)).astype(np.float32))
+    tracker = env.core.metrics.tracker
+    recs = [tracker.record(b) for b in range(12) if tracker._t[b] > 0]
+    assert len({r.num_steps for r in recs}) >= 4
+    together = _comfort_batch(recs, tracker.config)
+    for r, sig in zip(recs, together):
+        alone = _comfort_batch([r], tracker.config)[0]
+        if alone is None:
+            assert sig is None
+            continue
+        for k in alone:
+            np.testing.assert_allclose(sig[k], alone[k], rtol=0, atol=2e-8, err_msg=f"{k} T={r.num_steps}")

@@ -181,6 +181,19 @@ def savgol(x: np.ndarray, window: int, polyorder: int, deriv: int = 0, delta: fl
     window = int(window)
     if T < window:
         return savgol_filter(x, window_length=window, polyorder=polyorder, deriv=deriv, delta=delta, axis=-1)
+    left, right, kern = _sg_coeffs(window, polyorder, deriv)
+    h, o = window // 2, (window - 1) // 2
+    y = np.empty_like(x)
+    if T > 2 * h:
+        win = np.lib.stride_tricks.sliding_window_view(x, window, axis=-1)  # [..., T - window + 1, window]
+        y[..., h:T - h] = win[..., h - o:T - h - o, :] @ kern
+    y[..., :h] = x[..., :window] @ left.T
+    y[..., T - h:] = x[..., T - window:] @ right.T
+    return y / delta ** deriv if deriv else y
+
+
+def _sg_coeffs(window: int, polyorder: int, deriv: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(left edge [h, window], right edge [h, window], interior kernel [window]) of :func:`savgol`."""
     key = (window, int(polyorder), int(deriv))
     parts = _sg_parts.get(key)
     if parts is None:
@@ -193,15 +206,31 @@ def savgol(x: np.ndarray, window: int, polyorder: int, deriv: int = 0, delta: fl
                            delta=1.0, axis=0)
         parts = (m[:h].copy(), m[window - h:].copy(), m2[window, window - o:2 * window - o].copy())
         _sg_parts[key] = parts
-    left, right, kern = parts
+    return parts
+
+
+def savgol_ragged(x: np.ndarray, lengths: np.ndarray, window: int, polyorder: int, deriv: int = 0,
+                  delta: float | np.ndarray = 1.0) -> np.ndarray:
+    """:func:`savgol` of each row of x [n, T] over its first lengths[j] samples (every length >= window; the
+    rest of a row is padding and its output unspecified). delta: scalar or [n, 1]. Episodes of different
+    lengths are filtered in one pass: the interior correlation never reads past a row's end, and each row's
+    right-edge fit is gathered at its own end."""
+    x = np.asarray(x, dtype=np.float64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    T = x.shape[-1]
+    if (lengths == T).all():
+        return savgol(x, window, polyorder, deriv, 1.0) / (np.asarray(delta) ** deriv if deriv else 1.0)
+    if lengths.min() < window:
+        raise ValueError(f"savgol_ragged: every row needs >= {window} samples, got a row of {lengths.min()}")
+    left, right, kern = _sg_coeffs(window, polyorder, deriv)
     h, o = window // 2, (window - 1) // 2
     y = np.empty_like(x)
-    if T > 2 * h:
-        win = np.lib.stride_tricks.sliding_window_view(x, window, axis=-1)  # [..., T - window + 1, window]
-        y[..., h:T - h] = win[..., h - o:T - h - o, :] @ kern
-    y[..., :h] = x[..., :window] @ left.T
-    y[..., T - h:] = x[..., T - window:] @ right.T
-    return y / delta ** deriv if deriv else y
+    win = np.lib.stride_tricks.sliding_window_view(x, window, axis=-1)
+    y[:, h:T - h] = win[:, h - o:T - h - o, :] @ kern
+    y[:, :h] = x[:, :window] @ left.T
+    tail = np.take_along_axis(x, (lengths - window)[:, None] + np.arange(window), 1) @ right.T  # [n, h]
+    np.put_along_axis(y, (lengths - h)[:, None] + np.arange(h), tail, 1)
+    return y / np.asarray(delta) ** deriv if deriv else y
 
 
 def comfort_signals(rec: EpisodeRecord, cfg: MetricsConfig) -> dict[str, np.ndarray] | None:
@@ -221,32 +250,44 @@ def comfort_signals(rec: EpisodeRecord, cfg: MetricsConfig) -> dict[str, np.ndar
 
 
 def _comfort_batch(recs: Sequence[EpisodeRecord], cfg: MetricsConfig) -> list[dict[str, np.ndarray] | None]:
-    """:func:`comfort_signals` of records of equal length and step, as [n, T] array operations."""
+    """:func:`comfort_signals` of many records as [n, T] array operations. From the longest filter window on,
+    every filter has its full window whatever the length, so records of any such length share one padded
+    pass (:func:`savgol_ragged`: a vector env finishes episodes of many lengths each step); shorter ones
+    are grouped by length and step."""
     out: list[dict[str, np.ndarray] | None] = [None] * len(recs)
-    groups: dict[tuple[int, float], list[int]] = {}
+    longest = max(cfg.accel_window, cfg.jerk_window, cfg.yaw_window)
+    groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(recs):
         if r.num_steps >= 4:
-            groups.setdefault((r.num_steps, _mean_dt_s(r)), []).append(i)
-    for (T, dt), idx in groups.items():
-        yaw = np.unwrap(np.stack([recs[i].ego_pose[:, 2] for i in idx]), axis=-1)  # [n, T]
-        acc = np.stack([recs[i].ego_acceleration for i in idx])  # [n, T, 2]
-        vel = np.stack([recs[i].ego_velocity for i in idx])
-        omega = np.stack([recs[i].ego_yaw_rate for i in idx])
-        alpha = np.stack([recs[i].ego_yaw_acceleration for i in idx])
-        # Missing rates: central differences with the mean step (the filters below assume equal steps too).
-        bad = ~np.isfinite(omega).all(-1)
-        if bad.any():
-            omega[bad] = np.gradient(yaw[bad], dt, axis=-1)
-        bad = ~np.isfinite(alpha).all(-1)
-        if bad.any():
-            alpha[bad] = np.gradient(omega[bad], dt, axis=-1)
-        bad = ~np.isfinite(acc).all((-1, -2))
-        if bad.any():
-            # The simulator did not report accelerations: differentiate the ego-frame velocity
-            # (a = dv/dt + omega x v in the rotating ego frame).
-            dv = np.gradient(vel[bad], dt, axis=1)
-            w, v = omega[bad], vel[bad]
-            acc[bad] = np.stack([dv[..., 0] - w * v[..., 1], dv[..., 1] + w * v[..., 0]], -1)
+            groups.setdefault(("full",) if r.num_steps >= longest else (r.num_steps, _mean_dt_s(r)), []).append(i)
+    for key, idx in groups.items():
+        lengths = np.array([recs[i].num_steps for i in idx])
+        T = int(lengths.max())
+        dts = np.array([_mean_dt_s(recs[i]) for i in idx])
+
+        def stack(arrays: list[np.ndarray]) -> np.ndarray:  # [n, T, ...], each edge-padded to T
+            return np.stack([a if len(a) == T else np.concatenate([a, np.repeat(a[-1:], T - len(a), 0)])
+                             for a in arrays])
+
+        yaw = np.unwrap(stack([recs[i].ego_pose[:, 2] for i in idx]), axis=-1)  # [n, T]
+        acc = stack([recs[i].ego_acceleration for i in idx])  # [n, T, 2]
+        vel = stack([recs[i].ego_velocity for i in idx])
+        omega = stack([recs[i].ego_yaw_rate for i in idx])
+        alpha = stack([recs[i].ego_yaw_acceleration for i in idx])
+        # Missing rates: central differences with the record's mean step (the filters assume equal steps too),
+        # row by row over its own length.
+        for j, L in enumerate(lengths):
+            dt, sl = dts[j], slice(0, L)
+            if not np.isfinite(omega[j, sl]).all():
+                omega[j, sl] = np.gradient(yaw[j, sl], dt)
+            if not np.isfinite(alpha[j, sl]).all():
+                alpha[j, sl] = np.gradient(omega[j, sl], dt)
+            if not np.isfinite(acc[j, sl]).all():
+                # The simulator did not report accelerations: differentiate the ego-frame velocity
+                # (a = dv/dt + omega x v in the rotating ego frame).
+                dv = np.gradient(vel[j, sl], dt, axis=0)
+                w, v = omega[j, sl], vel[j, sl]
+                acc[j, sl] = np.stack([dv[:, 0] - w * v[:, 1], dv[:, 1] + w * v[:, 0]], -1)
         d = np.array([recs[i].rear_axle_to_center for i in idx])[:, None]
         if cfg.center_acceleration == "nuplan":
             ax_c = acc[..., 0] + d * omega ** 2 + d * alpha
@@ -255,19 +296,20 @@ def _comfort_batch(recs: Sequence[EpisodeRecord], cfg: MetricsConfig) -> list[di
             ax_c = acc[..., 0] - d * omega ** 2
             ay_c = acc[..., 1] + d * alpha
         mag = np.hypot(acc[..., 0], acc[..., 1])  # nuPlan's DynamicCarState.acceleration: rear-axle magnitude
+        delta = dts[:, None]
 
         def smooth(x: np.ndarray) -> np.ndarray:
-            return np.round(savgol(x, min(cfg.accel_window, T), 2), cfg.decimals)
+            return np.round(savgol_ragged(x, lengths, min(cfg.accel_window, T), 2), cfg.decimals)
 
         def deriv(x: np.ndarray, window: int, polyorder: int, order: int) -> np.ndarray:
-            return np.round(savgol(x, min(window, T), polyorder, order, dt), cfg.decimals)
+            return np.round(savgol_ragged(x, lengths, min(window, T), polyorder, order, delta), cfg.decimals)
 
         lon = smooth(ax_c)
         sig = {"lon_acceleration": lon, "lat_acceleration": smooth(ay_c),
                "jerk": deriv(smooth(mag), cfg.jerk_window, 2, 1), "lon_jerk": deriv(lon, cfg.jerk_window, 2, 1),
                "yaw_rate": deriv(yaw, cfg.yaw_window, 2, 1), "yaw_acceleration": deriv(yaw, cfg.yaw_window, 3, 2)}
         for j, i in enumerate(idx):
-            out[i] = {k: v[j] for k, v in sig.items()}
+            out[i] = {k: v[j, :lengths[j]] for k, v in sig.items()}
     return out
 
 
