@@ -1,11 +1,19 @@
-"""Simulator benchmarks: batched and single-env stepping speed, and the reference agents' scores.
+"""Simulator benchmarks: batched and single-env stepping speed, where the time goes, and the reference agents' scores.
 
     .venv/bin/python benchmarks/bench_sim.py [--suite town_test] [--batch 256] [--steps 100] [--skip-agents]
 
-(a) batched state-only throughput: DriveVectorEnv with B envs, IDM traffic, metrics on (the
-    MetricsTracker per-step work) and observations built every step; env-steps/s = B * steps / s.
-(b) single env steps/s (DriveEnv, same settings).
-(c) CLS-NR (replay) and CLS-R (idm) suite scores of ExpertReplay, ConstantVelocity and IDMPlanner.
+(a) batched state-only throughput: the vector env with B envs, IDM traffic, metrics on (the MetricsTracker
+    per-step work and the episode metrics of every finished episode) and observations built every step;
+    env-steps/s = B * steps / s, the median of 5 timed runs. Two workloads:
+    ``gentle``: acceleration uniform in [-0.1, 0.15], no steering (few episodes end);
+    ``random``: both action components uniform in [-1, 1], what an RL policy sends early in training
+    (~4 % of the envs end their episode each step: autoreset and episode metrics on the hot path).
+    Each in one process and with ``num_workers=2`` (the batch split over 2 processes).
+(b) per-part breakdown of one process's batched step for both workloads (ms per batched step: action
+    decoding, ego dynamics + traffic, scenario resets, metrics tracker, episode metrics, observations,
+    the rest), measured by timing wrappers around those calls.
+(c) single env steps/s (DriveEnv, same settings).
+(d) CLS-NR (replay) and CLS-R (idm) suite scores of ExpertReplay, ConstantVelocity and IDMPlanner.
 
 Writes benchmarks/results/sim_<suite>.json with {"command", "machine", "date", "figures", "loadavg"}.
 The build machines have 2 cores shared with other engineers: the load average is recorded before and
@@ -15,6 +23,7 @@ after each part, so read the speeds next to it.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
@@ -27,13 +36,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+WORKLOADS = ("gentle", "random")
+
 
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def bench_batched(scenarios, B: int, steps: int, traffic: str = "idm", repeats: int = 5, workers: int = 1) -> dict:
-    from jwmsim.env.vector import make_vector_env
+def actions(workload: str, rng: np.random.Generator, B: int) -> np.ndarray:
+    """One step's actions [B, 2] (normalised control) of a workload."""
+    if workload == "random":
+        return rng.uniform(-1.0, 1.0, (B, 2)).astype(np.float32)
+    a = np.zeros((B, 2), np.float32)
+    a[:, 0] = rng.uniform(-0.1, 0.15, B)
+    return a
+
+
+def bench_batched(scenarios, B: int, steps: int, traffic: str = "idm", repeats: int = 5, workers: int = 1,
+                  workload: str = "gentle") -> dict:
+    from jwmsim.env import make_vector_env
 
     t0 = time.perf_counter()
     env = make_vector_env(num_envs=B, num_workers=workers, scenarios=scenarios, traffic=traffic,
@@ -41,23 +62,75 @@ def bench_batched(scenarios, B: int, steps: int, traffic: str = "idm", repeats: 
     build_s = time.perf_counter() - t0
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    act = np.zeros((B, 2), np.float32)
-    for _ in range(5):  # warm caches
-        env.step(act)
+    for _ in range(20):  # warm caches; past the first steps after the reset (few agents active yet)
+        env.step(actions(workload, rng, B))
     la0 = loadavg()
-    rates = []
-    for _ in range(repeats):  # the median of several timed runs: the shared machine's speed swings by ~15 %
+    rates, ended = [], 0
+    for _ in range(repeats):  # the median of several timed runs: the shared machine's speed swings
         t0 = time.perf_counter()
         for _ in range(steps):
-            act[:, 0] = rng.uniform(-0.1, 0.15, B)
-            env.step(act)
+            _, _, te, tr, _ = env.step(actions(workload, rng, B))
+            ended += int((te | tr).sum())
         rates.append(B * steps / (time.perf_counter() - t0))
     rate = float(np.median(rates))
     env.close()
-    return {"num_envs": B, "num_workers": workers, "steps": steps, "repeats": repeats, "traffic": traffic,
-            "env_steps_per_s": round(rate, 1), "env_steps_per_s_runs": [round(r, 1) for r in rates],
-            "ms_per_batched_step": round(1000 * B / rate, 2), "num_scenarios": len(env.bank.names),
-            "num_maps": len(env.bank.maps), "max_agents": env.bank.num_agents, "build_s": round(build_s, 2),
+    return {"workload": workload, "num_envs": B, "num_workers": workers, "steps": steps, "repeats": repeats,
+            "traffic": traffic, "env_steps_per_s": round(rate, 1), "env_steps_per_s_runs": [round(r, 1) for r in rates],
+            "ms_per_batched_step": round(1000 * B / rate, 2),
+            "episodes_ended_per_env_step": round(ended / (B * steps * repeats), 4),
+            "num_scenarios": len(env.bank.names), "num_maps": len(env.bank.maps), "max_agents": env.bank.num_agents,
+            "build_s": round(build_s, 2), "loadavg_before": la0, "loadavg_after": loadavg()}
+
+
+def profile_batched(scenarios, B: int, steps: int, workload: str, traffic: str = "idm") -> dict:
+    """Where one process's batched step spends its time: ms per step of each part (timing wrappers)."""
+    import jwmsim.env.core as core_mod
+    import jwmsim.env.metrics_adapter as ma
+    import jwmsim.env.observation as obs_mod
+    import jwmsim.sim.simulator as sim_mod
+    from jwmsim.env.vector import DriveVectorEnv
+
+    acc: collections.Counter = collections.Counter()
+    parts = [(core_mod.ActionCodec, "__call__", "action_decoding"),
+             (sim_mod, "step", "sim_step (ego dynamics + traffic)"),
+             (sim_mod, "reset", "sim_reset (autoresets)"),
+             (ma.MetricsHub, "start_rows", "metrics_start (tracker reset)"),
+             (ma.MetricsHub, "record_rows", "metrics_tracker_step"),
+             (ma.MetricsHub, "episode_results", "episode_metrics (finished episodes)"),
+             (obs_mod.StateObserver, "observe", "observation"),
+             (DriveVectorEnv, "step", "total")]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in parts]
+
+    def timed(f, label):
+        def g(*a, **k):
+            t = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                acc[label] += time.perf_counter() - t
+        return g
+
+    try:
+        for (obj, name, label), (_, _, f) in zip(parts, saved):
+            setattr(obj, name, timed(f, label))
+        env = DriveVectorEnv(num_envs=B, scenarios=scenarios, traffic=traffic, episode_metrics=True)
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            env.step(actions(workload, rng, B))
+        acc.clear()
+        la0 = loadavg()
+        for _ in range(steps):
+            env.step(actions(workload, rng, B))
+    finally:
+        for obj, name, f in saved:
+            setattr(obj, name, f)
+    total = acc.pop("total")
+    ms = {k: round(1000 * v / steps, 2) for k, v in acc.most_common()}
+    ms["other (env bookkeeping, infos)"] = round(1000 * (total - sum(acc.values())) / steps, 2)
+    return {"workload": workload, "num_envs": B, "steps": steps, "ms_per_batched_step": round(1000 * total / steps, 2),
+            "env_steps_per_s_profiled": round(B * steps / total, 1), "parts_ms_per_step": ms,
+            "parts_fraction": {k: round(v / (1000 * total / steps), 3) for k, v in ms.items()},
             "loadavg_before": la0, "loadavg_after": loadavg()}
 
 
@@ -137,10 +210,14 @@ def main() -> None:
             failed[sc.name] = f"{type(e).__name__}: {str(e)[:160]}"
     figures["scenarios_usable"] = len(usable)
     figures["scenarios_failed_to_build"] = failed
-    figures["batched"] = bench_batched(usable, args.batch, args.steps)
-    print("batched", figures["batched"], flush=True)
-    figures["batched_2_workers"] = bench_batched(usable, args.batch, args.steps, workers=2)
-    print("batched (2 worker processes)", figures["batched_2_workers"], flush=True)
+    for wl in WORKLOADS:
+        for workers in (1, 2):
+            key = f"batched_{wl}" + ("_2_workers" if workers == 2 else "")
+            figures[key] = bench_batched(usable, args.batch, args.steps, workers=workers, workload=wl)
+            print(key, figures[key], flush=True)
+    for wl in WORKLOADS:
+        figures[f"profile_{wl}"] = profile_batched(usable, args.batch, 2 * args.steps, wl)
+        print(f"profile_{wl}", figures[f"profile_{wl}"], flush=True)
     figures["batched_single_map"] = bench_batched(
         [s for s in usable if s.log == usable[0].log] or usable[:1], args.batch, args.steps)
     print("batched (one map)", figures["batched_single_map"], flush=True)
