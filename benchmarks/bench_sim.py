@@ -65,18 +65,22 @@ def bench_batched(scenarios, B: int, steps: int, traffic: str = "idm", repeats: 
     for _ in range(20):  # warm caches; past the first steps after the reset (few agents active yet)
         env.step(actions(workload, rng, B))
     la0 = loadavg()
-    rates, ended = [], 0
+    rates, cpu_rates, ended = [], [], 0
     for _ in range(repeats):  # the median of several timed runs: the shared machine's speed swings
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             _, _, te, tr, _ = env.step(actions(workload, rng, B))
             ended += int((te | tr).sum())
         rates.append(B * steps / (time.perf_counter() - t0))
+        cpu_rates.append(B * steps / max(time.process_time() - c0, 1e-9))
     rate = float(np.median(rates))
     env.close()
+    # Env-steps per CPU-second of this process: less sensitive to other users' load than the wall-clock rate
+    # (which is what a user gets). Only meaningful in one process: worker processes' CPU is not counted.
+    cpu = {"env_steps_per_cpu_s": round(float(np.median(cpu_rates)), 1)} if workers == 1 else {}
     return {"workload": workload, "num_envs": B, "num_workers": workers, "steps": steps, "repeats": repeats,
             "traffic": traffic, "env_steps_per_s": round(rate, 1), "env_steps_per_s_runs": [round(r, 1) for r in rates],
-            "ms_per_batched_step": round(1000 * B / rate, 2),
+            "ms_per_batched_step": round(1000 * B / rate, 2), **cpu,
             "episodes_ended_per_env_step": round(ended / (B * steps * repeats), 4),
             "num_scenarios": len(env.bank.names), "num_maps": len(env.bank.maps), "max_agents": env.bank.num_agents,
             "build_s": round(build_s, 2), "loadavg_before": la0, "loadavg_after": loadavg()}

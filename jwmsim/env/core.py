@@ -315,8 +315,7 @@ class BatchedDrive:
         resetting = np.zeros(B, bool) if resetting is None else resetting
         if resetting.any():
             self._reset_state(resetting, reset_sid)
-        zero = np.zeros(B)
-        res = StepResult(zero, np.zeros(B, bool), np.zeros(B, bool), np.zeros(B, bool),
+        res = StepResult(np.zeros(B), np.zeros(B, bool), np.zeros(B, bool), np.zeros(B, bool),
                          {k: np.zeros(B, dtype=bool if t is bool else np.float64) for k, t in STEP_METRICS.items()},
                          [None] * B, np.zeros(B, bool) if clipped is None else clipped & stepping)
         self.clip_count += res.clipped
@@ -334,7 +333,6 @@ class BatchedDrive:
             res.metrics[k][stepping] = v
         failure = s["at_fault_collision"] | s["offroad"]
         w = self.reward_cfg
-        res.reward = np.zeros(B)
         res.reward[stepping] = (w.w_progress * s["progress"] - w.w_collision * s["at_fault_collision"]
                                 - w.w_offroad * s["offroad"] - w.w_comfort * s["comfort_violation"]
                                 - w.w_speeding * s["overspeed"])

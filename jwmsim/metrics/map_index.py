@@ -461,9 +461,18 @@ class MapIndex:
         out = np.full(len(points), np.inf)
         ok = lanes >= 0
         if ok.any():
-            polys = np.asarray([p for rm in self.road_maps for p in rm.lane_polygons], dtype=object)[lanes[ok]]
+            polys = self._lane_polygon_array()[lanes[ok]]
             out[ok] = shapely.distance(polys, shapely.points(points[ok]))
         return out
+
+    def _lane_polygon_array(self) -> np.ndarray:
+        """Every lane surface polygon of every map in combined lane-index order (object [L]), built once: over a
+        bank of 50 town maps the list has thousands of entries and rebuilding it per call cost ~1 ms per step."""
+        polys = self.__dict__.get("_lane_polys")
+        if polys is None or polys[0] is not self.road_maps:
+            polys = (self.road_maps, np.asarray([p for rm in self.road_maps for p in rm.lane_polygons], dtype=object))
+            self.__dict__["_lane_polys"] = polys
+        return polys[1]
 
     def corners_in_common_or_connected_lanes(self, corners: np.ndarray,
                                              map_ids: np.ndarray | None = None) -> np.ndarray:
