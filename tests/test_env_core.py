@@ -198,6 +198,23 @@ def test_ragged_savgol_equals_scipy_row_by_row():
             np.testing.assert_allclose(y[j, :L], want, rtol=1e-9, atol=1e-9, err_msg=f"{window} {deriv} row {j}")
 
 
+def test_short_savgol_equals_scipy_row_by_row():
+    """Episodes shorter than the filter windows (the window shrinks to the length) in one batched product."""
+    from scipy.signal import savgol_filter
+
+    from jwmsim.metrics.episode import savgol_short
+
+    rng = np.random.default_rng(1)
+    lengths = np.array([4, 9, 14, 5, 4, 12])
+    x = rng.normal(size=(len(lengths), lengths.max()))
+    x[0, 4:] = np.nan  # whatever the padding holds
+    for window, poly, deriv in ((8, 2, 0), (15, 2, 1), (5, 2, 1), (5, 3, 2)):
+        y = savgol_short(x, lengths, window, poly, deriv, np.full((len(lengths), 1), 0.1))
+        for j, L in enumerate(lengths):
+            want = savgol_filter(x[j, :L], min(window, L), poly, deriv=deriv, delta=0.1)
+            np.testing.assert_allclose(y[j, :L], want, rtol=1e-9, atol=1e-9, err_msg=f"{window} {deriv} row {j}")
+
+
 def test_batched_comfort_of_episodes_of_many_lengths_equals_one_by_one():
     from jwmsim.env.vector import DriveVectorEnv
     from jwmsim.metrics.episode import _comfort_batch
@@ -209,7 +226,8 @@ def test_batched_comfort_of_episodes_of_many_lengths_equals_one_by_one():
         env.step(rng.uniform(-1, 1, (12, 2)).astype(np.float32))
     tracker = env.core.metrics.tracker
     recs = [tracker.record(b) for b in range(12) if tracker._t[b] > 0]
-    assert len({r.num_steps for r in recs}) >= 4
+    lengths = {r.num_steps for r in recs}
+    assert len(lengths) >= 4 and min(lengths) < 15 <= max(lengths)  # both the short and the padded pass
     together = _comfort_batch(recs, tracker.config)
     for r, sig in zip(recs, together):
         alone = _comfort_batch([r], tracker.config)[0]

@@ -249,17 +249,40 @@ def comfort_signals(rec: EpisodeRecord, cfg: MetricsConfig) -> dict[str, np.ndar
     return _comfort_batch([rec], cfg)[0]
 
 
+_sg_full: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+
+def savgol_short(x: np.ndarray, lengths: np.ndarray, window: int, polyorder: int, deriv: int = 0,
+                 delta: float | np.ndarray = 1.0) -> np.ndarray:
+    """:func:`savgol` of each row of x [n, T] over its first lengths[j] samples with window min(window,
+    lengths[j]) (what short episodes get), as one [n, T, T] product: the filter of a T_j-long signal is a
+    [T_j, T_j] matrix (scipy applied to the identity, built once per length). delta: scalar or [n, 1]."""
+    x = np.asarray(x, dtype=np.float64)
+    n, T = x.shape
+    m = np.zeros((n, T, T))
+    for j, L in enumerate(np.asarray(lengths, dtype=np.int64)):
+        key = (int(L), min(int(window), int(L)), int(polyorder), int(deriv))
+        mat = _sg_full.get(key)
+        if mat is None:
+            mat = savgol_filter(np.eye(key[0]), window_length=key[1], polyorder=key[2], deriv=key[3], axis=0)
+            _sg_full[key] = mat
+        m[j, :L, :L] = mat
+    # Zero the padding: the matrices' zero columns must not meet a NaN there (0 * NaN is NaN).
+    y = np.einsum("nij,nj->ni", m, np.where(np.arange(T) < np.asarray(lengths)[:, None], x, 0.0))
+    return y / np.asarray(delta) ** deriv if deriv else y
+
+
 def _comfort_batch(recs: Sequence[EpisodeRecord], cfg: MetricsConfig) -> list[dict[str, np.ndarray] | None]:
-    """:func:`comfort_signals` of many records as [n, T] array operations. From the longest filter window on,
-    every filter has its full window whatever the length, so records of any such length share one padded
-    pass (:func:`savgol_ragged`: a vector env finishes episodes of many lengths each step); shorter ones
-    are grouped by length and step."""
+    """:func:`comfort_signals` of many records as [n, T] array operations, in two groups whatever their lengths
+    (a vector env finishes episodes of many lengths each step): from the longest filter window on, every
+    filter has its full window, so those records share one padded pass (:func:`savgol_ragged`); shorter
+    ones, whose windows shrink with their length, share one batched matrix product (:func:`savgol_short`)."""
     out: list[dict[str, np.ndarray] | None] = [None] * len(recs)
     longest = max(cfg.accel_window, cfg.jerk_window, cfg.yaw_window)
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(recs):
         if r.num_steps >= 4:
-            groups.setdefault(("full",) if r.num_steps >= longest else (r.num_steps, _mean_dt_s(r)), []).append(i)
+            groups.setdefault("full" if r.num_steps >= longest else "short", []).append(i)
     for key, idx in groups.items():
         lengths = np.array([recs[i].num_steps for i in idx])
         T = int(lengths.max())
@@ -297,12 +320,13 @@ def _comfort_batch(recs: Sequence[EpisodeRecord], cfg: MetricsConfig) -> list[di
             ay_c = acc[..., 1] + d * alpha
         mag = np.hypot(acc[..., 0], acc[..., 1])  # nuPlan's DynamicCarState.acceleration: rear-axle magnitude
         delta = dts[:, None]
+        filt = savgol_ragged if key == "full" else savgol_short
 
         def smooth(x: np.ndarray) -> np.ndarray:
-            return np.round(savgol_ragged(x, lengths, min(cfg.accel_window, T), 2), cfg.decimals)
+            return np.round(filt(x, lengths, cfg.accel_window, 2), cfg.decimals)
 
         def deriv(x: np.ndarray, window: int, polyorder: int, order: int) -> np.ndarray:
-            return np.round(savgol_ragged(x, lengths, min(window, T), polyorder, order, delta), cfg.decimals)
+            return np.round(filt(x, lengths, window, polyorder, order, delta), cfg.decimals)
 
         lon = smooth(ax_c)
         sig = {"lon_acceleration": lon, "lat_acceleration": smooth(ay_c),
