@@ -9,9 +9,9 @@
     ``random``: both action components uniform in [-1, 1], what an RL policy sends early in training
     (~4 % of the envs end their episode each step: autoreset and episode metrics on the hot path).
     Each in one process and with ``num_workers=2`` (the batch split over 2 processes).
-(b) per-part breakdown of one process's batched step for both workloads (ms per batched step: action
-    decoding, ego dynamics + traffic, scenario resets, metrics tracker, episode metrics, observations,
-    the rest), measured by timing wrappers around those calls.
+(b) per-part breakdown of one process's batched step for both workloads (wall-clock and CPU ms per batched
+    step: action decoding, ego dynamics + traffic, scenario resets, metrics tracker, episode metrics,
+    observations, the rest), measured by timing wrappers around those calls.
 (c) single env steps/s (DriveEnv, same settings).
 (d) CLS-NR (replay) and CLS-R (idm) suite scores of ExpertReplay, ConstantVelocity and IDMPlanner.
 
@@ -95,6 +95,7 @@ def profile_batched(scenarios, B: int, steps: int, workload: str, traffic: str =
     from jwmsim.env.vector import DriveVectorEnv
 
     acc: collections.Counter = collections.Counter()
+    cpu: collections.Counter = collections.Counter()
     parts = [(core_mod.ActionCodec, "__call__", "action_decoding"),
              (sim_mod, "step", "sim_step (ego dynamics + traffic)"),
              (sim_mod, "reset", "sim_reset (autoresets)"),
@@ -107,11 +108,12 @@ def profile_batched(scenarios, B: int, steps: int, workload: str, traffic: str =
 
     def timed(f, label):
         def g(*a, **k):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return f(*a, **k)
             finally:
                 acc[label] += time.perf_counter() - t
+                cpu[label] += time.process_time() - c
         return g
 
     try:
@@ -123,18 +125,22 @@ def profile_batched(scenarios, B: int, steps: int, workload: str, traffic: str =
         for _ in range(20):
             env.step(actions(workload, rng, B))
         acc.clear()
+        cpu.clear()
         la0 = loadavg()
         for _ in range(steps):
             env.step(actions(workload, rng, B))
     finally:
         for obj, name, f in saved:
             setattr(obj, name, f)
-    total = acc.pop("total")
+    total, cpu_total = acc.pop("total"), cpu.pop("total")
     ms = {k: round(1000 * v / steps, 2) for k, v in acc.most_common()}
     ms["other (env bookkeeping, infos)"] = round(1000 * (total - sum(acc.values())) / steps, 2)
+    cpu_ms = {k: round(1000 * cpu[k] / steps, 2) for k in acc}
+    cpu_ms["other (env bookkeeping, infos)"] = round(1000 * (cpu_total - sum(cpu.values())) / steps, 2)
     return {"workload": workload, "num_envs": B, "steps": steps, "ms_per_batched_step": round(1000 * total / steps, 2),
             "env_steps_per_s_profiled": round(B * steps / total, 1), "parts_ms_per_step": ms,
             "parts_fraction": {k: round(v / (1000 * total / steps), 3) for k, v in ms.items()},
+            "cpu_ms_per_batched_step": round(1000 * cpu_total / steps, 2), "parts_cpu_ms_per_step": cpu_ms,
             "loadavg_before": la0, "loadavg_after": loadavg()}
 
 
