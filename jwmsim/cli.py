@@ -162,7 +162,9 @@ def compose(cmd: Command, overrides: list[str]) -> DictConfig:
             msg = lines[0] + (f" ({where})" if where else "") if lines else str(e)
             raise UsageError(f"{msg}; valid settings of `jwmsim {cmd.name}`: {', '.join(keys)}") from None
         except Exception as e:  # hydra's override grammar errors
-            raise UsageError(f"bad override in {overrides}: {e}") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"cannot parse the settings {' '.join(overrides)} ({first}); write key=value, lists as "
+                             f"key=[a,b,c] (see `jwmsim {cmd.name} --help`)") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UsageError(f"`jwmsim {cmd.name}` needs {', '.join(missing)} (e.g. {missing[0]}=...); "
@@ -213,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (ValueError, KeyError, RuntimeError) as e:
         # Domain errors carry a message naming the problem and the fix; a traceback adds nothing.
-        print(f"jwmsim: error: {e}", file=sys.stderr)
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) adds quotes
+        print(f"jwmsim: error: {msg}", file=sys.stderr)
         return 1
     finally:
         _restore_sigterm(previous)

@@ -284,3 +284,17 @@ def test_dataset_n_counts_logs_in_all(tmp_path, capsys, monkeypatch):
     code, out, _ = run_cli(["town", "dataset", "--n", "3", f"out={tmp_path}"], capsys)
     assert code == 0 and "3 logs" in out
     assert (calls[0]["n"], calls[0]["n_val"], calls[0]["n_test"]) == (1, 1, 1)
+
+
+def test_scenario_on_a_truncated_log_names_the_file(log_dir):
+    from jwmsim.scenario import load_log
+
+    data = (log_dir / "arrays.npz").read_bytes()
+    (log_dir / "arrays.npz").write_bytes(data[:100])
+    with pytest.raises(LogError, match="arrays.npz: unreadable"):
+        load_log(str(log_dir))
+
+
+def test_unparsable_override_is_a_usage_error(capsys):
+    code, _, err = run_cli(["splat-render", "pose=[1,2"], capsys)
+    assert code == 2 and "cannot parse the settings pose=[1,2" in one_line(err)
