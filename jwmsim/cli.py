@@ -9,6 +9,7 @@ sugar for the same overrides (``jwmsim town make-log --seed 3 --out x`` == ``jwm
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -147,6 +148,7 @@ def compose(cmd: Command, overrides: list[str]) -> DictConfig:
     with initialize_config_module(config_module="jwmsim.conf", version_base=None):
         try:
             cfg = hydra_compose(config_name=cmd.config, overrides=overrides)
+            defaults = hydra_compose(config_name=cmd.config) if overrides else cfg
         except ConfigCompositionException as e:
             base = OmegaConf.create(_config_text(cmd.config))
             from dataclasses import fields
@@ -169,7 +171,39 @@ def compose(cmd: Command, overrides: list[str]) -> DictConfig:
     if missing:
         raise UsageError(f"`jwmsim {cmd.name}` needs {', '.join(missing)} (e.g. {missing[0]}=...); "
                          f"see `jwmsim {cmd.name} --help`")
+    check_types(cfg, defaults)
     return cfg
+
+
+def check_types(cfg: DictConfig, defaults: DictConfig, prefix: str = "") -> None:
+    """Give every setting the kind of its default, in place, or raise SettingError naming it.
+
+    A bool default takes only true/false, yes/no, 1/0 (:func:`parse_bool`), so that no command can read
+    `overwrite=no` as true through `bool("no")`; an int default takes an integer; a float default a
+    finite number. Settings whose default is null, a string or a list are left to the command.
+    """
+    for key in defaults.keys():
+        name = f"{prefix}{key}"
+        if key not in cfg or OmegaConf.is_missing(defaults, key) or OmegaConf.is_missing(cfg, key):
+            continue
+        default, value = defaults[key], cfg[key]
+        if isinstance(default, DictConfig):
+            if isinstance(value, DictConfig):
+                check_types(value, default, name + ".")
+            continue
+        if value is None or value == default:
+            continue
+        if isinstance(default, bool):
+            cfg[key] = parse_bool(value, name)
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not (isinstance(value, int) or
+                                               (isinstance(value, float) and value.is_integer())):
+                raise SettingError(f"{name} must be an integer, got {value!r}")
+            cfg[key] = int(value)
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SettingError(f"{name} must be a finite number, got {value!r}")
+            cfg[key] = float(value)
 
 
 def _resolve(target: str) -> Callable[[DictConfig], int | None]:

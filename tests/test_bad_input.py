@@ -298,3 +298,17 @@ def test_scenario_on_a_truncated_log_names_the_file(log_dir):
 def test_unparsable_override_is_a_usage_error(capsys):
     code, _, err = run_cli(["splat-render", "pose=[1,2"], capsys)
     assert code == 2 and "cannot parse the settings pose=[1,2" in one_line(err)
+
+
+def test_settings_take_the_kind_of_their_default():
+    """Every command, including ones added later, gets strict booleans and numbers from compose()."""
+    cmd = next(c for c in cli.COMMANDS if c.name == "run")
+    cfg = cli.compose(cmd, ["resume=no", "workers=2.0"])
+    assert cfg.resume is False and cfg.workers == 2 and isinstance(cfg.workers, int)
+    with pytest.raises(cli.SettingError, match="resume must be true or false"):
+        cli.compose(cmd, ["resume=nein"])
+    with pytest.raises(cli.SettingError, match="workers must be an integer, got 2.5"):
+        cli.compose(cmd, ["workers=2.5"])
+    cmd = next(c for c in cli.COMMANDS if c.name == "town make-log")
+    with pytest.raises(cli.SettingError, match="seconds must be a finite number, got 'inf'|seconds must be a finite"):
+        cli.compose(cmd, ["out=X", "seconds=inf"])
