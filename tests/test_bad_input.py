@@ -312,3 +312,15 @@ def test_settings_take_the_kind_of_their_default():
     cmd = next(c for c in cli.COMMANDS if c.name == "town make-log")
     with pytest.raises(cli.SettingError, match="seconds must be a finite number, got 'inf'|seconds must be a finite"):
         cli.compose(cmd, ["out=X", "seconds=inf"])
+
+
+def test_a_log_that_appears_during_the_write_is_not_replaced_without_overwrite(tmp_path):
+    log, frames = synthetic_log(num_frames=3)
+    with pytest.raises(LogError, match="already exists"):
+        with LogWriter(tmp_path / "log") as w:
+            for t, f in enumerate(frames):
+                w.write_frame(t, f)
+            write_log(tmp_path / "log", log, frames)  # someone else finished first
+            w.finish(log)
+    assert validate_log(tmp_path / "log") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
