@@ -157,7 +157,11 @@ def compose(cmd: Command, overrides: list[str]) -> DictConfig:
 
             keys = [str(k) for k in base.keys() if k != "defaults"]
             text = _config_text(cmd.config)
-            keys += [f"{g}.{f.name}" for g, c in STRUCTURED.items() if f"/{g}: schema" in text for f in fields(c)]
+            for g, c in STRUCTURED.items():  # settings taken from dataclasses: under GROUP. or at the top
+                if f"/{g}: schema" in text:
+                    keys += [f"{g}.{f.name}" for f in fields(c)]
+                elif f"/{g}@_global_: schema" in text:
+                    keys += [f.name for f in fields(c)]
             # omegaconf's messages run over several lines (full_key, object_type): keep the first and the key
             lines = [ln.strip() for ln in str(e.__cause__ or e).splitlines() if ln.strip()]
             where = next((ln for ln in lines[1:] if ln.startswith("full_key:")), "")
