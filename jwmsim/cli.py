@@ -4,6 +4,11 @@ Every subcommand has a config file in ``jwmsim/conf`` (found as ``pkg://jwmsim.c
 directory). Arguments are hydra overrides ``key=value``; ``--key value`` and positional arguments are
 sugar for the same overrides (``jwmsim town make-log --seed 3 --out x`` == ``jwmsim town make-log seed=3 out=x``).
 ``jwmsim <command> --help`` prints the command's config with its comments.
+
+Each setting takes the kind of its default (:func:`check_types`): booleans only true/false, yes/no, 1/0.
+Exit codes: 0 done, 1 bad data or a failed run (one line ``jwmsim: error: ...`` naming the file and the
+fix), 2 a bad command line (``jwmsim: ...`` naming the setting), 130 Ctrl-C, 143 SIGTERM (handled like
+Ctrl-C: partial outputs removed, finished results kept).
 """
 
 from __future__ import annotations
