@@ -4,11 +4,17 @@ Every subcommand has a config file in ``jwmsim/conf`` (found as ``pkg://jwmsim.c
 directory). Arguments are hydra overrides ``key=value``; ``--key value`` and positional arguments are
 sugar for the same overrides (``jwmsim town make-log --seed 3 --out x`` == ``jwmsim town make-log seed=3 out=x``).
 ``jwmsim <command> --help`` prints the command's config with its comments.
+
+Each setting takes the kind of its default (:func:`check_types`): booleans only true/false, yes/no, 1/0.
+Exit codes: 0 done, 1 bad data or a failed run (one line ``jwmsim: error: ...`` naming the file and the
+fix), 2 a bad command line (``jwmsim: ...`` naming the setting), 130 Ctrl-C, 143 SIGTERM (handled like
+Ctrl-C: partial outputs removed, finished results kept).
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -153,6 +159,7 @@ def compose(cmd: Command, overrides: list[str]) -> DictConfig:
     with initialize_config_module(config_module="jwmsim.conf", version_base=None):
         try:
             cfg = hydra_compose(config_name=cmd.config, overrides=overrides)
+            defaults = hydra_compose(config_name=cmd.config) if overrides else cfg
         except ConfigCompositionException as e:
             base = OmegaConf.create(_config_text(cmd.config))
             from dataclasses import fields
@@ -161,19 +168,57 @@ def compose(cmd: Command, overrides: list[str]) -> DictConfig:
 
             keys = [str(k) for k in base.keys() if k != "defaults"]
             text = _config_text(cmd.config)
-            keys += [f"{g}.{f.name}" for g, c in STRUCTURED.items() if f"/{g}: schema" in text for f in fields(c)]
+            for g, c in STRUCTURED.items():  # settings taken from dataclasses: under GROUP. or at the top
+                if f"/{g}: schema" in text:
+                    keys += [f"{g}.{f.name}" for f in fields(c)]
+                elif f"/{g}@_global_: schema" in text:
+                    keys += [f.name for f in fields(c)]
             # omegaconf's messages run over several lines (full_key, object_type): keep the first and the key
             lines = [ln.strip() for ln in str(e.__cause__ or e).splitlines() if ln.strip()]
             where = next((ln for ln in lines[1:] if ln.startswith("full_key:")), "")
             msg = lines[0] + (f" ({where})" if where else "") if lines else str(e)
             raise UsageError(f"{msg}; valid settings of `jwmsim {cmd.name}`: {', '.join(keys)}") from None
         except Exception as e:  # hydra's override grammar errors
-            raise UsageError(f"bad override in {overrides}: {e}") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"cannot parse the settings {' '.join(overrides)} ({first}); write key=value, lists as "
+                             f"key=[a,b,c] (see `jwmsim {cmd.name} --help`)") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UsageError(f"`jwmsim {cmd.name}` needs {', '.join(missing)} (e.g. {missing[0]}=...); "
                          f"see `jwmsim {cmd.name} --help`")
+    check_types(cfg, defaults)
     return cfg
+
+
+def check_types(cfg: DictConfig, defaults: DictConfig, prefix: str = "") -> None:
+    """Give every setting the kind of its default, in place, or raise SettingError naming it.
+
+    A bool default takes only true/false, yes/no, 1/0 (:func:`parse_bool`), so that no command can read
+    `overwrite=no` as true through `bool("no")`; an int default takes an integer; a float default a
+    finite number. Settings whose default is null, a string or a list are left to the command.
+    """
+    for key in defaults.keys():
+        name = f"{prefix}{key}"
+        if key not in cfg or OmegaConf.is_missing(defaults, key) or OmegaConf.is_missing(cfg, key):
+            continue
+        default, value = defaults[key], cfg[key]
+        if isinstance(default, DictConfig):
+            if isinstance(value, DictConfig):
+                check_types(value, default, name + ".")
+            continue
+        if value is None or value == default:
+            continue
+        if isinstance(default, bool):
+            cfg[key] = parse_bool(value, name)
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not (isinstance(value, int) or
+                                               (isinstance(value, float) and value.is_integer())):
+                raise SettingError(f"{name} must be an integer, got {value!r}")
+            cfg[key] = int(value)
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SettingError(f"{name} must be a finite number, got {value!r}")
+            cfg[key] = float(value)
 
 
 def _resolve(target: str) -> Callable[[DictConfig], int | None]:
@@ -219,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (ValueError, KeyError, RuntimeError) as e:
         # Domain errors carry a message naming the problem and the fix; a traceback adds nothing.
-        print(f"jwmsim: error: {e}", file=sys.stderr)
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) adds quotes
+        print(f"jwmsim: error: {msg}", file=sys.stderr)
         return 1
     finally:
         _restore_sigterm(previous)

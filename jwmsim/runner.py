@@ -252,15 +252,19 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     done: dict[str, dict] = {}
     if out.is_dir():
         raise ValueError(f"out={out} is a directory; give the results file's path, e.g. out={out / 'results.json'}")
-    if out.exists() and not resume and not overwrite:
+    if out.exists() and not resume:
         try:
             prev = json.loads(out.read_text())
             state = (f"a {'finished' if prev.get('finished') else 'partial'} run of {prev.get('num_done', '?')} "
                      "scenarios")
+            is_results = "scenarios" in prev and "version" in prev
         except (ValueError, AttributeError):
-            state = "something that is not a results file"
-        raise ValueError(f"{out} already holds {state}; rerun with resume=true to keep it and run what is missing, "
-                         "overwrite=true to replace it, or choose another out=")
+            state, is_results = "something that is not a results file", False
+        if not is_results:  # overwrite=true replaces results files only, never someone's other file
+            raise ValueError(f"{out} exists and is not a jwmsim results file; choose another out=")
+        if not overwrite:
+            raise ValueError(f"{out} already holds {state}; rerun with resume=true to keep it and run what is "
+                             "missing, overwrite=true to replace it, or choose another out=")
     if resume and out.exists():
         prev = read_results(out)
         if prev.get("agent") != agent or prev.get("traffic") != traffic:

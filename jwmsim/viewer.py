@@ -7,6 +7,7 @@ Images are uint8 [H, W, 3] (conventions: :mod:`jwmsim.geometry`).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -226,7 +227,7 @@ class LogViewer:
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.log, self.rig, self.scale = log, rig, int(scale)
         self.frames = log.frames if rig == "main" else log.frames.rig(rig)
-        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.log_dir = Path(os.path.abspath(log_dir)) if log_dir is not None else None  # `view .` has a name
         self.t, self.playing, self.show_depth = 0, False, True
         self.xy_yaw = log.ego.xy_yaw
 
@@ -277,9 +278,16 @@ class LogViewer:
     def run(self, max_frames: int | None = None, keys: Iterable[int] = ()) -> int:
         """Open the window and loop until quit (or after max_frames drawn frames; keys are injected
         first — both for tests and scripted captures). Returns the number of frames drawn."""
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         import pygame
 
-        pygame.init()
+        if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
+                and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+            # SDL would fall back to an invisible window and run until killed
+            raise ValueError("no display to open the viewer on (DISPLAY is not set); run it on a desktop or with "
+                             "X forwarding, or export the log with `jwmsim log video LOG`")
+        pygame.display.init()  # not pygame.init(): the audio mixer is not needed and spews ALSA errors headless
+        pygame.font.init()
         try:
             first = self.frame_image(self.t)
             screen = pygame.display.set_mode((first.shape[1], first.shape[0] + 18))

@@ -284,3 +284,43 @@ def test_dataset_n_counts_logs_in_all(tmp_path, capsys, monkeypatch):
     code, out, _ = run_cli(["town", "dataset", "--n", "3", f"out={tmp_path}"], capsys)
     assert code == 0 and "3 logs" in out
     assert (calls[0]["n"], calls[0]["n_val"], calls[0]["n_test"]) == (1, 1, 1)
+
+
+def test_scenario_on_a_truncated_log_names_the_file(log_dir):
+    from jwmsim.scenario import load_log
+
+    data = (log_dir / "arrays.npz").read_bytes()
+    (log_dir / "arrays.npz").write_bytes(data[:100])
+    with pytest.raises(LogError, match="arrays.npz: unreadable"):
+        load_log(str(log_dir))
+
+
+def test_unparsable_override_is_a_usage_error(capsys):
+    code, _, err = run_cli(["splat-render", "pose=[1,2"], capsys)
+    assert code == 2 and "cannot parse the settings pose=[1,2" in one_line(err)
+
+
+def test_settings_take_the_kind_of_their_default():
+    """Every command, including ones added later, gets strict booleans and numbers from compose()."""
+    cmd = next(c for c in cli.COMMANDS if c.name == "run")
+    cfg = cli.compose(cmd, ["resume=no", "workers=2.0"])
+    assert cfg.resume is False and cfg.workers == 2 and isinstance(cfg.workers, int)
+    with pytest.raises(cli.SettingError, match="resume must be true or false"):
+        cli.compose(cmd, ["resume=nein"])
+    with pytest.raises(cli.SettingError, match="workers must be an integer, got 2.5"):
+        cli.compose(cmd, ["workers=2.5"])
+    cmd = next(c for c in cli.COMMANDS if c.name == "town make-log")
+    with pytest.raises(cli.SettingError, match="seconds must be a finite number, got 'inf'|seconds must be a finite"):
+        cli.compose(cmd, ["out=X", "seconds=inf"])
+
+
+def test_a_log_that_appears_during_the_write_is_not_replaced_without_overwrite(tmp_path):
+    log, frames = synthetic_log(num_frames=3)
+    with pytest.raises(LogError, match="already exists"):
+        with LogWriter(tmp_path / "log") as w:
+            for t, f in enumerate(frames):
+                w.write_frame(t, f)
+            write_log(tmp_path / "log", log, frames)  # someone else finished first
+            w.finish(log)
+    assert validate_log(tmp_path / "log") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]

@@ -9,9 +9,7 @@ import sys
 import time
 from dataclasses import asdict, fields
 from importlib import resources
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from jwmsim import cli

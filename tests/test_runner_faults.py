@@ -268,3 +268,11 @@ def test_run_from_an_installed_package(tmp_path):
                         "out=r.json"], cwd=work, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((work / "r.json").read_text())["num_done"] == 3
+
+
+def test_overwrite_replaces_only_results_files(tmp_path):
+    other = tmp_path / "notes.json"
+    other.write_text('{"my": "notes"}')
+    with pytest.raises(ValueError, match="not a jwmsim results file"):
+        run_suite("synthetic", "expert", "replay", out=other, overwrite=True, quiet=True)
+    assert other.read_text() == '{"my": "notes"}'

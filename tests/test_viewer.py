@@ -33,3 +33,14 @@ def test_viewer_keys_and_frames(log_dir):
 def test_viewer_rejects_unknown_rig(log_dir):
     with pytest.raises(ValueError, match="rigs: main, shift_\\+1m"):
         LogViewer(read_log(log_dir), rig="nope")
+
+
+def test_viewer_without_a_display_says_so(log_dir, monkeypatch):
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the DISPLAY check is for Linux")
+    for var in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ValueError, match="no display.*jwmsim log video"):
+        LogViewer(read_log(log_dir)).run(max_frames=1)

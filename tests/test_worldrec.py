@@ -185,6 +185,13 @@ def test_weights_and_world_round_trip_and_errors(tiny_log, tmp_path):
     agents = AgentPoses.from_log(tiny_log, 3)
     a, b = w.scene(agents), load_world_scene(wp, agents)
     assert torch.equal(a.means, b.means) and torch.equal(a.instance_id, b.instance_id)
+    # Without poses the file places agents where the world last saw them (frame 3).
+    assert torch.equal(load_world_scene(wp).means, a.means)
+    assert len(load_world_scene(wp, static_only=True).means) == int((w.gaussians()["track"] < 0).sum())
+    from jwmsim.splat.tools import render_to_files
+
+    out = render_to_files(str(wp), None, pose=(10.0, 0.0, 0.0), width=40, height=24, out=tmp_path / "render")
+    assert any(out.glob("*_rgb.png"))
 
     with pytest.raises(FileNotFoundError, match="jwmsim train worldrec"):
         load_model(tmp_path / "missing.safetensors")

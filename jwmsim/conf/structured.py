@@ -77,8 +77,15 @@ class FitConfig:
         return self
 
 
-STRUCTURED = {"fit": FitConfig}
-"""Config group name -> dataclass; a command yaml uses one with ``defaults: [{/GROUP: schema}, _self_]``."""
+def _worldrec_train():
+    from jwmsim.worldrec.config import TrainConfig  # torch-free
+
+    return TrainConfig
+
+
+STRUCTURED = {"fit": FitConfig, "worldrec_train": _worldrec_train()}
+"""Config group name -> dataclass; a command yaml uses one with ``defaults: [{/GROUP: schema}, _self_]``
+(settings under GROUP.*) or ``defaults: [{/GROUP@_global_: schema}, _self_]`` (settings at the top level)."""
 
 
 def register() -> None:
@@ -95,11 +102,16 @@ def settings_help(config_text: str) -> str:
     defaults and comments), for `jwmsim <command> --help`."""
     out = []
     for group, cls in STRUCTURED.items():
-        if f"/{group}: schema" not in config_text:
+        top = f"/{group}@_global_: schema" in config_text
+        if f"/{group}: schema" not in config_text and not top:
             continue
         lines = inspect.getsource(cls).splitlines()
         names = {f.name for f in fields(cls)}
         rows = [ln.strip() for ln in lines if ln.strip().split(":")[0] in names and "=" in ln and "def " not in ln]
-        out.append(f"{group}:   # from {cls.__module__}.{cls.__name__}; override as {group}.KEY=VALUE")
-        out += [f"  {r}" for r in rows]
+        if top:
+            out.append(f"# from {cls.__module__}.{cls.__name__}; override as KEY=VALUE")
+            out += rows
+        else:
+            out.append(f"{group}:   # from {cls.__module__}.{cls.__name__}; override as {group}.KEY=VALUE")
+            out += [f"  {r}" for r in rows]
     return "\n".join(out)

@@ -129,7 +129,8 @@ class LogWriter:
     def __init__(self, out_dir: str | os.PathLike, overwrite: bool = False):
         # Absolute: `--out .` must name the folder itself (Path(".").name is "" and "." cannot be renamed).
         self.out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
-        check_replaceable(self.out_dir, overwrite)
+        self._overwrite = bool(overwrite)
+        check_replaceable(self.out_dir, self._overwrite)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.out_dir)
         self._tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out_dir, "partial"), dir=self.out_dir.parent))
@@ -205,7 +206,7 @@ class LogWriter:
         _fsync_tree(self._tmp)
         if self.out_dir.exists() or self.out_dir.is_symlink():
             # Checked again: something may have appeared at out_dir while the frames were rendered.
-            check_replaceable(self.out_dir, True)
+            check_replaceable(self.out_dir, self._overwrite)
             trash = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out_dir, "old"), dir=self.out_dir.parent))
             os.replace(self.out_dir, trash / "old")
             os.replace(self._tmp, self.out_dir)

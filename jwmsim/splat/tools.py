@@ -35,7 +35,14 @@ def render_to_files(scene_path: str | None, synthetic: int | None, pose=(0.0, 0.
     if len(background) != 3 or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in background):
         raise ValueError(f"background must be three numbers in [0, 1] (RGB), got {list(background)}")
     device = "cuda" if backend != "cpu" and torch.cuda.is_available() else "cpu"
-    scene = (GaussianScene.load(scene_path) if scene_path is not None else street_scene(int(synthetic))).to(device)
+    if scene_path is not None:
+        from jwmsim.worldrec.fusion import is_world_file, load_world_scene
+
+        # A WorldRec world file (`jwmsim reconstruct`) renders with its agents where the log last had them.
+        scene = load_world_scene(scene_path) if is_world_file(scene_path) else GaussianScene.load(scene_path)
+    else:
+        scene = street_scene(int(synthetic))
+    scene = scene.to(device)
     rig = geometry.default_rig(width=int(width), height=int(height))
     x, y, yaw = (float(v) for v in pose)
     ego_to_world = geometry.se3_from_xyz_yaw(np.array([x, y, 0.0]), math.radians(yaw))

@@ -5,27 +5,17 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 
-def _structured(schema, cfg: DictConfig, drop: tuple[str, ...] = ()):
-    """Merge command-line settings into a dataclass schema: unknown keys and wrong types are errors that
-    name the key."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    from jwmsim.cli import UsageError
-
-    data = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in drop}
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), data)
-    except OmegaConfBaseException as e:
-        raise UsageError(f"bad setting: {e.msg if hasattr(e, 'msg') else e}") from None
-    return OmegaConf.to_object(merged)
-
-
 def train_worldrec(cfg: DictConfig) -> int:
-    from jwmsim.worldrec.train import TrainConfig, train
+    from dataclasses import fields
 
-    tc = _structured(TrainConfig, cfg, drop=("resume", "progress"))
-    row = train(tc, resume=bool(cfg.resume), progress=bool(cfg.progress))
-    print(f"worldrec: step {row.get('step')} held-out static PSNR (train windows) {row.get('psnr_static')} dB; "
+    from jwmsim.worldrec.config import TrainConfig, WorldRecConfig
+    from jwmsim.worldrec.train import train
+
+    data = OmegaConf.to_container(cfg, resolve=True)
+    tc = TrainConfig(**{f.name: data[f.name] for f in fields(TrainConfig) if f.name != "model"},
+                     model=WorldRecConfig(**data["model"]))
+    row = train(tc)
+    print(f"worldrec: step {row.get('step')} target-view static PSNR on train windows {row.get('psnr_static')} dB; "
           f"weights in {tc.out}/worldrec.safetensors")
     return 0
 

@@ -176,6 +176,7 @@ class World:
             self._append(q, keys, track, init)
             stats["spawned"] = int(len(q))
         self.frames_seen += list(keyframes)
+        self._remember_agents(batch)
         self._bound(batch)
         self._gaussians = None
         stats["seconds"] = time.perf_counter() - t0
@@ -230,9 +231,16 @@ class World:
         self._append(qs, keys[order], track[order], init[order])
         self.frames_seen += list(keyframes)
         last = self._batch(log, keyframes[-1:])
+        self._remember_agents(last)
         self._bound(last)
         self._gaussians = None
         return {"seconds": time.perf_counter() - t0, "queries": len(self), "spawned": len(self)}
+
+    def _remember_agents(self, batch: ViewBatch) -> None:
+        """Agent boxes at the newest frame fused: where a world file places agents by default."""
+        t = int(batch.frame.max())
+        self.last_agents = AgentPoses(batch.agent_ids.cpu(), batch.agent_to_world[t].cpu().float(),
+                                      batch.agent_valid[t].cpu())
 
     def _append(self, q: Queries, keys: torch.Tensor, track: torch.Tensor, init: torch.Tensor) -> None:
         if self.queries is None:
@@ -306,6 +314,10 @@ class World:
         g = self.gaussians()
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in g.items() if k != "agent"}
+        a = getattr(self, "last_agents", None)
+        if a is not None:
+            tensors.update({"agent_ids": a.ids.contiguous(), "agent_to_world": a.agent_to_world.contiguous(),
+                            "agent_valid": a.valid.contiguous()})
         meta = {"format": WORLD_FORMAT, "version": WORLD_VERSION, "frames": ",".join(map(str, self.frames_seen))}
         tmp = path.with_name(f".{path.name}.tmp")
         save_file(tensors, str(tmp), metadata=meta)
@@ -330,9 +342,21 @@ def _agents_at(log, frames: list[int], device) -> tuple[torch.Tensor, torch.Tens
     return torch.as_tensor(a2w, dtype=torch.float32, device=device), torch.as_tensor(valid, device=device)
 
 
-def load_world_scene(path: str | os.PathLike, agents: AgentPoses | None = None) -> GaussianScene:
-    """A world file -> GaussianScene (agents at ``agents``; static only when None). Clear errors for
-    missing, truncated or foreign files."""
+def is_world_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a safetensors file written by :meth:`World.save`."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("format") == WORLD_FORMAT
+    except Exception:
+        return False
+
+
+def load_world_scene(path: str | os.PathLike, agents: AgentPoses | None = None, static_only: bool = False
+                     ) -> GaussianScene:
+    """A world file -> GaussianScene with agents at ``agents`` (default: where the world last saw them;
+    static_only drops them). Clear errors for missing, truncated or foreign files."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -354,7 +378,10 @@ def load_world_scene(path: str | os.PathLike, agents: AgentPoses | None = None) 
         raise ValueError(f"{path} lacks {sorted(need - set(g))}; rebuild it with `jwmsim reconstruct`")
     g = {k: v.float() if v.is_floating_point() else v for k, v in g.items()}
     track = g.pop("track").long()
-    if agents is None:
+    stored = [g.pop(k, None) for k in ("agent_ids", "agent_to_world", "agent_valid")]
+    if agents is None and not static_only and stored[0] is not None:
+        agents = AgentPoses(stored[0].long(), stored[1], stored[2].bool())
+    if agents is None or static_only:
         keep = track < 0
         agent = torch.full_like(track, -1)
         ids, a2w, valid = torch.zeros(0, dtype=torch.long), torch.zeros(0, 4, 4), torch.zeros(0, dtype=torch.bool)
@@ -400,4 +427,4 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> W
     return model.to(device).eval()
 
 
-__all__ = ["World", "AgentPoses", "load_world_scene", "load_model", "WORLD_FORMAT"]
+__all__ = ["World", "AgentPoses", "load_world_scene", "load_model", "is_world_file", "WORLD_FORMAT"]

@@ -13,39 +13,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jwmsim.worldrec.model import WorldRec, WorldRecConfig, depth_targets, place_gaussians
-
-
-@dataclass
-class TrainConfig:
-    data: str = "data/town"          # a `jwmsim town dataset` folder; only its train split is read
-    out: str = "runs/worldrec"
-    max_steps: int = 20000
-    max_minutes: float = 170.0
-    lr: float = 1e-3
-    lr_final: float = 1e-4
-    weight_decay: float = 1e-4
-    keyframes: int = 4
-    stride: int = 3
-    held_out: int = 2
-    shifted: int = 1
-    max_queries: int = 4000          # per training window (random subset above it)
-    ssim_weight: float = 0.2
-    depth_weight: float = 0.1
-    opacity_weight: float = 0.002
-    checkpoint_every_s: float = 240.0
-    log_every: int = 25
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 1
-    model: WorldRecConfig = field(default_factory=WorldRecConfig)
+from jwmsim.worldrec.config import TrainConfig, WorldRecConfig
+from jwmsim.worldrec.model import WorldRec, depth_targets, place_gaussians
 
 
 def pick_device(name: str) -> torch.device:
@@ -130,7 +106,7 @@ def save_weights(model: WorldRec, path: Path, half: bool = False, extra: dict | 
     os.replace(tmp, path)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(cfg: TrainConfig) -> dict:
     """Train; returns the last log row. Writes out/checkpoint.safetensors (+ .json), out/curve.json and
     out/worldrec.safetensors (weights only, fp16) at every checkpoint."""
     from safetensors.torch import load_file, save_file
@@ -150,7 +126,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, elapsed, curve = 0, 0.0, []
     ckpt, meta_path = out / "checkpoint.safetensors", out / "checkpoint.json"
-    if resume:
+    if cfg.resume:
         if not (ckpt.is_file() and meta_path.is_file()):
             raise FileNotFoundError(f"resume=true but {ckpt} or {meta_path} is missing; start without resume")
         meta = json.loads(meta_path.read_text())
@@ -181,14 +157,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         save_file(tensors, str(tmp))
         os.replace(tmp, ckpt)
         _atomic_json(meta_path, {"step": step, "elapsed_s": elapsed, "curve": curve, "model": cfg.model.to_dict(),
-                                 "train": {k: v for k, v in asdict(cfg).items() if k != "model"}})
+                                 "train": {k: v for k, v in asdict(cfg).items() if k not in ("model", "resume")}})
         _atomic_json(out / "curve.json", {"command": "jwmsim train worldrec", "config": asdict(cfg),
                                           "parameters": n_params, "curve": curve})
         save_weights(model, out / "worldrec.safetensors", half=True, extra={"step": step})
 
     rng = np.random.default_rng([cfg.seed, step])
     gen = torch.Generator().manual_seed(cfg.seed * 1000003 + step)
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train worldrec", unit="step")
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not cfg.progress, desc="train worldrec", unit="step")
     last_ckpt = elapsed
     acc: dict[str, list[float]] = {}
     while step < cfg.max_steps and elapsed < cfg.max_minutes * 60:
