@@ -187,3 +187,16 @@ def test_sharded_env_refuses_bad_input_before_any_shard_moves():
         assert obs["ego"].shape == (2, 7)
     finally:
         env.close()
+
+
+def test_sigint_is_left_to_the_parent():
+    """Ctrl-C in a terminal sends SIGINT to the whole process group: the workers ignore it (no traceback from
+    every worker); the parent's KeyboardInterrupt decides, and close() stops them."""
+    env = ShardedDriveVectorEnv(num_envs=2, num_workers=2, scenarios="synthetic")
+    try:
+        env.reset(seed=0)
+        os.kill(env._procs[0].pid, signal.SIGINT)
+        assert not _gone(env._procs[0].pid, 0.5)
+        assert env.step(np.zeros((2, 2), np.float32))[0]["ego"].shape == (2, 7)
+    finally:
+        env.close()
