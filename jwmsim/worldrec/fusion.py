@@ -31,7 +31,7 @@ import torch
 
 from jwmsim.splat.scene import GaussianScene
 from jwmsim.worldrec.data import make_batch
-from jwmsim.worldrec.model import Queries, ViewBatch, WorldRec, place_gaussians, project
+from jwmsim.worldrec.model import Queries, ViewBatch, WorldRec, pack_keys, place_gaussians, project
 
 WORLD_FORMAT = "jwmsim.world"
 WORLD_VERSION = "1"
@@ -112,7 +112,7 @@ class World:
         sky_bit = keys[:, 0] - 2 * q.agent  # agent * 2 + sky
         gkeys[:, 0] = track * 2 + sky_bit
         # Home view: majority view of the candidates of each voxel.
-        _, inv = torch.unique(cand["key"], dim=0, return_inverse=True)
+        _, inv = torch.unique(pack_keys(cand["key"]), return_inverse=True)
         V = batch.num_views
         votes = torch.zeros(len(keys), V, device=keys.device).index_put_((inv, cand["view"]), torch.ones_like(inv, dtype=torch.float32), accumulate=True)
         home = votes.argmax(1)
@@ -328,11 +328,7 @@ def _rows_in(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """[len(a)] bool: rows of a [N, 5] that occur in b [M, 5]."""
     if not len(b) or not len(a):
         return torch.zeros(len(a), dtype=torch.bool, device=a.device)
-    allk = torch.cat([b, a])
-    _, inv = torch.unique(allk, dim=0, return_inverse=True)
-    present = torch.zeros(int(inv.max()) + 1, dtype=torch.bool, device=a.device)
-    present[inv[: len(b)]] = True
-    return present[inv[len(b):]]
+    return torch.isin(pack_keys(a), pack_keys(b))
 
 
 def _agents_at(log, frames: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
