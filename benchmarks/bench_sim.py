@@ -171,7 +171,7 @@ def bench_agents(suite: str, workers: int, out_dir: Path) -> dict:
         for traffic, label in (("replay", "CLS-NR"), ("idm", "CLS-R")):
             t0 = time.perf_counter()
             data = run_suite(suite, agent, traffic, out=ROOT / "runs" / "bench_sim" / f"{suite}-{agent}-{traffic}.json",
-                             workers=workers, quiet=True)
+                             workers=workers, quiet=True, overwrite=True)
             rows = data["scenarios"]
             errors = [r for r in rows if "error" in r]
             out[f"{agent}/{label}"] = {
