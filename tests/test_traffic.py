@@ -267,7 +267,7 @@ def test_emergency_braking_stops_behind_a_lead_that_cut_in_close_ahead():
     assert float(emergency_deceleration(np.array(10.0), np.array(16.0), np.array(10.0), TrafficConfig())) == 0.0
     assert float(emergency_deceleration(np.array(10.0), np.array(60.0), np.array(0.0), TrafficConfig())) < 1.0
     with pytest.raises(ValueError, match="b_emergency"):
-        TrafficConfig(b_emergency=1.0)
+        TrafficConfig(b_emergency=0.0)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ speed limit of the lane at the agent. The one deviation from nuPlan's formula is
 ``max(0, ...)`` in ``s*``: without it a much faster lead right ahead makes ``s*`` negative and its
 square brakes the follower. Beyond nuPlan: where even ``-b`` cannot stop the agent behind its lead -- a
 car or the ego that cut in close ahead -- it brakes as hard as needed, up to ``b_emergency``
-(:func:`emergency_deceleration`; nuPlan's agents drive into such a lead; ``b_emergency = b`` restores that).
+(:func:`emergency_deceleration`; nuPlan's agents drive into such a lead; ``b_emergency <= b`` restores that).
 
 Lead search (:func:`find_leads`), over [B, A, A + 1] (agents and the ego, as in nuPlan, where the ego is
 a lead like any other object on the path): a pre-filter keeps the objects near the follower's path
@@ -54,7 +54,7 @@ class TrafficConfig:
     slower than this over the whole log are parked and replayed. b_emergency [m/s^2]: the hardest an
     agent brakes when even b cannot stop it behind its lead -- a car or the ego that cut in ahead of it
     (:func:`emergency_deceleration`; hard braking of a real car, ~8 m/s^2 on dry asphalt). nuPlan's
-    agents never brake harder than b and drive into such a lead; ``b_emergency = b`` restores that.
+    agents never brake harder than b and drive into such a lead; ``b_emergency <= b`` restores that.
     """
 
     mode: str = "replay"
@@ -72,12 +72,9 @@ class TrafficConfig:
     def __post_init__(self) -> None:
         if self.mode not in TRAFFIC_MODES:
             raise ValueError(f"traffic mode {self.mode!r} is not known; valid modes: {', '.join(TRAFFIC_MODES)}")
-        for name in ("s0", "time_headway", "a_max", "b", "lead_radius", "path_ds"):
+        for name in ("s0", "time_headway", "a_max", "b", "b_emergency", "lead_radius", "path_ds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrafficConfig.{name} must be > 0, got {getattr(self, name)}")
-        if not self.b_emergency >= self.b:
-            raise ValueError(f"TrafficConfig.b_emergency must be >= b = {self.b} m/s^2 (b_emergency = b: never brake "
-                             f"harder than b, as nuPlan), got {self.b_emergency}")
 
 
 def idm_acceleration(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.ndarray,
@@ -381,16 +378,22 @@ def find_leads_reference(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, x
     return gap, vlead
 
 
+EMERGENCY_MIN_LEAD_SPEED = -0.5
+"""[m/s] emergency braking answers leads that stand or move along the path, not ones coming at the follower."""
+
+
 def emergency_deceleration(v: np.ndarray, gap: np.ndarray, v_lead: np.ndarray, cfg: TrafficConfig,
                            dt: float = DT) -> np.ndarray:
     """[m/s^2] (>= 0) the constant deceleration that brings a follower at v [m/s] to its lead's speed
     before the gap [m] (inf: no lead) shrinks below s0 / 2, the lead keeping its speed v_lead [m/s] along
-    the path (a lead coming towards the follower counts as stopped); the next forward-Euler step still
-    moves at the old speed, so it is taken off the room first. IDM's own braking keeps this below b
-    whenever the lead was seen in time; it exceeds b only after a cut-in close ahead."""
+    the path; the next forward-Euler step still moves at the old speed, so it is taken off the room first.
+    0 for a lead coming towards the follower faster than :data:`EMERGENCY_MIN_LEAD_SPEED` (an oncoming or
+    crossing car: braking harder cannot keep it off, and a car standing in its way only becomes an
+    obstacle for the ones behind). IDM's own braking keeps this below b whenever the lead was seen in
+    time; it exceeds b only when a car or the ego stopped in the way close ahead (a cut-in)."""
     closing = np.maximum(v - np.maximum(v_lead, 0.0), 0.0)
     room = np.maximum(gap - 0.5 * cfg.s0 - closing * dt, 0.1)
-    return np.where(np.isfinite(gap), closing * closing / (2.0 * room), 0.0)
+    return np.where(np.isfinite(gap) & (v_lead >= EMERGENCY_MIN_LEAD_SPEED), closing * closing / (2.0 * room), 0.0)
 
 
 def idm_step(s: np.ndarray, v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.ndarray,
