@@ -145,15 +145,6 @@ def _worker(args: tuple) -> dict:
                 "score": None}
 
 
-def suite_score(rows: list[dict]) -> float | None:
-    """Suite score: the mean of the scenario scores (nuPlan's final row; errors count as 0)."""
-    from jwmsim.metrics import suite_score as metrics_suite_score
-
-    if not rows:
-        return None
-    return float(metrics_suite_score([0.0 if r.get("score") is None else float(r["score"]) for r in rows]))
-
-
 def format_table(rows: list[dict]) -> str:
     """A plain-text per-scenario table."""
     cols = ["scenario", "score", "ego_progress", "terminated_at", "wall_s"]
@@ -210,8 +201,11 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def save(finished: bool) -> dict:
+        from jwmsim.metrics import suite_score  # the one suite score (nuPlan's final row); errors count as 0
+
         rows = [results[s.name] for s in scenarios if s.name in results]
-        data = dict(meta, scenarios=rows, suite_score=suite_score(rows) if finished else None,
+        score = suite_score([0.0 if r.get("score") is None else float(r["score"]) for r in rows]) if rows else None
+        data = dict(meta, scenarios=rows, suite_score=score if finished else None,
                     finished=finished, num_scenarios=len(scenarios), num_done=len(rows))
         write_json_atomic(out, data)
         return data

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jwmsim.log.schema import AgentTracks
-from jwmsim.scenario import synthetic_log
+from jwmsim.scenario import synthetic_road_log
 from jwmsim.sim.simulator import ScenarioBank, ScenarioData, SimConfig, ego_box, reset, step
 from jwmsim.sim.traffic import TrafficConfig, idm_acceleration
 
@@ -16,7 +16,7 @@ def straight_log_with(agents, seconds):
 
     agents: list of (type index, x0 [m], speed [m/s]) moving east along lane 0.
     """
-    log = synthetic_log("straight", seconds=seconds)
+    log = synthetic_road_log("straight", seconds=seconds)
     T = log.num_frames
     t = log.timestamps
     A = len(agents)
@@ -99,7 +99,7 @@ def test_replay_follows_the_log_with_validity():
 
 def test_batched_traffic_equals_single_runs():
     cfg = SimConfig(traffic=TrafficConfig(mode="idm"))
-    logs = [synthetic_log(k) for k in ("straight", "curve", "intersection")]
+    logs = [synthetic_road_log(k) for k in ("straight", "curve", "intersection")]
     scs = [ScenarioData.from_log(lg, 0.0, 12.0, cfg=cfg) for lg in logs]
     bank = ScenarioBank.from_scenarios(scs)
     act = np.array([[0.3, 0.0], [0.0, 0.0], [-1.0, 0.0]])
@@ -122,7 +122,7 @@ def test_numba_lead_kernel_matches_the_numpy_twin():
     from jwmsim.sim.traffic import find_leads, find_leads_reference
 
     cfg = SimConfig(traffic=TrafficConfig(mode="idm"))
-    logs = [synthetic_log(k, seed=s) for k in ("straight", "curve", "intersection") for s in (0, 1)]
+    logs = [synthetic_road_log(k, seed=s) for k in ("straight", "curve", "intersection") for s in (0, 1)]
     bank = ScenarioBank.from_scenarios([ScenarioData.from_log(lg, 0.0, 12.0, cfg=cfg, traffic="idm") for lg in logs])
     st = reset(bank, np.arange(6), cfg)
     rng = np.random.default_rng(0)
@@ -200,10 +200,10 @@ def _junction_log(ego_s: float, seconds: float = 30.0):
     and turns left (north) through the junction; the ego stands still `ego_s` m along the agent's lane
     chain (west arm -> left-turn connector -> north arm), facing along it."""
     from jwmsim.geometry import se2_to_se3
-    from jwmsim.log.schema import EgoTrajectory
+    from jwmsim.log.schema import EgoTrack
     from jwmsim.map import Route, interpolate_polyline
 
-    log = synthetic_log("intersection", seconds=seconds)
+    log = synthetic_road_log("intersection", seconds=seconds)
     rm = log.road_map
     left = [l.id for l in rm.lanes if l.is_connector and l.predecessors == [0] and l.successors == [5]][0]
     chain = [0, left, 5]
@@ -218,7 +218,7 @@ def _junction_log(ego_s: float, seconds: float = 30.0):
     pe, he = interpolate_polyline(poly, np.array([ego_s]))
     rear_axle = pe[0] - 1.461 * np.array([np.cos(he[0]), np.sin(he[0])])  # box centre on the path
     pose = np.tile([rear_axle[0], rear_axle[1], he[0]], (T, 1))
-    log.ego = EgoTrajectory(ego_to_world=se2_to_se3(pose), velocity=np.zeros((T, 2)), acceleration=np.zeros((T, 2)),
+    log.ego = EgoTrack(ego_to_world=se2_to_se3(pose), velocity=np.zeros((T, 2)), acceleration=np.zeros((T, 2)),
                             yaw_rate=np.zeros(T))
     log.route = Route.from_lanes(rm, chain)
     return log, poly

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from jwmsim.sim import collision as col
+from jwmsim.datatypes import EgoParams
 from jwmsim.sim.simulator import ScenarioBank, SimConfig, SimState
 
 OFFROAD_THRESHOLD = 0.3  # [m] nuPlan's drivable_area_compliance max_violation_threshold
@@ -23,7 +23,7 @@ LAT_ACCEL_MAX = 4.89
 YAW_RATE_MAX = 0.95
 
 
-def ego_params(cfg: SimConfig) -> col.EgoParams:
+def ego_params(cfg: SimConfig) -> EgoParams:
     # The bicycle model's wheelbase is the one the simulator drives with.
     return dataclasses.replace(cfg.ego, wheelbase=cfg.bicycle.wheelbase)
 

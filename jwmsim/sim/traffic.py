@@ -37,11 +37,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jwmsim.datatypes import AgentType
 from jwmsim.geometry import DT, wrap_angle
 from jwmsim.map import RoadMap, interpolate_polyline, polyline_arclength, project_on_polyline
 
 TRAFFIC_MODES = ("replay", "idm")
-VEHICLE_TYPE = 0  # index of "vehicle" in jwmsim.log.schema.AGENT_TYPES
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def build_agent_paths(road_map: RoadMap, center: np.ndarray, yaw: np.ndarray, sp
     for a in range(A):
         vidx = np.flatnonzero(all_v[:, a])
         moving = valid[:, a].any() and np.max(np.where(valid[:, a], speed[:, a], 0.0)) >= cfg.min_moving_speed
-        if int(types[a]) != VEHICLE_TYPE or len(vidx) == 0 or not moving or not valid[:, a].any():
+        if int(types[a]) != AgentType.VEHICLE or len(vidx) == 0 or not moving or not valid[:, a].any():
             paths.append(None)
             continue
         samples = vidx[::sample_every]
