@@ -40,6 +40,8 @@ Where jwmsim's maps or data differ from nuPlan's, and what stands in:
 - Lane of a point: every lane / connector whose flat-capped surface contains it; ties broken by nuPlan's
   stay-in-lane / successor / lane-before-connector order, then lateral offset + 5 x heading error (nuPlan
   takes an arbitrary first object). Corners use all containing lanes.
+- No lane (an ego centre off every lane, or a map without lanes): no speed limit and no over-speed, no
+  driving-direction progress (nuPlan's "not on a lane" samples).
 - Agent classes: animals (no nuPlan class) move like agents and count as VRUs (an at-fault hit -> 0).
 - ego_is_comfortable is None (skipped, as nuPlan skips None metrics) for episodes of fewer than 4 steps,
   where nuPlan's Savitzky-Golay filters are undefined.

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jwmsim.map import Route, polyline_arclength, resample_polyline
+from jwmsim.map import Route, resample_polyline
 from jwmsim.datatypes import EgoParams
 from jwmsim.sim.collision import ego_center
 
