@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from agents.base import PlannerInput, world_to_ego
+from jwmsim.datatypes import VRU_TYPES
 from jwmsim.geometry import wrap_angle
 from jwmsim.map import interpolate_polyline, project_on_polyline
-from jwmsim.sim.collision import VRU_TYPES
 from jwmsim.sim.traffic import TrafficConfig, idm_acceleration
 
 FRONT_LENGTH = 4.049  # [m] rear axle -> front bumper (nuPlan's ego)

@@ -127,7 +127,7 @@ def synthetic_scene():
 
 def real_town_scene(seed: int, seconds: float = 20.0):
     """The same, for a procedural town of jwmsim.town (its log's ego path and agents at every step)."""
-    from jwmsim.log.schema import AGENT_TYPES
+    from jwmsim.datatypes import AGENT_TYPES
     from jwmsim.town.make_log import build_log
     from jwmsim.town.scene import lighting, static_mesh
 

@@ -7,6 +7,7 @@ the STRtree are built lazily on first query and never serialised.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Sequence
@@ -81,6 +82,28 @@ def interpolate_polyline(polyline: np.ndarray, s: np.ndarray) -> tuple[np.ndarra
     t = (s - cum[k]) / seg_len
     pts = polyline[k] + t[..., None] * seg
     return pts, np.arctan2(seg[..., 1], seg[..., 0])
+
+
+def resample_polyline(polyline: np.ndarray, spacing: float, *, even: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Points [P, 2] m along polyline [N, 2] m and their arclengths [P] m: the one polyline resampler.
+
+    Default: every ``spacing`` m from the start, plus the end point (the last gap is shorter). even=True:
+    both ends and the fewest equal gaps of at most ``spacing`` m (at least 2 points), for geometry that
+    should not have a short last piece.
+    """
+    poly = np.asarray(polyline, dtype=np.float64)
+    if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 2:
+        raise ValueError(f"resample_polyline needs a polyline [N >= 2, 2] m, got shape {poly.shape}")
+    if not spacing > 0:
+        raise ValueError(f"resample_polyline: spacing must be > 0 m, got {spacing!r}")
+    total = float(polyline_arclength(poly)[-1])
+    if even:
+        s = np.linspace(0.0, total, max(2, int(math.ceil(total / spacing)) + 1))
+    else:
+        s = np.arange(0.0, total, spacing) if total > 0 else np.zeros(1)
+        if total - s[-1] > 1e-9:
+            s = np.concatenate([s, [total]])
+    return interpolate_polyline(poly, s)[0], s
 
 
 # ----------------------------------------------------------------------------- lanes and map

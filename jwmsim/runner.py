@@ -149,7 +149,7 @@ def _worker(args: tuple) -> dict:
                 "score": None}
 
 
-def suite_score(rows: list[dict]) -> float | None:
+def results_suite_score(rows: list[dict]) -> float | None:
     """Suite score: the mean of the scenario scores (nuPlan's final row). None when there are no rows or a
     scenario failed: a failure is not a measured 0, and a mean over the rest would hide it."""
     from jwmsim.metrics import suite_score as metrics_suite_score
@@ -234,7 +234,7 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     resume or overwrite an existing `out` is refused, so a rerun never wipes finished results.
     workers [--workers]: local processes (1 = in this process); they die with this process.
     Prints the per-scenario table, each failed scenario's error, and the suite score (None when a
-    scenario failed: see :func:`suite_score`); returns the results dict, whose "failed" lists the
+    scenario failed: see :func:`results_suite_score`); returns the results dict, whose "failed" lists the
     failed scenarios.
     """
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
@@ -286,7 +286,7 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     def save(finished: bool) -> dict:
         rows = [results[s.name] for s in scenarios if s.name in results]
         failed = [r["scenario"] for r in rows if "error" in r]
-        data = dict(meta, scenarios=rows, suite_score=suite_score(rows) if finished else None,
+        data = dict(meta, scenarios=rows, suite_score=results_suite_score(rows) if finished else None,
                     finished=finished, num_scenarios=len(scenarios), num_done=len(rows), failed=failed)
         write_json_atomic(out, data)
         return data

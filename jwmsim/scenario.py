@@ -16,7 +16,7 @@ name is looked up beside the suite file first (``<suite dir>/<name>.yaml``, then
 among the shipped scenarios. :func:`load_scenario` and :func:`load_suite` raise errors that name the file
 and list the valid choices.
 
-This module also builds the small synthetic logs (:func:`synthetic_log`) the tests and the
+This module also builds the small synthetic road logs (:func:`synthetic_road_log`) the tests and the
 fallback suites use: a straight road, a curve and a four-way intersection with a few agents.
 """
 
@@ -122,7 +122,7 @@ def _along_lanes(road_map: RoadMap, chain: list[int], s: np.ndarray) -> tuple[np
     return interpolate_polyline(poly, s)
 
 
-def synthetic_log(kind: str = "straight", seconds: float = 20.0, seed: int = 0):
+def synthetic_road_log(kind: str = "straight", seconds: float = 20.0, seed: int = 0):
     """A small state-only DriveLog on a synthetic map (no town needed).
 
     kind: 'straight' (ego follows a slower lead; oncoming car; a pedestrian on the shoulder),
@@ -130,7 +130,7 @@ def synthetic_log(kind: str = "straight", seconds: float = 20.0, seed: int = 0):
     straight; a crossing car passes before it; a car turns left from the opposite arm).
     seed jitters the agents' start positions and speeds a little. Timestamps at 10 Hz.
     """
-    from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrajectory, LogMeta
+    from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrack, LogMeta
 
     rng = np.random.default_rng(seed)
     road_map, ego_chain = _synthetic_map(kind)
@@ -168,7 +168,7 @@ def synthetic_log(kind: str = "straight", seconds: float = 20.0, seed: int = 0):
     ego_yaw_u = np.unwrap(ego_yaw)
     yaw_rate = np.gradient(ego_yaw_u, DT)
     ego_to_world = se2_to_se3(np.concatenate([ego_xy, ego_yaw[:, None]], -1))
-    ego = EgoTrajectory(
+    ego = EgoTrack(
         ego_to_world=ego_to_world,
         velocity=np.stack([ego_speed, np.zeros(T)], -1),
         acceleration=np.stack([np.gradient(ego_speed, DT), ego_speed * yaw_rate], -1),
@@ -371,7 +371,7 @@ def load_log(spec: str):
         name, _, seed = rest.partition(":")
         if name not in SYNTHETIC_KINDS:
             raise ValueError(f"unknown synthetic log {name!r}; valid kinds: {', '.join(SYNTHETIC_KINDS)}")
-        log = synthetic_log(name, seed=int(seed or 0))
+        log = synthetic_road_log(name, seed=int(seed or 0))
     elif kind == "town":
         log = town_log(int(rest))
     else:
@@ -421,13 +421,14 @@ def town_log_from_traffic(seed: int, seconds: float = 20.0):
     except ImportError as e:
         raise ValueError(f"town logs need jwmsim.town (layout + traffic), not available here ({e}); use a "
                          "'synthetic:<kind>' log or a DriveLog path") from None
-    from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrajectory, LogMeta, agent_type_index
+    from jwmsim.datatypes import agent_type_index
+    from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrack, LogMeta
 
     town = generate_town(int(seed))
     r = simulate(town, float(seconds))
     T = len(r.timestamps)
     yaw_rate = r.ego_speed * r.ego_curvature
-    ego = EgoTrajectory(ego_to_world=se2_to_se3(r.ego_xy_yaw),
+    ego = EgoTrack(ego_to_world=se2_to_se3(r.ego_xy_yaw),
                         velocity=np.stack([r.ego_speed, np.zeros(T)], -1),
                         acceleration=np.stack([r.ego_accel, r.ego_speed * yaw_rate], -1), yaw_rate=yaw_rate)
     valid = np.abs(r.center[..., :2]).sum(-1) > 0  # frames where a track did not exist are all zeros

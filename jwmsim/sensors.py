@@ -15,8 +15,9 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from jwmsim.datatypes import AGENT_TYPES
 from jwmsim.geometry import Camera, default_rig, se2_to_se3
-from jwmsim.log.schema import AGENT_TYPES, Frame
+from jwmsim.log.schema import Frame
 
 # Box heights [m] by agent type, for sim agents that carry only length and width.
 DEFAULT_HEIGHT = {"vehicle": 1.6, "pedestrian": 1.75, "cyclist": 1.7, "animal": 0.9, "object": 1.0}

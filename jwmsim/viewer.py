@@ -15,8 +15,9 @@ from typing import Iterable
 
 import numpy as np
 
+from jwmsim.datatypes import AGENT_TYPES, EgoParams
 from jwmsim.geometry import box_corners_2d
-from jwmsim.log.schema import AGENT_TYPES, DriveLog, EgoParams
+from jwmsim.log.schema import DriveLog
 
 
 def tile_cameras(images: np.ndarray, gap: int = 2) -> np.ndarray:

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from shapely.geometry import LineString, Polygon
 
+from jwmsim.datatypes import AgentType, CollisionType, EgoParams, as_agent_types
 from jwmsim.geometry import box_corners_2d
-from jwmsim.sim.collision import (AgentType, CollisionType, EgoParams, as_agent_types, box_corners_cs,
-                                  boxes_intersect, classify_collisions, collision_step, ego_center, ego_corners,
-                                  ego_delta_v, first_overlap_time, is_at_fault, relative_angle,
+from jwmsim.sim.collision import (box_corners_cs, boxes_intersect, classify_collisions, collision_step, ego_center,
+                                  ego_corners, ego_delta_v, first_overlap_time, is_at_fault, relative_angle,
                                   segment_intersects_box)
 
 TIMES = np.arange(0.1, 3.0, 0.1)
@@ -122,6 +122,16 @@ def test_collision_classes_follow_nuplan_order():
     assert _classify([0, 0, 0], 5.0, [front_x + 1.9, 0.5], np.pi, 5.0) == CollisionType.ACTIVE_FRONT
     # Side swipe along the left flank, away from the bumper: ACTIVE_LATERAL.
     assert _classify([0, 0, 0], 5.0, [1.5, 1.1485 + 0.95], 0.0, 5.0) == CollisionType.ACTIVE_LATERAL
+
+
+def test_collision_types_use_nuplans_numbers():
+    # nuplan.planning.metrics.utils.collision_utils.CollisionType: STOPPED_EGO_COLLISION 0,
+    # STOPPED_TRACK_COLLISION 1, ACTIVE_FRONT_COLLISION 2, ACTIVE_REAR_COLLISION 3, ACTIVE_LATERAL_COLLISION 4
+    assert {t.name: int(t) for t in CollisionType} == {
+        "STOPPED_EGO": 0, "STOPPED_TRACK": 1, "ACTIVE_FRONT": 2, "ACTIVE_REAR": 3, "ACTIVE_LATERAL": 4}
+    # and the classifier returns those codes
+    assert int(classify_collisions(np.zeros(3), ego_corners(np.zeros(3)), 5.0, np.array([-1.127 - 1.9, 0.0]),
+                                   box_corners_2d(np.array([-1.127 - 1.9, 0.0]), 0.0, 4.5, 2.0), 8.0, True)) == 3
 
 
 def test_at_fault_rule():

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
+from jwmsim.datatypes import EgoParams
 from jwmsim.sim.dynamics import BicycleConfig, forward, inverse, rollout, states_from_poses
+from jwmsim.sim.simulator import SimConfig
 
 
 def smooth_curve(seconds=10.0, dt=0.1, fine=50, v0=8.0, dv=3.0, kappa=0.05):
@@ -94,9 +96,23 @@ def test_inverse_batched():
     assert np.linalg.norm(replay[..., :2] - st[..., :2], axis=-1).max() < 0.05
 
 
+def test_the_wheelbase_is_the_ego_params_one():
+    # one definition: the bicycle model turns with EgoParams.wheelbase, and the simulator's ego is its ego
+    assert BicycleConfig().wheelbase == EgoParams().wheelbase == 3.089
+    short = BicycleConfig(ego=EgoParams(wheelbase=2.0))
+    s = np.array([0.0, 0.0, 0.0, 5.0, 0.1])
+    for _ in range(10):
+        s = forward(s, np.zeros(2), config=short)
+    assert s[2] == pytest.approx(5.0 * 1.0 * math.tan(0.1) / 2.0)  # yaw rate v tan(steer) / wheelbase
+    cfg = SimConfig(bicycle=short)
+    assert cfg.ego is short.ego and cfg.ego.wheelbase == 2.0
+
+
 def test_bad_config_and_shapes_raise():
     with pytest.raises(ValueError, match="wheelbase"):
-        BicycleConfig(wheelbase=0.0)
+        BicycleConfig(ego=EgoParams(wheelbase=0.0))
+    with pytest.raises(ValueError, match="EgoParams"):
+        BicycleConfig(ego=3.0)
     with pytest.raises(ValueError, match="last dimension"):
         forward(np.zeros(4), np.zeros(2))
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jwmsim.scenario import ScenarioConfig, build_bank, load_scenario, load_suite, synthetic_log
+from jwmsim.scenario import ScenarioConfig, build_bank, load_scenario, load_suite, synthetic_road_log
 
 
 def test_suite_file_loads_named_and_inline_scenarios():
@@ -44,7 +44,7 @@ def test_unknown_names_list_valid_choices():
 
 def test_synthetic_logs_are_consistent():
     for kind in ("straight", "curve", "intersection"):
-        log = synthetic_log(kind)
+        log = synthetic_road_log(kind)
         assert log.num_frames == 201
         pts = log.ego.xy_yaw[:, :2]
         assert log.road_map.is_drivable(pts).all()

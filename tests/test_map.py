@@ -59,3 +59,21 @@ def test_invalid_ring_is_repaired():
     m = RoadMap([Lane(0, [[0, 1], [2, 1]])], drivable_area=[bow, [[5, 5], [6, 5], [6, 6], [5.5, 6.5], [5, 6]]])
     assert m.drivable_geometry.is_valid
     np.testing.assert_array_equal(m.is_drivable(np.array([[1.8, 1.0], [5.5, 5.5], [3.0, 3.0]])), [True, True, False])
+
+
+def test_resample_polyline_fixed_spacing_and_even():
+    from jwmsim.map import resample_polyline
+
+    poly = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 5.5]])  # 15.5 m
+    pts, s = resample_polyline(poly, 2.0)
+    np.testing.assert_allclose(s, [0, 2, 4, 6, 8, 10, 12, 14, 15.5])
+    np.testing.assert_allclose(pts[[0, 5, 6, -1]], [[0, 0], [10, 0], [10, 2], [10, 5.5]])
+    pts, s = resample_polyline(poly, 2.0, even=True)  # 8 equal gaps of 1.9375 m
+    np.testing.assert_allclose(np.diff(s), 15.5 / 8)
+    np.testing.assert_allclose(pts[[0, -1]], [[0, 0], [10, 5.5]])
+    _, s = resample_polyline(poly, 100.0, even=True)
+    assert len(s) == 2
+    with pytest.raises(ValueError, match="spacing"):
+        resample_polyline(poly, 0.0)
+    with pytest.raises(ValueError, match="polyline"):
+        resample_polyline(poly[:1], 1.0)

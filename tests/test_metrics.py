@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from scipy.signal import savgol_filter
 
+from jwmsim.datatypes import AgentType, CollisionType, EgoParams
 from jwmsim.map import Lane, RoadMap, Route
-from jwmsim.metrics import (METRICS, AgentTrajectories, AgentType, Challenge, EgoParams, EgoTrajectory,
-                            MetricsConfig, aggregate_suite, build_expert_reference, comfort_signals,
-                            compute_episode_metrics, scenario_score, suite_score)
+from jwmsim.metrics import (METRICS, AgentTrajectories, Challenge, EgoTrajectory, MetricsConfig, aggregate_suite,
+                            build_expert_reference, comfort_signals, compute_episode_metrics, scenario_score,
+                            suite_score)
 from jwmsim.metrics.map_index import MapIndex
-from jwmsim.sim.collision import CollisionType
 
 DT = 0.1
 P = EgoParams()
@@ -218,7 +218,8 @@ def test_route_progress_follows_a_hairpin_without_jumping_legs():
     turn = np.stack([60 + 3 * np.cos(theta), 3 + 3 * np.sin(theta)], -1)
     route = np.concatenate([[[0.0, 0.0]], turn, [[0.0, 6.0]]])
     ref = build_expert_reference(None, route)
-    from jwmsim.metrics.progress import RouteTracker, resample_polyline
+    from jwmsim.map import resample_polyline
+    from jwmsim.metrics.progress import RouteTracker
     pts, cum = resample_polyline(route, 0.25)
     tracker = RouteTracker(1)
     tracker.reset(np.array([0]), [ref.points], [ref.cum], pts[:1])
@@ -271,6 +272,22 @@ def test_speed_limit_compliance_integral():
     assert fast.scores["speed_limit_compliance"] == 0.0
     slow = run(ego_along(x, speed=np.full(11, 9.0)))
     assert slow.scores["speed_limit_compliance"] == 1.0
+
+
+def test_map_without_lanes_is_no_lane_everywhere():
+    # A map with a drivable area but no lanes (the speed-limit lookup used to raise IndexError): every step
+    # is "no lane", as for an ego off every lane -- no limit, no over-speed, no driving-direction progress.
+    open_area = RoadMap([], [np.array([[-50.0, -10.0], [300.0, -10.0], [300.0, 10.0], [-50.0, 10.0]])])
+    ego = ego_along(np.arange(30) * 1.5, speed=np.full(30, 15.0))
+    m = compute_episode_metrics(ego, agents(dict(x0=200.0), T=30), open_area, expert_ego=ego.pose, dt=DT)
+    assert m.scores["speed_limit_compliance"] == 1.0
+    assert not m["speed_limit_compliance"].valid.any()  # no limit known anywhere
+    assert not m["driving_direction_compliance"].valid.any()  # no lane anywhere
+    assert m.scores["drivable_area_compliance"] == 1.0
+    assert m.score == pytest.approx(1.0)
+    off_lanes = run(ego_along(np.arange(30) * 1.5, y=-40.0, speed=np.full(30, 15.0)))  # same verdict off the lanes
+    assert not off_lanes["speed_limit_compliance"].valid.any()
+    assert off_lanes.scores["speed_limit_compliance"] == 1.0
 
 
 def test_connector_speed_limit_is_max_of_its_neighbours():

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import shapely
 
+from jwmsim.datatypes import EgoParams
 from jwmsim.map import Lane, RoadMap
 from jwmsim.metrics import (AgentTrajectories, EgoTrajectory, MetricsTracker, build_expert_reference,
                             compute_episode_metrics)
 from jwmsim.metrics.map_index import MapIndex
 from jwmsim.metrics.progress import build_expert_references
-from jwmsim.sim.collision import EgoParams
 
 DT = 0.1
 P = EgoParams()

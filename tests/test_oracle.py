@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
 
+from jwmsim.datatypes import AGENT_TYPES
 from jwmsim.geometry import (Camera, camera_mount, default_rig, intrinsics_from_hfov, project_points,
                              se3_from_xyz_yaw, se3_inverse)
 from jwmsim.town import mesh as M
@@ -363,7 +364,7 @@ def test_agents_move_with_their_pose_and_carry_track_ids():
         w1 = np.ptp(np.nonzero(out_rot["instance"][0] == 42)[1])
         assert w1 > 1.5 * w0
         # every default agent type renders with its class and id + 1
-        types = np.array(M.AGENT_TYPES)
+        types = np.array(AGENT_TYPES)
         n = len(types)
         centers = np.stack([np.full(n, 15.0), np.linspace(-4, 4, n), np.full(n, 0.9)], 1)
         sizes = np.array([[4.5, 1.9, 1.6], [0.6, 0.6, 1.8], [1.8, 0.6, 1.7], [1.2, 0.5, 0.9], [0.5, 0.5, 0.7]])

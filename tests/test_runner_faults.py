@@ -16,7 +16,7 @@ import pytest
 from jwmsim import cli, runner
 from jwmsim.log import write_log
 from jwmsim.log.store import load_npz, save_npz
-from jwmsim.runner import ResultsError, read_results, run_suite, suite_score
+from jwmsim.runner import ResultsError, read_results, results_suite_score, run_suite
 from jwmsim.scenario import SCENARIO_DIR, load_log, load_suite
 
 
@@ -125,7 +125,7 @@ def test_failed_scenarios_are_errors_not_zero_scores(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["suite_score"] is None and data["failed"] == ["nan-pose", "truncated", "too-long"]
     assert data["scenarios"][0]["score"] is not None
-    assert suite_score(data["scenarios"]) is None and suite_score(data["scenarios"][:1]) is not None
+    assert results_suite_score(data["scenarios"]) is None and results_suite_score(data["scenarios"][:1]) is not None
 
 
 def test_nan_perturbation_and_malformed_suite_yaml(tmp_path, capsys):

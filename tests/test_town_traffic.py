@@ -11,7 +11,7 @@ import shapely
 from shapely.geometry import LineString
 
 from jwmsim.geometry import box_corners_2d
-from jwmsim.log.schema import EgoParams
+from jwmsim.datatypes import EgoParams
 from jwmsim.town.layout import generate_town
 from jwmsim.town.traffic import TYPE_PEDESTRIAN, frame_problems, simulate
 

@@ -1,22 +1,10 @@
-"""DriveLog: schema (:mod:`.schema`), atomic on-disk store with lazy frames (:mod:`.store`), validation (:mod:`.validate`)."""
+"""DriveLog: schema (:mod:`.schema`; ego dimensions and agent types: :mod:`jwmsim.datatypes`), atomic on-disk store with lazy frames (:mod:`.store`), validation (:mod:`.validate`)."""
 
-from jwmsim.log.schema import (
-    AGENT_TYPES,
-    SCHEMA_VERSION,
-    AgentTracks,
-    DriveLog,
-    EgoParams,
-    EgoTrajectory,
-    Frame,
-    FrameSource,
-    LogMeta,
-    agent_type_index,
-)
+from jwmsim.log.schema import SCHEMA_VERSION, AgentTracks, DriveLog, EgoTrack, Frame, FrameSource, LogMeta
 from jwmsim.log.store import MAIN_RIG, LogError, LogWriter, read_log, read_manifest, write_log
 from jwmsim.log.validate import validate_log
 
 __all__ = [
-    "AGENT_TYPES", "SCHEMA_VERSION", "AgentTracks", "DriveLog", "EgoParams", "EgoTrajectory", "Frame", "FrameSource",
-    "LogMeta", "agent_type_index", "MAIN_RIG", "LogError", "LogWriter", "read_log", "read_manifest", "write_log",
+    "SCHEMA_VERSION", "AgentTracks", "DriveLog", "EgoTrack", "Frame", "FrameSource", "LogMeta", "MAIN_RIG", "LogError", "LogWriter", "read_log", "read_manifest", "write_log",
     "validate_log",
 ]

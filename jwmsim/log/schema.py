@@ -13,70 +13,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from jwmsim.datatypes import EgoParams
 from jwmsim.geometry import Camera
 from jwmsim.map import RoadMap, Route
 
 SCHEMA_VERSION = 1
 """Version of the on-disk layout written by this jwmsim (manifest field ``schema_version``)."""
 
-AGENT_TYPES = ("vehicle", "pedestrian", "cyclist", "animal", "object")
-"""Agent type names; tracks store the index into this tuple."""
-
-
-def agent_type_index(name: str) -> int:
-    try:
-        return AGENT_TYPES.index(name)
-    except ValueError:
-        raise ValueError(f"unknown agent type {name!r}; valid types: {', '.join(AGENT_TYPES)}") from None
-
-
-@dataclass(frozen=True)
-class EgoParams:
-    """Ego vehicle dimensions [m]; defaults are nuPlan's vehicle (``get_pacifica_parameters()``).
-
-    The ego pose is the rear-axle centre (:mod:`jwmsim.geometry`). width: full width. front_length: rear
-    axle -> front bumper. rear_length: rear axle -> rear bumper. wheelbase: rear axle -> front axle.
-    cog_position_from_rear_axle: centre of gravity ahead of the rear axle (the metrics use the box
-    centre). height: for rendering. The one definition used by logs, simulator and metrics.
-    """
-
-    width: float = 2.297
-    front_length: float = 4.049
-    rear_length: float = 1.127
-    wheelbase: float = 3.089
-    cog_position_from_rear_axle: float = 1.67
-    height: float = 1.777
-
-    def __post_init__(self) -> None:
-        for name in ("width", "front_length", "rear_length", "wheelbase", "height"):
-            v = float(getattr(self, name))
-            if not np.isfinite(v) or v <= 0:
-                raise ValueError(f"EgoParams.{name} must be a finite positive length in metres, got {v!r}")
-
-    @property
-    def length(self) -> float:
-        """Bumper-to-bumper length [m] (5.176 for the default)."""
-        return self.front_length + self.rear_length
-
-    @property
-    def rear_axle_to_center(self) -> float:
-        """Distance [m] from the rear axle forward to the box centre (1.461 for the default)."""
-        return (self.front_length - self.rear_length) / 2.0
-
-    @property
-    def half_diagonal(self) -> float:
-        """Radius [m] of the circle around the box centre that contains the box."""
-        return 0.5 * float(np.hypot(self.length, self.width))
-
-    def to_dict(self) -> dict:
-        return dict(width=self.width, front_length=self.front_length, rear_length=self.rear_length,
-                    wheelbase=self.wheelbase, cog_position_from_rear_axle=self.cog_position_from_rear_axle,
-                    height=self.height)
-
 
 @dataclass
-class EgoTrajectory:
-    """Ego states over the log.
+class EgoTrack:
+    """The logged ego states over the log (scoring an episode uses :class:`jwmsim.metrics.EgoTrajectory`).
 
     ego_to_world [T, 4, 4]: rear-axle pose. velocity [T, 2] m/s and acceleration [T, 2] m/s^2 in the
     ego frame (longitudinal, lateral). yaw_rate [T] rad/s.
@@ -98,7 +45,8 @@ class EgoTrajectory:
 class AgentTracks:
     """Other road users, one column per track.
 
-    ids [A] int64 track ids; types [A] int8 index into :data:`AGENT_TYPES`;
+    ids [A] int64 track ids; types [A] int8 :class:`jwmsim.datatypes.AgentType` codes (index into
+    :data:`jwmsim.datatypes.AGENT_TYPES`);
     center [T, A, 3] m box centres (world); size [A, 3] m (length, width, height); yaw [T, A] rad;
     velocity [T, A, 2] m/s (world frame); valid [T, A] bool (False: not observed at that frame; the
     other arrays hold zeros there).
@@ -193,7 +141,7 @@ class DriveLog:
 
     meta: LogMeta
     timestamps: np.ndarray
-    ego: EgoTrajectory
+    ego: EgoTrack
     agents: AgentTracks
     road_map: RoadMap
     route: Route

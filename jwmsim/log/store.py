@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from jwmsim.datatypes import EgoParams
 from jwmsim.geometry import Camera
 from jwmsim.log.schema import (
     SCHEMA_VERSION,
     AgentTracks,
     DriveLog,
-    EgoParams,
-    EgoTrajectory,
+    EgoTrack,
     Frame,
     FrameSource,
     LogMeta,
@@ -369,7 +369,7 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> list[str]:
     if A > 0 and (not np.isfinite(arrays["agent_size"]).all() or (arrays["agent_size"] <= 0).any()):
         problems.append("agent_size: sizes must be finite and > 0")
     if A > 0 and ((arrays["agent_types"] < 0) | (arrays["agent_types"] >= 5)).any():
-        problems.append("agent_types: values must index jwmsim.log.schema.AGENT_TYPES (0..4)")
+        problems.append("agent_types: values must index jwmsim.datatypes.AGENT_TYPES (0..4)")
     if len(np.unique(arrays["agent_ids"])) != A:
         problems.append("agent_ids: track ids are not unique")
     return problems
@@ -536,7 +536,7 @@ def read_log(log_dir: str | os.PathLike, with_frames: bool = True) -> DriveLog:
                      rate_hz=float(manifest["rate_hz"]), town_seed=manifest.get("town_seed"),
                      extra=manifest.get("extra", {})),
         timestamps=arrays["timestamps"],
-        ego=EgoTrajectory(ego_to_world=arrays["ego_to_world"], velocity=arrays["ego_velocity"],
+        ego=EgoTrack(ego_to_world=arrays["ego_to_world"], velocity=arrays["ego_velocity"],
                           acceleration=arrays["ego_acceleration"], yaw_rate=arrays["ego_yaw_rate"]),
         agents=AgentTracks(ids=arrays["agent_ids"], types=arrays["agent_types"], center=arrays["agent_center"],
                            size=arrays["agent_size"], yaw=arrays["agent_yaw"], velocity=arrays["agent_velocity"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from jwmsim.geometry import DT, default_rig, se2_to_se3
-from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrajectory, Frame, LogMeta
+from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrack, Frame, LogMeta
 from jwmsim.map import Lane, RoadMap, Route
 
 
@@ -31,7 +31,7 @@ def synthetic_log(num_frames: int = 20, speed: float = 8.0, with_frames: bool = 
     t = np.arange(num_frames) * DT
     x = 10.0 + speed * t
     pose = np.stack([x, np.zeros_like(x), np.zeros_like(x)], -1)
-    ego = EgoTrajectory(ego_to_world=se2_to_se3(pose), velocity=np.tile([speed, 0.0], (num_frames, 1)),
+    ego = EgoTrack(ego_to_world=se2_to_se3(pose), velocity=np.tile([speed, 0.0], (num_frames, 1)),
                         acceleration=np.zeros((num_frames, 2)), yaw_rate=np.zeros(num_frames))
     center = np.stack([x + 20.0, np.zeros_like(x), np.full_like(x, 0.8)], -1)[:, None, :]
     agents = AgentTracks(ids=np.array([7], np.int64), types=np.array([0], np.int8), center=center,

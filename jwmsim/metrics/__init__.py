@@ -1,8 +1,9 @@
 """nuPlan-style closed-loop metrics, re-implemented from nuPlan's published definitions.
 
-Semantics (collision classes, smoothing windows, TTC details): ``/work/shared/reference/nuplan-metrics.md``.
+Semantics (collision classes, smoothing windows, TTC details): nuPlan's published metric definitions (nuplan-devkit's metric code and its metric configuration files).
 Frames and units: :mod:`jwmsim.geometry`. The ego pose is the REAR-AXLE pose; dimensions in
-:class:`EgoParams` (nuPlan's vehicle by default).
+:class:`jwmsim.datatypes.EgoParams` (nuPlan's vehicle by default); agent types and collision classes in
+:mod:`jwmsim.datatypes` too.
 
 Scenario score = product of the multipliers (no_ego_at_fault_collisions, drivable_area_compliance,
 driving_direction_compliance, ego_is_making_progress) x weighted mean of ego_progress_along_expert_route
@@ -39,6 +40,8 @@ Where jwmsim's maps or data differ from nuPlan's, and what stands in:
 - Lane of a point: every lane / connector whose flat-capped surface contains it; ties broken by nuPlan's
   stay-in-lane / successor / lane-before-connector order, then lateral offset + 5 x heading error (nuPlan
   takes an arbitrary first object). Corners use all containing lanes.
+- No lane (an ego centre off every lane, or a map without lanes): no speed limit and no over-speed, no
+  driving-direction progress (nuPlan's "not on a lane" samples).
 - Agent classes: animals (no nuPlan class) move like agents and count as VRUs (an at-fault hit -> 0).
 - ego_is_comfortable is None (skipped, as nuPlan skips None metrics) for episodes of fewer than 4 steps,
   where nuPlan's Savitzky-Golay filters are undefined.
@@ -49,20 +52,19 @@ Where jwmsim's maps or data differ from nuPlan's, and what stands in:
 
 from jwmsim.metrics.config import (CHALLENGE_TRAFFIC, METRIC_NAMES, MULTIPLIER_METRICS, WEIGHTED_METRICS, Challenge,
                                    MetricsConfig, TrafficMode)
-from jwmsim.metrics.episode import (METRICS, MetricSpec, aggregate_suite, comfort_signals, compute_episode_metrics,
-                                    metric_names, scenario_score, score_records, suite_score)
+from jwmsim.metrics.episode import (METRICS, MetricSpec, aggregate_suite, comfort_signals, metric_names,
+                                    scenario_score, score_records, suite_score)
 from jwmsim.metrics.map_index import MapIndex
 from jwmsim.metrics.progress import ExpertReference, build_expert_reference, build_expert_references
-from jwmsim.metrics.tracker import MetricsTracker
+from jwmsim.metrics.tracker import MetricsTracker, compute_episode_metrics
 from jwmsim.metrics.types import (AgentTrajectories, CollisionEvent, EgoTrajectory, EpisodeMetrics, EpisodeRecord,
                                   MetricResult, StepMetrics)
-from jwmsim.sim.collision import AgentType, CollisionType, EgoParams
 
 __all__ = [
     "MetricsTracker", "compute_episode_metrics", "build_expert_reference", "build_expert_references",
     "ExpertReference", "MapIndex",
     "EgoTrajectory", "AgentTrajectories", "EpisodeRecord", "EpisodeMetrics", "MetricResult", "StepMetrics",
-    "CollisionEvent", "EgoParams", "AgentType", "CollisionType", "MetricsConfig", "Challenge", "TrafficMode",
+    "CollisionEvent", "MetricsConfig", "Challenge", "TrafficMode",
     "CHALLENGE_TRAFFIC", "METRICS", "MetricSpec", "METRIC_NAMES", "MULTIPLIER_METRICS", "WEIGHTED_METRICS",
     "metric_names", "scenario_score", "score_records", "suite_score", "aggregate_suite", "comfort_signals",
 ]

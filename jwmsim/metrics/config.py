@@ -1,7 +1,6 @@
 """Thresholds, weights and names of the nuPlan closed-loop metrics (values from nuPlan's metric configs).
 
-Every number here is documented in ``/work/shared/reference/nuplan-metrics.md``; change them only to run
-a variant of the benchmark, and record the change with the results (``MetricsConfig.to_dict``).
+Every number here is nuPlan's, from nuPlan's published metric definitions (nuplan-devkit's metric code and its metric configuration files); change them only to run a variant of the benchmark, and record the change with the results (``MetricsConfig.to_dict``).
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 Each metric is a function ``(EpisodeRecord, MetricsConfig) -> MetricResult``; :data:`METRICS` maps the
 nuPlan metric name to it, with its role (multiplier or weighted, and the weight). The per-step facts
 (collisions, TTC, lane, drivable area, route progress) are extracted by
-:class:`jwmsim.metrics.MetricsTracker`; the functions here apply nuPlan's scoring rules to them, and
-compute comfort from the whole ego signal.
+:class:`jwmsim.metrics.MetricsTracker` (which imports this module, never the other way round); the
+functions here apply nuPlan's scoring rules to them, and compute comfort from the whole ego signal.
 
-Semantics: ``/work/shared/reference/nuplan-metrics.md``.
+Semantics: nuPlan's published metric definitions (nuplan-devkit's metric code and its metric
+configuration files).
 """
 
 from __future__ import annotations
@@ -17,19 +18,16 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from scipy.signal import savgol_filter
 
+from jwmsim.datatypes import VEHICLE_TYPES, VRU_TYPES
 from jwmsim.geometry import DT
-from jwmsim.map import Route, RoadMap
-from jwmsim.metrics.config import MULTIPLIER_METRICS, WEIGHTED_METRICS, Challenge, MetricsConfig
-from jwmsim.metrics.map_index import MapIndex
-from jwmsim.metrics.progress import ExpertReference, build_expert_reference
-from jwmsim.metrics.types import AgentTrajectories, EgoTrajectory, EpisodeMetrics, EpisodeRecord, MetricResult
-from jwmsim.sim.collision import EgoParams, VEHICLE_TYPES, VRU_TYPES
+from jwmsim.metrics.config import WEIGHTED_METRICS, Challenge, MetricsConfig
+from jwmsim.metrics.types import EpisodeMetrics, EpisodeRecord, MetricResult
 
 __all__ = [
     "MetricSpec", "METRICS", "metric_names", "no_ego_at_fault_collisions", "drivable_area_compliance",
     "driving_direction_compliance", "ego_is_making_progress", "ego_progress_along_expert_route",
     "time_to_collision_within_bound", "speed_limit_compliance", "ego_is_comfortable", "comfort_signals", "savgol",
-    "scenario_score", "score_records", "compute_episode_metrics", "suite_score", "aggregate_suite",
+    "scenario_score", "score_records", "suite_score", "aggregate_suite",
 ]
 
 
@@ -443,53 +441,6 @@ def score_records(records: Sequence[EpisodeRecord], config: MetricsConfig = Metr
         out.append(EpisodeMetrics(results, score, mult, weighted, rec.num_steps, rec.duration, list(rec.collisions),
                                   ch, None if scenario_types is None else scenario_types[i]))
     return out
-
-
-def compute_episode_metrics(ego: EgoTrajectory, agents: AgentTrajectories | None, road_map: RoadMap | MapIndex,
-                            expert_ego: EgoTrajectory | np.ndarray | ExpertReference | None = None,
-                            route: Route | np.ndarray | None = None, ego_params: EgoParams = EgoParams(),
-                            config: MetricsConfig = MetricsConfig(), dt: float = DT,
-                            challenge: str | Challenge | None = None, scenario_type: str | None = None,
-                            scenario_name: str | None = None) -> EpisodeMetrics:
-    """All nuPlan closed-loop metrics and the scenario score of one recorded episode.
-
-    ego: the ego's states (:class:`EgoTrajectory`: rear-axle poses [T, 3], ego-frame velocity and
-    acceleration [T, 2], timestamps [T] s; missing velocity/acceleration/yaw rates are estimated).
-    agents: the other tracks (:class:`AgentTrajectories`, [T, A] arrays) or None. road_map: the map (or
-    its :class:`MapIndex`). expert_ego: the expert's rear-axle poses [Te, 3] (or EgoTrajectory, or a
-    prebuilt :class:`ExpertReference`) for the progress metrics; route: the scenario's
-    :class:`jwmsim.map.Route` (preferred baseline; else the expert's path). dt [s]: step when ``ego``
-    has no timestamps. challenge: "CLS-NR" / "CLS-R" metadata.
-
-    Runs :class:`MetricsTracker` with one environment over the T steps, so the result equals what a
-    vector env reports for the same trajectory.
-    """
-    from jwmsim.metrics.tracker import MetricsTracker
-
-    if not isinstance(ego, EgoTrajectory):
-        raise ValueError("compute_episode_metrics: ego must be an EgoTrajectory (pose [T, 3] rear axle, ...)")
-    ego = ego.validated(dt)
-    T = ego.num_steps
-    ag = None if agents is None else agents.validated(T)
-    if isinstance(expert_ego, ExpertReference):
-        ref = expert_ego
-    else:
-        ep = expert_ego.pose if isinstance(expert_ego, EgoTrajectory) else expert_ego
-        ref = build_expert_reference(ep, route, ego_params)
-    tracker = MetricsTracker(road_map, 1, ego_params, config, dt=dt, capacity=max(T, 1))
-    tracker.reset([0], [ref], None if ag is None else [ag.track_ids])
-    for t in range(T):
-        kw: dict[str, Any] = {}
-        if ag is not None:
-            types = ag.types if ag.types.ndim == 1 else ag.types[t]
-            kw = dict(agent_center=ag.center[t][None], agent_yaw=ag.yaw[t][None], agent_size=ag.size[t][None],
-                      agent_velocity=ag.velocity[t][None], agent_valid=ag.valid[t][None], agent_type=types[None])
-        tracker.step(ego.pose[t][None], ego.velocity[t][None], timestamp=ego.timestamps[t:t + 1],
-                     ego_acceleration=ego.acceleration[t][None], ego_yaw_rate=ego.yaw_rate[t:t + 1],
-                     ego_yaw_acceleration=ego.yaw_acceleration[t:t + 1], **kw)
-    result = tracker.finalize([0], challenge=challenge, scenario_types=[scenario_type])[0]
-    result.scenario_name = scenario_name
-    return result
 
 
 # ----------------------------------------------------------------------------- suites

@@ -21,10 +21,11 @@ from typing import Sequence
 
 import numpy as np
 
-from jwmsim.map import Route, polyline_arclength
-from jwmsim.sim.collision import EgoParams, ego_center
+from jwmsim.map import Route, resample_polyline
+from jwmsim.datatypes import EgoParams
+from jwmsim.sim.collision import ego_center
 
-__all__ = ["ExpertReference", "build_expert_reference", "build_expert_references", "RouteTracker", "resample_polyline",
+__all__ = ["ExpertReference", "build_expert_reference", "build_expert_references", "RouteTracker",
            "ROUTE_SPACING", "ROUTE_EXTENSION"]
 
 ROUTE_SPACING = 0.5
@@ -32,21 +33,6 @@ ROUTE_SPACING = 0.5
 ROUTE_EXTENSION = 50.0
 """[m] straight extension of the route beyond each end."""
 _WINDOW_MARGIN = 30.0  # [m] second-pass search margin (at a route corner the foot point can jump)
-
-
-def resample_polyline(polyline: np.ndarray, spacing: float = ROUTE_SPACING) -> tuple[np.ndarray, np.ndarray]:
-    """Points [P, 2] every ``spacing`` m along polyline [N, 2] (plus its last point) and their arclengths [P]."""
-    poly = np.asarray(polyline, dtype=np.float64)
-    cum = polyline_arclength(poly)
-    total = float(cum[-1])
-    s = np.arange(0.0, total, spacing)
-    if total - s[-1] > 1e-9:
-        s = np.concatenate([s, [total]])
-    k = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(poly) - 2)
-    seg_len = np.maximum(cum[k + 1] - cum[k], 1e-12)
-    t = np.clip((s - cum[k]) / seg_len, 0.0, 1.0)
-    pts = poly[k] + t[:, None] * (poly[k + 1] - poly[k])
-    return pts, s
 
 
 def _dedupe(poly: np.ndarray, tol: float = 1e-3) -> np.ndarray:
@@ -161,7 +147,7 @@ def build_expert_references(expert_poses: Sequence[np.ndarray | None],
             polys.append(None)
             centers_list.append(None)
             continue
-        pts, cum = resample_polyline(poly)
+        pts, cum = resample_polyline(poly, ROUTE_SPACING)
         polys.append((pts, cum))
         centers_list.append(centers)
         if centers is None:

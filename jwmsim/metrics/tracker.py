@@ -7,27 +7,31 @@ agents; map-dependent work that is rare, such as the lane test of a lateral coll
 envs that need it), ``finalize`` an env when its episode ends (comfort, which needs the whole signal, is
 computed there from the stored history).
 
-The standalone :func:`jwmsim.metrics.compute_episode_metrics` runs this same tracker with B = 1 over a
-recorded trajectory, so the env's numbers and the offline numbers come from one code path.
+The standalone :func:`compute_episode_metrics` (below) runs this same tracker with B = 1 over a recorded
+trajectory, so the env's numbers and the offline numbers come from one code path. The scoring rules
+applied at the end live in :mod:`jwmsim.metrics.episode`, which does not import this module.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from jwmsim.datatypes import (MOVING_AGENT_TYPES, VEHICLE_TYPES, VRU_TYPES, CollisionType, EgoParams,
+                              as_agent_types)
 from jwmsim.geometry import DT
-from jwmsim.map import RoadMap
-from jwmsim.metrics.config import MetricsConfig, WEIGHTED_METRICS
+from jwmsim.map import RoadMap, Route
+from jwmsim.metrics.config import WEIGHTED_METRICS, Challenge, MetricsConfig
+from jwmsim.metrics.episode import score_records
 from jwmsim.metrics.map_index import MapIndex
-from jwmsim.metrics.progress import ExpertReference, RouteTracker
-from jwmsim.metrics.types import CollisionEvent, EpisodeMetrics, EpisodeRecord, StepMetrics
-from jwmsim.sim.collision import (MOVING_AGENT_TYPES, VEHICLE_TYPES, VRU_TYPES, CollisionType, EgoParams,
-                                  as_agent_types, box_corners_cs, boxes_intersect, classify_collisions,
-                                  ego_delta_v, first_overlap_time, is_at_fault)
+from jwmsim.metrics.progress import ExpertReference, RouteTracker, build_expert_reference
+from jwmsim.metrics.types import (AgentTrajectories, CollisionEvent, EgoTrajectory, EpisodeMetrics, EpisodeRecord,
+                                  StepMetrics)
+from jwmsim.sim.collision import (box_corners_cs, boxes_intersect, classify_collisions, ego_delta_v,
+                                  first_overlap_time, is_at_fault)
 
-__all__ = ["MetricsTracker"]
+__all__ = ["MetricsTracker", "compute_episode_metrics"]
 
 _FLOAT_FIELDS = ("time", "x", "y", "yaw", "vx", "vy", "ax", "ay", "yaw_rate", "yaw_acc", "ttc", "lane_progress",
                  "lane_cum", "speed_limit", "overspeed", "route_progress")
@@ -48,6 +52,60 @@ def _as_batch(name: str, x, shape: tuple[int, ...], dtype=np.float64) -> np.ndar
         return np.broadcast_to(arr, shape)
     except ValueError:
         raise ValueError(f"MetricsTracker.step: {name} must broadcast to {list(shape)}, got {list(arr.shape)}") from None
+
+
+class _EgoInputs(NamedTuple):
+    """One step's ego state of the n active envs: pose [n, 3] rear axle; vel, acc [n, 2] ego frame;
+    yaw_rate, yaw_acc [n] (NaN: estimate at the end); ts [n] s; t_idx [n] step index; first [n] bool."""
+
+    pose: np.ndarray
+    vel: np.ndarray
+    acc: np.ndarray
+    yaw_rate: np.ndarray
+    yaw_acc: np.ndarray
+    ts: np.ndarray
+    t_idx: np.ndarray
+    first: np.ndarray
+
+
+class _AgentInputs(NamedTuple):
+    """One step's agents of the n active envs: A slots; center [n, A, 2] m, yaw [n, A], size [n, A, 2],
+    vel [n, A, 2] world frame, valid [n, A], type [n, A] AgentType codes."""
+
+    A: int
+    center: np.ndarray
+    yaw: np.ndarray
+    size: np.ndarray
+    vel: np.ndarray
+    valid: np.ndarray
+    type: np.ndarray
+
+
+class _EgoGeometry:
+    """The ego box of the n active envs (box centre = rear axle + rear_axle_to_center along the heading):
+    speed [n] m/s, cos / sin [n] of the yaw, centre (cx, cy) [n] and center [n, 3] (x, y, yaw), corners
+    [n, 4, 2]; and ``multi_lane(rows)``: nuPlan's "ego in multiple lanes or off-road" flag, computed on
+    demand (a map query) and cached for the step."""
+
+    def __init__(self, tracker: "MetricsTracker", pose: np.ndarray, vel: np.ndarray) -> None:
+        p = tracker.ego_params
+        self._tracker = tracker
+        self.speed = np.hypot(vel[:, 0], vel[:, 1])
+        self.cos, self.sin = np.cos(pose[:, 2]), np.sin(pose[:, 2])
+        d = p.rear_axle_to_center
+        self.cx, self.cy = pose[:, 0] + d * self.cos, pose[:, 1] + d * self.sin
+        self.center = np.stack([self.cx, self.cy, pose[:, 2]], -1)
+        self.corners = box_corners_cs(self.cx, self.cy, self.cos, self.sin, p.length, p.width)  # [n, 4, 2]
+        self._multi: dict[int, bool] = {}
+
+    def multi_lane(self, rows: np.ndarray) -> np.ndarray:
+        """[len(rows)] bool for active rows ``rows``."""
+        need = np.array(sorted({int(r) for r in rows} - self._multi.keys()), dtype=np.int64)
+        if len(need):
+            t = self._tracker
+            common = t.index.corners_in_common_or_connected_lanes(self.corners[need], t._maps_of(need))
+            self._multi.update(zip(need.tolist(), (~common).tolist()))
+        return np.array([self._multi[int(r)] for r in rows], dtype=bool)
 
 
 class MetricsTracker:
@@ -216,18 +274,42 @@ class MetricsTracker:
         ego_yaw_acceleration [B] rad/s^2 (None: from the headings at the end). active [B] bool (None: all).
         Agent slot a must hold the same track for the whole episode.
         """
-        cfg, p = self.config, self.ego_params
+        ids, sel = self._active_rows(active)
+        if len(ids) == 0:
+            return self._step_metrics(ids, *([np.zeros(0)] * 7))
+        ego = self._ego_inputs(ids, sel, ego_pose, ego_velocity, timestamp, ego_acceleration, ego_yaw_rate,
+                               ego_yaw_acceleration)
+        agents = self._agent_inputs(ids, sel, agent_center, agent_yaw, agent_size, agent_velocity, agent_valid,
+                                    agent_type)
+        geo = _EgoGeometry(self, ego.pose, ego.vel)
+        at_fault_now = np.zeros(len(ids), bool)
+        new_any = np.zeros(len(ids), bool)
+        ttc = np.full(len(ids), np.inf)
+        if agents is not None:
+            with np.errstate(invalid="ignore", over="ignore"):  # invalid slots may hold NaN / inf
+                ttc = self._agents_step(ids, ego, geo, agents, at_fault_now, new_any)
+        ttc[at_fault_now] = 0.0
+        self._ttc_ok[ids] &= ttc > self.config.ttc_least_min
+        lane, lane_prog, limit, over = self._lane_step(ids, ego, geo)
+        corners_ok, far_now = self._drivable_step(ids, geo, lane)
+        route_prog = self._route_step(ids, ego, geo)
+        self._record_step(ids, ego, ttc, lane, lane_prog, limit, over, route_prog, at_fault_now, corners_ok, far_now)
+        return self._step_metrics(ids, new_any, at_fault_now, ttc, corners_ok, over, limit, lane)
+
+    # The parts of a step, in order. Each works on the n active rows (``ids`` [n] env indices).
+
+    def _active_rows(self, active: np.ndarray | None) -> tuple[np.ndarray, slice | np.ndarray]:
+        """Env indices [n] recorded this step, and the selector of their rows in [B] inputs."""
         B = self.B
         if active is None:
-            ids = np.arange(B)
-            sel: slice | np.ndarray = slice(None)
-        else:
-            act = np.broadcast_to(np.asarray(active, dtype=bool), (B,))
-            ids = np.flatnonzero(act)
-            sel = slice(None) if len(ids) == B else ids
-        n = len(ids)
-        if n == 0:
-            return self._step_metrics(ids, *([np.zeros(0)] * 7))
+            return np.arange(B), slice(None)
+        ids = np.flatnonzero(np.broadcast_to(np.asarray(active, dtype=bool), (B,)))
+        return ids, (slice(None) if len(ids) == B else ids)
+
+    def _ego_inputs(self, ids, sel, ego_pose, ego_velocity, timestamp, ego_acceleration, ego_yaw_rate,
+                    ego_yaw_acceleration) -> "_EgoInputs":
+        """The active envs' ego state, checked (finite pose and velocity, strictly increasing time)."""
+        B, n = self.B, len(ids)
         pose = _as_batch("ego_pose", ego_pose, (B, 3))[sel]
         vel = _as_batch("ego_velocity", ego_velocity, (B, 2))[sel]
         if not np.isfinite(pose.sum(-1) + vel.sum(-1)).all():
@@ -251,66 +333,112 @@ class MetricsTracker:
                                  "episode (reset the env before reusing it)")
         self._grow(int(t_idx.max()) + 1)
         self._mids = self._map_of[ids]
+        return _EgoInputs(pose, vel, acc, yr, ya, ts, t_idx, first)
 
-        # Agents of the active envs.
+    def _agent_inputs(self, ids, sel, agent_center, agent_yaw, agent_size, agent_velocity, agent_valid,
+                      agent_type) -> "_AgentInputs | None":
+        """The active envs' agents [n, A, ...], checked (no NaN/inf in a valid slot); None without agents."""
         if agent_center is None:
-            A = 0
-        else:
-            a_center = np.asarray(agent_center, dtype=np.float64)
-            if a_center.ndim != 3 or a_center.shape[0] != B or a_center.shape[2] != 2:
-                raise ValueError(f"MetricsTracker.step: agent_center must be [B={B}, A, 2], got {list(a_center.shape)}")
-            A = a_center.shape[1]
-            if agent_yaw is None or agent_size is None or agent_velocity is None:
-                raise ValueError("MetricsTracker.step: with agent_center give agent_yaw, agent_size and "
-                                 "agent_velocity too")
-            a_center = a_center[sel]
-            a_yaw = _as_batch("agent_yaw", agent_yaw, (B, A))[sel]
-            a_size = _as_batch("agent_size", np.asarray(agent_size, np.float64)[..., :2], (B, A, 2))[sel]
-            a_vel = _as_batch("agent_velocity", agent_velocity, (B, A, 2))[sel]
-            a_valid = (np.ones((n, A), bool) if agent_valid is None
-                       else _as_batch("agent_valid", agent_valid, (B, A), bool)[sel])
-            a_type = (np.zeros((n, A), np.int8) if agent_type is None
-                      else np.broadcast_to(as_agent_types(agent_type), (B, A))[sel])
-            # One sum propagates any NaN/inf of a valid agent (cheaper than a check per field).
-            with np.errstate(invalid="ignore", over="ignore"):  # invalid slots may hold NaN / inf
-                probe = (a_center[..., 0] + a_center[..., 1] + a_yaw + a_vel[..., 0] + a_vel[..., 1]
-                         + a_size[..., 0] + a_size[..., 1])
-            if not np.isfinite(probe[a_valid]).all():
-                raise ValueError("MetricsTracker.step: NaN/inf in a valid agent's centre, yaw, size or velocity; "
-                                 "mark such slots invalid with agent_valid")
+            return None
+        B, n = self.B, len(ids)
+        a_center = np.asarray(agent_center, dtype=np.float64)
+        if a_center.ndim != 3 or a_center.shape[0] != B or a_center.shape[2] != 2:
+            raise ValueError(f"MetricsTracker.step: agent_center must be [B={B}, A, 2], got {list(a_center.shape)}")
+        A = a_center.shape[1]
+        if agent_yaw is None or agent_size is None or agent_velocity is None:
+            raise ValueError("MetricsTracker.step: with agent_center give agent_yaw, agent_size and "
+                             "agent_velocity too")
+        a_center = a_center[sel]
+        a_yaw = _as_batch("agent_yaw", agent_yaw, (B, A))[sel]
+        a_size = _as_batch("agent_size", np.asarray(agent_size, np.float64)[..., :2], (B, A, 2))[sel]
+        a_vel = _as_batch("agent_velocity", agent_velocity, (B, A, 2))[sel]
+        a_valid = (np.ones((n, A), bool) if agent_valid is None
+                   else _as_batch("agent_valid", agent_valid, (B, A), bool)[sel])
+        a_type = (np.zeros((n, A), np.int8) if agent_type is None
+                  else np.broadcast_to(as_agent_types(agent_type), (B, A))[sel])
+        # One sum propagates any NaN/inf of a valid agent (cheaper than a check per field).
+        with np.errstate(invalid="ignore", over="ignore"):  # invalid slots may hold NaN / inf
+            probe = (a_center[..., 0] + a_center[..., 1] + a_yaw + a_vel[..., 0] + a_vel[..., 1]
+                     + a_size[..., 0] + a_size[..., 1])
+        if not np.isfinite(probe[a_valid]).all():
+            raise ValueError("MetricsTracker.step: NaN/inf in a valid agent's centre, yaw, size or velocity; "
+                             "mark such slots invalid with agent_valid")
         if self._collided.shape[1] < A:
             self._collided = np.concatenate([self._collided, np.zeros((B, A - self._collided.shape[1]), bool)], 1)
+        return _AgentInputs(A, a_center, a_yaw, a_size, a_vel, a_valid, a_type)
 
-        # Ego geometry (box centre = rear axle + rear_axle_to_center along the heading).
-        speed = np.hypot(vel[:, 0], vel[:, 1])
-        cos, sin = np.cos(pose[:, 2]), np.sin(pose[:, 2])
-        d = p.rear_axle_to_center
-        cx, cy = pose[:, 0] + d * cos, pose[:, 1] + d * sin
-        corners = box_corners_cs(cx, cy, cos, sin, p.length, p.width)  # [n, 4, 2]
-        multi_cache: dict[int, bool] = {}  # row -> ego in multiple lanes / off-road (nuPlan), on demand
+    def _agents_step(self, ids, ego: "_EgoInputs", geo: "_EgoGeometry", ag: "_AgentInputs", at_fault_now,
+                     new_any) -> np.ndarray:
+        """Collisions (recorded into at_fault_now / new_any / the episode log), then TTC [n] of this step."""
+        p = self.ego_params
+        a_moving = _MOVING_LUT[ag.type]
+        a_speed = np.where(a_moving, np.hypot(ag.vel[..., 0], ag.vel[..., 1]), 0.0)
+        dist = np.hypot(ag.center[..., 0] - geo.cx[:, None], ag.center[..., 1] - geo.cy[:, None])
+        a_radius = 0.5 * np.hypot(ag.size[..., 0], ag.size[..., 1])
+        live = ag.valid & ~self._collided[ids, :ag.A]
+        # Collisions: circle pre-filter, SAT, nuPlan classes of first contacts.
+        bi, ai = np.nonzero(live & (dist <= p.half_diagonal + a_radius + 1e-6))
+        if len(bi):
+            ay = ag.yaw[bi, ai]
+            tb = box_corners_cs(ag.center[bi, ai, 0], ag.center[bi, ai, 1], np.cos(ay), np.sin(ay),
+                                ag.size[bi, ai, 0], ag.size[bi, ai, 1])
+            hit = boxes_intersect(geo.corners[bi], tb)
+            if hit.any():
+                self._record_collisions(ids, bi[hit], ai[hit], tb[hit], ego.pose, geo.corners, geo.speed, ag.center,
+                                        ag.yaw, a_speed, a_moving, ag.type, ego.t_idx, ego.ts, geo.multi_lane,
+                                        at_fault_now, new_any)
+                live = ag.valid & ~self._collided[ids, :ag.A]
+        return self._ttc_step(ids, ego, geo, ag, a_speed, a_radius, dist, live)
 
-        def multi_lane(rows: np.ndarray) -> np.ndarray:
-            need = np.array(sorted({int(r) for r in rows} - multi_cache.keys()), dtype=np.int64)
-            if len(need):
-                common = self.index.corners_in_common_or_connected_lanes(corners[need], self._maps_of(need))
-                multi_cache.update(zip(need.tolist(), (~common).tolist()))
-            return np.array([multi_cache[int(r)] for r in rows], dtype=bool)
-
-        at_fault_now = np.zeros(n, bool)
-        new_any = np.zeros(n, bool)
+    def _ttc_step(self, ids, ego: "_EgoInputs", geo: "_EgoGeometry", ag: "_AgentInputs", a_speed, a_radius, dist,
+                  live) -> np.ndarray:
+        """Time to collision [n] s (nuPlan: tracks ahead (< 30 deg from the rear axle); tracks beside too when
+        the ego straddles lanes, is off-road or in an intersection; ego and tracks at constant speed along
+        their headings; first box overlap at t = 0.1 .. 2.9 s; inf: none)."""
+        cfg, p = self.config, self.ego_params
+        n = len(ids)
+        pose, speed, cos, sin = ego.pose, geo.speed, geo.cos, geo.sin
         ttc = np.full(n, np.inf)
-        if A:
-            with np.errstate(invalid="ignore", over="ignore"):  # invalid slots may hold NaN / inf
-                ttc = self._agents_step(ids, A, pose, speed, cos, sin, cx, cy, corners, a_center, a_yaw, a_size, a_vel,
-                                        a_valid, a_type, t_idx, ts, multi_lane, at_fault_now, new_any)
-        ttc[at_fault_now] = 0.0
-        self._ttc_ok[ids] &= ttc > cfg.ttc_least_min
+        moving = speed > cfg.ttc_stopped_speed
+        if not moving.any():
+            return ttc
+        horizon = float(self._ttc_times[-1])
+        reach = p.half_diagonal + a_radius + (speed[:, None] + a_speed) * horizon + 1e-6
+        dx = ag.center[..., 0] - pose[:, 0:1]
+        dy = ag.center[..., 1] - pose[:, 1:2]
+        along = cos[:, None] * dx + sin[:, None] * dy  # cos(relative angle) * |d|
+        norm = np.hypot(dx, dy)
+        cand = live & moving[:, None] & (dist <= reach) & (along >= self._cos_behind * norm)
+        bi, ai = np.nonzero(cand)
+        if len(bi) == 0:
+            return ttc
+        ay = ag.yaw[bi, ai]
+        ca, sa = np.cos(ay), np.sin(ay)
+        tb = box_corners_cs(ag.center[bi, ai, 0], ag.center[bi, ai, 1], ca, sa, ag.size[bi, ai, 0],
+                            ag.size[bi, ai, 1])
+        ev = speed[bi, None] * np.stack([cos[bi], sin[bi]], -1)
+        tv = a_speed[bi, ai, None] * np.stack([ca, sa], -1)
+        tt = first_overlap_time(geo.corners[bi], ev, tb, tv, self._ttc_times)
+        nb = norm[bi, ai]
+        is_ahead = np.where(nb > 1e-12, along[bi, ai] > self._cos_ahead * nb, True)
+        ttc_ahead = np.full(n, np.inf)
+        ttc_side = np.full(n, np.inf)
+        np.minimum.at(ttc_ahead, bi[is_ahead], tt[is_ahead])
+        np.minimum.at(ttc_side, bi[~is_ahead], tt[~is_ahead])
+        ttc = ttc_ahead
+        need = np.flatnonzero(ttc_side < ttc_ahead)  # only there can the lane state change TTC
+        if len(need):
+            watch_side = geo.multi_lane(need) | self.index.in_connector(pose[need, :2], self._maps_of(need))
+            ttc[need] = np.where(watch_side, ttc_side[need], ttc_ahead[need])
+        return ttc
 
-        # 3. Lane holding the box centre (nuPlan's ego route): driving direction and speed limit.
-        rows = np.arange(n)
-        mids = self._maps_of(rows)
-        center = np.stack([cx, cy, pose[:, 2]], -1)
-        la = self.index.assign_lanes(center[:, :2], center[:, 2], self._center_lane[ids], self._center_seg[ids], mids)
+    def _lane_step(self, ids, ego: "_EgoInputs", geo: "_EgoGeometry"):
+        """Lane holding the box centre (nuPlan's ego route) -> (lane [n] (-1 none), per-step progress along it
+        [n] m, speed limit [n] m/s (NaN: no lane), over-speed [n] m/s), for driving direction and speed limit."""
+        first = ego.first
+        mids = self._maps_of(np.arange(len(ids)))
+        la = self.index.assign_lanes(geo.center[:, :2], geo.center[:, 2], self._center_lane[ids], self._center_seg[ids],
+                                     mids)
         lane, lane_s = la.lane, la.s
         self._center_lane[ids] = lane
         self._center_seg[ids] = la.seg
@@ -323,12 +451,21 @@ class MetricsTracker:
         lane_prog = np.where(same & np.isfinite(dd_s) & (lane_s != 0), lane_s - np.nan_to_num(dd_s), 0.0)
         self._dd_s[ids] = np.where(same, lane_s, np.where(has, np.nan, dd_s))
         self._dd_lane[ids] = np.where(has, lane, dd_lane)
-        limit = np.where(has, self.index.effective_speed_limit[np.maximum(lane, 0)], np.nan)
-        over = np.where(speed > limit, speed - limit, 0.0)  # NaN limits compare False
+        # No lane (off every lane, or a map without lanes): no limit (NaN), no over-speed.
+        limits = self.index.effective_speed_limit
+        limit = (np.where(has, limits[np.maximum(lane, 0)], np.nan) if len(limits)
+                 else np.full(len(ids), np.nan))
+        over = np.where(geo.speed > limit, geo.speed - limit, 0.0)  # NaN limits compare False
         self._overspeed_sum[ids] += over
+        return lane, lane_prog, limit, over
 
-        # 4. Drivable area: a corner off every lane and off the drivable area is "outside"; it is a violation
-        #    when >= 0.3 m from the drivable area and from the centre's lane.
+    def _drivable_step(self, ids, geo: "_EgoGeometry", lane) -> tuple[np.ndarray, np.ndarray]:
+        """Drivable area -> (all four corners on a lane or the drivable area [n], a violation now [n]). A corner
+        off every lane and off the drivable area is "outside"; it is a violation when >= 0.3 m from the
+        drivable area and from the centre's lane."""
+        n = len(ids)
+        corners = geo.corners
+        mids = self._maps_of(np.arange(n))
         out = ~self.index.is_drivable(corners.reshape(-1, 2), None if mids is None else np.repeat(mids, 4)).reshape(n, 4)
         far_now = np.zeros(n, bool)
         if out.any():
@@ -338,17 +475,20 @@ class MetricsTracker:
             if check.any():
                 rb, rc = np.nonzero(check)
                 pts = corners[rb, rc]
-                far = self.index.distance_to_drivable(pts, self._maps_of(rb)) >= cfg.drivable_max_violation
+                far = self.index.distance_to_drivable(pts, self._maps_of(rb)) >= self.config.drivable_max_violation
                 near_lane = far & (lane[rb] >= 0)
                 if near_lane.any():
                     k = np.flatnonzero(near_lane)
-                    far[k] = self.index.distance_to_lanes(pts[k], lane[rb[k]]) >= cfg.drivable_max_violation
+                    far[k] = (self.index.distance_to_lanes(pts[k], lane[rb[k]])
+                              >= self.config.drivable_max_violation)
                 far_now[rb[far]] = True
                 self._far[ids] |= far_now
-        corners_ok = ~out.any(-1)
+        return ~out.any(-1), far_now
 
-        # 5. Progress of the box centre along the expert route.
-        route_prog = np.zeros(n)
+    def _route_step(self, ids, ego: "_EgoInputs", geo: "_EgoGeometry") -> np.ndarray:
+        """Per-step progress [n] m of the box centre along the expert route (0 at an episode's first step)."""
+        first = ego.first
+        route_prog = np.zeros(len(ids))
         routed = self._has_route[ids]
         if routed.any():
             rr = np.flatnonzero(routed)
@@ -356,19 +496,24 @@ class MetricsTracker:
             if len(fresh):
                 fid = ids[fresh]
                 self._route.reset(fid, [self._refs[b].points for b in fid], [self._refs[b].cum for b in fid],
-                                  center[fresh, :2])
+                                  geo.center[fresh, :2])
             s_prev = self._route.s[ids[rr]]
-            s_new = self._route.update(center[rr, :2], ids[rr])
+            s_new = self._route.update(geo.center[rr, :2], ids[rr])
             route_prog[rr] = np.where(first[rr], 0.0, s_new - s_prev)
             self._progress[ids] += route_prog
+        return route_prog
 
-        # 6. Record.
-        h, col = self._h, t_idx
-        for key, val in (("time", ts), ("x", pose[:, 0]), ("y", pose[:, 1]), ("yaw", pose[:, 2]),
+    def _record_step(self, ids, ego: "_EgoInputs", ttc, lane, lane_prog, limit, over, route_prog, at_fault_now,
+                     corners_ok, far_now) -> None:
+        """Write this step into the history and update the running driving-direction window."""
+        h, col, first = self._h, ego.t_idx, ego.first
+        pose, vel, acc = ego.pose, ego.vel, ego.acc
+        for key, val in (("time", ego.ts), ("x", pose[:, 0]), ("y", pose[:, 1]), ("yaw", pose[:, 2]),
                          ("vx", vel[:, 0]), ("vy", vel[:, 1]), ("ax", acc[:, 0]), ("ay", acc[:, 1]),
-                         ("yaw_rate", yr), ("yaw_acc", ya), ("ttc", ttc), ("lane_progress", lane_prog),
-                         ("speed_limit", limit), ("overspeed", over), ("route_progress", route_prog),
-                         ("at_fault", at_fault_now), ("corners_ok", corners_ok), ("far", far_now), ("lane", lane)):
+                         ("yaw_rate", ego.yaw_rate), ("yaw_acc", ego.yaw_acc), ("ttc", ttc),
+                         ("lane_progress", lane_prog), ("speed_limit", limit), ("overspeed", over),
+                         ("route_progress", route_prog), ("at_fault", at_fault_now), ("corners_ok", corners_ok),
+                         ("far", far_now), ("lane", lane)):
             h[key][ids, col] = val
         cum = np.where(first, 0.0, h["lane_cum"][ids, np.maximum(col - 1, 0)]) + lane_prog
         h["lane_cum"][ids, col] = cum
@@ -377,69 +522,6 @@ class MetricsTracker:
         window = cum - np.where(back >= 0, h["lane_cum"][ids, np.maximum(back, 0)], 0.0)
         self._dd_min[ids] = np.minimum(np.where(first, 0.0, self._dd_min[ids]), window)
         self._t[ids] += 1
-        return self._step_metrics(ids, new_any, at_fault_now, ttc, corners_ok, over, limit, lane)
-
-    def _agents_step(self, ids, A, pose, speed, cos, sin, cx, cy, corners, a_center, a_yaw, a_size, a_vel, a_valid,
-                     a_type, t_idx, ts, multi_lane, at_fault_now, new_any) -> np.ndarray:
-        """Collisions (recorded into at_fault_now / new_any / the episode log) and TTC [n] of this step."""
-        cfg, p = self.config, self.ego_params
-        n = len(ids)
-        ttc = np.full(n, np.inf)
-        collided = self._collided[ids, :A]
-        a_moving = _MOVING_LUT[a_type]
-        a_speed = np.where(a_moving, np.hypot(a_vel[..., 0], a_vel[..., 1]), 0.0)
-        dxc = a_center[..., 0] - cx[:, None]
-        dyc = a_center[..., 1] - cy[:, None]
-        dist = np.hypot(dxc, dyc)
-        a_radius = 0.5 * np.hypot(a_size[..., 0], a_size[..., 1])
-        live = a_valid & ~collided
-
-        # 1. Collisions: circle pre-filter, SAT, nuPlan classes of first contacts.
-        bi, ai = np.nonzero(live & (dist <= p.half_diagonal + a_radius + 1e-6))
-        if len(bi):
-            ay = a_yaw[bi, ai]
-            tb = box_corners_cs(a_center[bi, ai, 0], a_center[bi, ai, 1], np.cos(ay), np.sin(ay),
-                                a_size[bi, ai, 0], a_size[bi, ai, 1])
-            hit = boxes_intersect(corners[bi], tb)
-            if hit.any():
-                self._record_collisions(ids, bi[hit], ai[hit], tb[hit], pose, corners, speed, a_center, a_yaw,
-                                        a_speed, a_moving, a_type, t_idx, ts, multi_lane, at_fault_now, new_any)
-                collided = self._collided[ids, :A]
-                live = a_valid & ~collided
-
-        # 2. Time to collision (nuPlan: tracks ahead (< 30 deg from the rear axle); tracks beside too when
-        #    the ego straddles lanes, is off-road or in an intersection; ego and tracks at constant speed
-        #    along their headings; first box overlap at t = 0.1 .. 2.9 s).
-        moving = speed > cfg.ttc_stopped_speed
-        if moving.any():
-            horizon = float(self._ttc_times[-1])
-            reach = p.half_diagonal + a_radius + (speed[:, None] + a_speed) * horizon + 1e-6
-            dx = a_center[..., 0] - pose[:, 0:1]
-            dy = a_center[..., 1] - pose[:, 1:2]
-            along = cos[:, None] * dx + sin[:, None] * dy  # cos(relative angle) * |d|
-            norm = np.hypot(dx, dy)
-            cand = live & moving[:, None] & (dist <= reach) & (along >= self._cos_behind * norm)
-            bi, ai = np.nonzero(cand)
-            if len(bi):
-                ay = a_yaw[bi, ai]
-                ca, sa = np.cos(ay), np.sin(ay)
-                tb = box_corners_cs(a_center[bi, ai, 0], a_center[bi, ai, 1], ca, sa, a_size[bi, ai, 0],
-                                    a_size[bi, ai, 1])
-                ev = speed[bi, None] * np.stack([cos[bi], sin[bi]], -1)
-                tv = a_speed[bi, ai, None] * np.stack([ca, sa], -1)
-                tt = first_overlap_time(corners[bi], ev, tb, tv, self._ttc_times)
-                nb = norm[bi, ai]
-                is_ahead = np.where(nb > 1e-12, along[bi, ai] > self._cos_ahead * nb, True)
-                ttc_ahead = np.full(n, np.inf)
-                ttc_side = np.full(n, np.inf)
-                np.minimum.at(ttc_ahead, bi[is_ahead], tt[is_ahead])
-                np.minimum.at(ttc_side, bi[~is_ahead], tt[~is_ahead])
-                ttc = ttc_ahead
-                need = np.flatnonzero(ttc_side < ttc_ahead)  # only there can the lane state change TTC
-                if len(need):
-                    watch_side = multi_lane(need) | self.index.in_connector(pose[need, :2], self._maps_of(need))
-                    ttc[need] = np.where(watch_side, ttc_side[need], ttc_ahead[need])
-        return ttc
 
     def _record_collisions(self, ids, bh, ah, tb, pose, corners, speed, a_center, a_yaw, a_speed, a_moving, a_type,
                            t_idx, ts, multi_lane, at_fault_now, new_any) -> None:
@@ -530,7 +612,54 @@ class MetricsTracker:
                  scenario_types: Sequence[str | None] | None = None) -> list[EpisodeMetrics]:
         """Episode metrics of env_ids [n] from their recorded history (comfort is computed here). The envs
         keep their history until their next ``reset``. challenge: "CLS-NR" / "CLS-R" metadata."""
-        from jwmsim.metrics.episode import score_records
         ids = np.atleast_1d(np.asarray(env_ids, dtype=np.int64))
         return score_records([self.record(int(b)) for b in ids], self.config, challenge=challenge,
                              scenario_types=scenario_types)
+
+
+# ----------------------------------------------------------------------------- offline
+
+
+def compute_episode_metrics(ego: EgoTrajectory, agents: AgentTrajectories | None, road_map: RoadMap | MapIndex,
+                            expert_ego: EgoTrajectory | np.ndarray | ExpertReference | None = None,
+                            route: Route | np.ndarray | None = None, ego_params: EgoParams = EgoParams(),
+                            config: MetricsConfig = MetricsConfig(), dt: float = DT,
+                            challenge: str | Challenge | None = None, scenario_type: str | None = None,
+                            scenario_name: str | None = None) -> EpisodeMetrics:
+    """All nuPlan closed-loop metrics and the scenario score of one recorded episode.
+
+    ego: the ego's states (:class:`EgoTrajectory`: rear-axle poses [T, 3], ego-frame velocity and
+    acceleration [T, 2], timestamps [T] s; missing velocity/acceleration/yaw rates are estimated).
+    agents: the other tracks (:class:`AgentTrajectories`, [T, A] arrays) or None. road_map: the map (or
+    its :class:`MapIndex`). expert_ego: the expert's rear-axle poses [Te, 3] (or EgoTrajectory, or a
+    prebuilt :class:`ExpertReference`) for the progress metrics; route: the scenario's
+    :class:`jwmsim.map.Route` (preferred baseline; else the expert's path). dt [s]: step when ``ego``
+    has no timestamps. challenge: "CLS-NR" / "CLS-R" metadata.
+
+    Runs :class:`MetricsTracker` with one environment over the T steps, so the result equals what a
+    vector env reports for the same trajectory.
+    """
+    if not isinstance(ego, EgoTrajectory):
+        raise ValueError("compute_episode_metrics: ego must be an EgoTrajectory (pose [T, 3] rear axle, ...)")
+    ego = ego.validated(dt)
+    T = ego.num_steps
+    ag = None if agents is None else agents.validated(T)
+    if isinstance(expert_ego, ExpertReference):
+        ref = expert_ego
+    else:
+        ep = expert_ego.pose if isinstance(expert_ego, EgoTrajectory) else expert_ego
+        ref = build_expert_reference(ep, route, ego_params)
+    tracker = MetricsTracker(road_map, 1, ego_params, config, dt=dt, capacity=max(T, 1))
+    tracker.reset([0], [ref], None if ag is None else [ag.track_ids])
+    for t in range(T):
+        kw: dict[str, Any] = {}
+        if ag is not None:
+            types = ag.types if ag.types.ndim == 1 else ag.types[t]
+            kw = dict(agent_center=ag.center[t][None], agent_yaw=ag.yaw[t][None], agent_size=ag.size[t][None],
+                      agent_velocity=ag.velocity[t][None], agent_valid=ag.valid[t][None], agent_type=types[None])
+        tracker.step(ego.pose[t][None], ego.velocity[t][None], timestamp=ego.timestamps[t:t + 1],
+                     ego_acceleration=ego.acceleration[t][None], ego_yaw_rate=ego.yaw_rate[t:t + 1],
+                     ego_yaw_acceleration=ego.yaw_acceleration[t:t + 1], **kw)
+    result = tracker.finalize([0], challenge=challenge, scenario_types=[scenario_type])[0]
+    result.scenario_name = scenario_name
+    return result

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from jwmsim.geometry import DT
-from jwmsim.sim.collision import AgentType, as_agent_types
+from jwmsim.datatypes import AgentType, CollisionType, as_agent_types
 
 __all__ = ["EgoTrajectory", "AgentTrajectories", "CollisionEvent", "EpisodeRecord", "MetricResult",
            "EpisodeMetrics", "StepMetrics"]
@@ -171,7 +171,7 @@ class CollisionEvent:
     """First contact of the ego with one track (nuPlan counts each track once per episode).
 
     step: index of the recorded step; time [s]; slot: agent slot; track_id: id from the inputs (slot if
-    none); agent_type: :class:`AgentType` code; collision_type: :class:`jwmsim.sim.collision.CollisionType`
+    none); agent_type: :class:`AgentType` code; collision_type: :class:`jwmsim.datatypes.CollisionType`
     code; at_fault: nuPlan's at-fault rule; ego_delta_v [m/s]: collision-energy statistic.
     """
 
@@ -185,7 +185,6 @@ class CollisionEvent:
     ego_delta_v: float
 
     def to_dict(self) -> dict:
-        from jwmsim.sim.collision import CollisionType
         tid = self.track_id.item() if isinstance(self.track_id, np.generic) else self.track_id
         return {"step": int(self.step), "time": float(self.time), "slot": int(self.slot), "track_id": tid,
                 "agent_type": AgentType(self.agent_type).name.lower(),

@@ -5,15 +5,15 @@ seconds). Box corners follow :func:`jwmsim.geometry.box_corners_2d`: ``[..., 4, 
 front-left, rear-left, rear-right, front-right. The ego pose is its REAR-AXLE pose (nuPlan's); the ego
 box centre lies :attr:`EgoParams.rear_axle_to_center` ahead of it.
 
-What lives here (map-free, so the simulator can call it every step without the metrics package):
+What lives here (map-free, so the simulator can call it every step without the metrics package; the
+datatypes it uses -- :class:`EgoParams`, :class:`AgentType` and its collision groups,
+:class:`CollisionType` -- are defined in :mod:`jwmsim.datatypes`):
 
-- :class:`EgoParams` -- ego dimensions (nuPlan's Chrysler Pacifica by default).
-- :class:`AgentType`, :func:`as_agent_types` -- the agent classes and their nuPlan collision groups.
 - :func:`boxes_intersect` -- separating-axis test between oriented boxes, batched/broadcast.
 - :func:`segment_intersects_box` -- the same for a segment (used for the ego's front-bumper edge).
 - :func:`first_overlap_time` -- constant-velocity time-to-collision on a fixed time grid, exact and
   closed-form (replaces nuPlan's 29-step propagation loop with an interval test per separating axis).
-- :class:`CollisionType`, :func:`classify_collisions`, :func:`is_at_fault` -- nuPlan's collision classes
+- :func:`classify_collisions`, :func:`is_at_fault` -- nuPlan's collision classes
   (stopped ego, stopped track, active rear, active front, active lateral) and its at-fault rule.
 - :func:`collision_step` -- the cheap per-step call of a batched simulator: which agents the ego box
   touches now, which of those are new, and their classes.
@@ -24,82 +24,21 @@ At-fault needs one map fact (is the ego inside one lane or connected lanes?); th
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
-from typing import Any, Sequence
 
 import numpy as np
 
+from jwmsim.datatypes import MOVING_AGENT_TYPES, CollisionType, EgoParams, as_agent_types
 from jwmsim.geometry import box_corners_2d
-from jwmsim.log.schema import EgoParams  # the one definition of the ego's dimensions
 
 __all__ = [
-    "EgoParams", "AgentType", "as_agent_types", "CollisionType", "CollisionStep",
-    "STOPPED_SPEED_THRESHOLD", "MOVING_AGENT_TYPES", "VRU_TYPES", "VEHICLE_TYPES", "OBJECT_TYPES",
-    "box_corners_cs", "ego_center", "ego_corners", "agent_corners", "boxes_intersect", "segment_intersects_box",
-    "relative_angle", "first_overlap_time", "classify_collisions", "is_at_fault", "ego_delta_v",
+    "CollisionStep", "STOPPED_SPEED_THRESHOLD", "box_corners_cs", "ego_center", "ego_corners", "agent_corners",
+    "boxes_intersect", "segment_intersects_box", "relative_angle", "first_overlap_time", "classify_collisions", "is_at_fault", "ego_delta_v",
     "collision_step",
 ]
 
 STOPPED_SPEED_THRESHOLD = 0.05
 """[m/s] nuPlan's collision classification threshold: a speed at or below it counts as stopped."""
-
-
-# ----------------------------------------------------------------------------- ego and agents
-
-
-class AgentType(enum.IntEnum):
-    """Agent classes. nuPlan collision groups: VRU = pedestrian, cyclist (and animal, a jwmsim addition);
-    vehicle = vehicle; object = static object (cone, barrier, sign, generic)."""
-
-    VEHICLE = 0
-    PEDESTRIAN = 1
-    CYCLIST = 2
-    ANIMAL = 3
-    OBJECT = 4
-
-
-# Animals have no nuPlan class; they move like agents and are hit like VRUs (any at-fault hit -> 0).
-MOVING_AGENT_TYPES = (AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.CYCLIST, AgentType.ANIMAL)
-VRU_TYPES = (AgentType.PEDESTRIAN, AgentType.CYCLIST, AgentType.ANIMAL)
-VEHICLE_TYPES = (AgentType.VEHICLE,)
-OBJECT_TYPES = (AgentType.OBJECT,)
-
-_TYPE_NAMES = {
-    "vehicle": AgentType.VEHICLE, "car": AgentType.VEHICLE, "truck": AgentType.VEHICLE, "bus": AgentType.VEHICLE,
-    "pedestrian": AgentType.PEDESTRIAN, "ped": AgentType.PEDESTRIAN, "person": AgentType.PEDESTRIAN,
-    "cyclist": AgentType.CYCLIST, "bicycle": AgentType.CYCLIST, "bike": AgentType.CYCLIST,
-    "animal": AgentType.ANIMAL,
-    "object": AgentType.OBJECT, "static": AgentType.OBJECT, "static_object": AgentType.OBJECT,
-    "generic_object": AgentType.OBJECT, "traffic_cone": AgentType.OBJECT, "cone": AgentType.OBJECT,
-    "barrier": AgentType.OBJECT, "czone_sign": AgentType.OBJECT, "sign": AgentType.OBJECT,
-}
-
-
-def as_agent_types(types: Any) -> np.ndarray:
-    """Agent types as int8 codes of :class:`AgentType`, same shape as ``types``.
-
-    Accepts AgentType members, ints 0..4, or (case-insensitive) names such as "vehicle", "pedestrian",
-    "cyclist"/"bicycle", "animal", "object"/"traffic_cone"/"barrier".
-    """
-    arr = np.asarray(types)
-    if arr.dtype.kind in "iub":
-        out = arr.astype(np.int8)
-        if out.size and (out.min() < 0 or out.max() > max(AgentType)):
-            raise ValueError(f"agent type codes must be in 0..{int(max(AgentType))} (AgentType), got "
-                             f"{sorted(set(np.unique(arr).tolist()))}")
-        return out
-    flat = arr.reshape(-1)
-    out = np.empty(flat.shape, dtype=np.int8)
-    for i, t in enumerate(flat):
-        if isinstance(t, (int, np.integer)):
-            out[i] = AgentType(int(t))
-            continue
-        key = str(getattr(t, "name", t)).strip().lower()
-        if key not in _TYPE_NAMES:
-            raise ValueError(f"unknown agent type {t!r}; use one of {sorted(set(_TYPE_NAMES))} or AgentType")
-        out[i] = _TYPE_NAMES[key]
-    return out.reshape(arr.shape)
 
 
 def _rot(yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -257,16 +196,6 @@ def first_overlap_time(corners_a: np.ndarray, velocity_a: np.ndarray, corners_b:
 
 
 # ----------------------------------------------------------------------------- classification
-
-
-class CollisionType(enum.IntEnum):
-    """nuPlan's collision classes (same codes as ``nuplan...collision_utils.CollisionType``)."""
-
-    STOPPED_EGO = 0
-    STOPPED_TRACK = 1
-    ACTIVE_FRONT = 2
-    ACTIVE_LATERAL = 3
-    ACTIVE_REAR = 4
 
 
 def classify_collisions(ego_pose: np.ndarray, ego_box: np.ndarray, ego_speed: np.ndarray, track_center: np.ndarray,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jwmsim.datatypes import EgoParams
 from jwmsim.geometry import DT, wrap_angle
 
 STATE_DIM = 5
@@ -32,12 +33,13 @@ X, Y, YAW, V, STEER = range(5)
 class BicycleConfig:
     """Limits and geometry of the ego bicycle model.
 
-    wheelbase [m] (nuPlan's Pacifica: 3.089); max_steer [rad] front-wheel angle limit; max_steer_rate
-    [rad/s]; min_accel / max_accel [m/s^2] (braking is negative); min_speed / max_speed [m/s]
-    (min_speed 0: the ego does not reverse); substeps: integration sub-steps per simulation step.
+    ego: the ego's dimensions (:class:`jwmsim.datatypes.EgoParams`); the model's wheelbase [m] is
+    ``ego.wheelbase`` (nuPlan's Pacifica: 3.089), defined there once. max_steer [rad] front-wheel angle
+    limit; max_steer_rate [rad/s]; min_accel / max_accel [m/s^2] (braking is negative); min_speed /
+    max_speed [m/s] (min_speed 0: the ego does not reverse); substeps: integration sub-steps per step.
     """
 
-    wheelbase: float = 3.089
+    ego: EgoParams = EgoParams()
     max_steer: float = math.radians(40.0)
     max_steer_rate: float = 2.0
     min_accel: float = -8.0
@@ -48,8 +50,8 @@ class BicycleConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.wheelbase > 0:
-            problems.append(f"wheelbase must be > 0 m, got {self.wheelbase}")
+        if not isinstance(self.ego, EgoParams):
+            problems.append(f"ego must be a jwmsim.datatypes.EgoParams (it holds the wheelbase), got {self.ego!r}")
         if not 0 < self.max_steer < math.pi / 2:
             problems.append(f"max_steer must be in (0, pi/2) rad, got {self.max_steer}")
         if not self.max_steer_rate > 0:
@@ -62,6 +64,11 @@ class BicycleConfig:
             problems.append(f"substeps must be >= 1, got {self.substeps}")
         if problems:
             raise ValueError("BicycleConfig: " + "; ".join(problems))
+
+    @property
+    def wheelbase(self) -> float:
+        """[m] rear axle -> front axle: ``ego.wheelbase``."""
+        return self.ego.wheelbase
 
     @property
     def action_low(self) -> np.ndarray:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from jwmsim.datatypes import EgoParams
 from jwmsim.geometry import DT, wrap_angle
-from jwmsim.log.schema import EgoParams
-from jwmsim.map import RoadMap, interpolate_polyline, polyline_arclength
+from jwmsim.map import RoadMap, polyline_arclength, resample_polyline
 from jwmsim.sim import traffic as traffic_mod
 from jwmsim.sim.control import ActionConfig, track
 from jwmsim.sim.dynamics import BicycleConfig, forward, states_from_poses
@@ -32,13 +32,13 @@ from jwmsim.sim.traffic import TrafficConfig
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Everything the step needs besides the data. dt [s] simulation step."""
+    """Everything the step needs besides the data. dt [s] simulation step. The ego's dimensions are the
+    bicycle model's (``bicycle.ego``, read as :attr:`ego`): one definition of the wheelbase and the box."""
 
     dt: float = DT
     action: ActionConfig = field(default_factory=ActionConfig)
     bicycle: BicycleConfig = field(default_factory=BicycleConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
-    ego: EgoParams = field(default_factory=EgoParams)
     route_ds: float = 1.0
     lane_seg_points: int = 10
     lane_seg_spacing: float = 2.0
@@ -48,6 +48,11 @@ class SimConfig:
     agent_radius: float = 80.0
     """[m] agents never this close to the logged ego during the window are dropped from the scenario
     (they cannot interact within it; town logs carry hundreds of tracks, most of them far away)."""
+
+    @property
+    def ego(self) -> EgoParams:
+        """The ego's dimensions [m] (:class:`jwmsim.datatypes.EgoParams`), those of the bicycle model."""
+        return self.bicycle.ego
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class ScenarioData:
     same continued 4 s past the window (log, else constant velocity). init [5]: ego start
     state (expert[0] plus the perturbation). agent_xy [T, A, 2] m box centres, agent_yaw [T, A] rad,
     agent_vel [T, A, 2] m/s (world), agent_valid [T, A], agent_size [A, 2] (length, width) m,
-    agent_type [A] (index into jwmsim.log.AGENT_TYPES). paths: IDM paths. route_xy [R, 2] route
+    agent_type [A] (jwmsim.datatypes.AgentType codes). paths: IDM paths. route_xy [R, 2] route
     centreline resampled every route_ds m, route_vlim [R] m/s its lane speed limits. lane_segs [G, Q, 2]: every lane centreline cut into
     segments of Q points (for observations). road_map: the map (for metrics and off-road checks).
     """
@@ -163,7 +168,7 @@ class ScenarioData:
             log.road_map, center, ag.yaw[sl], speed, valid, ag.types, cfg.traffic,
             future_center=ag.center[i0 + n:, :, :2], future_valid=ag.valid[i0 + n:])
         route = log.route if route_lane_ids is None else Route.from_lanes(log.road_map, list(route_lane_ids))
-        route_xy = _resample(route.polyline, cfg.route_ds)
+        route_xy = resample_polyline(route.polyline, cfg.route_ds)[0]
         lane_len = np.array([log.road_map.lane(i).length for i in route.lane_ids])
         lane_lim = np.array([log.road_map.lane(i).speed_limit for i in route.lane_ids])
         which = np.searchsorted(np.cumsum(lane_len), polyline_arclength(route_xy), side="right")
@@ -186,19 +191,11 @@ class ScenarioData:
                    expert_plan=plan)
 
 
-def _resample(poly: np.ndarray, ds: float) -> np.ndarray:
-    total = polyline_arclength(poly)[-1]
-    s = np.arange(0.0, total + 1e-9, ds)
-    if s[-1] < total - 1e-6:
-        s = np.append(s, total)
-    return interpolate_polyline(poly, s)[0]
-
-
 def _lane_segments(road_map: RoadMap, q: int, spacing: float) -> tuple[np.ndarray, np.ndarray]:
     """Every lane centreline cut into segments of q points spaced `spacing` m: [G, q, 2], speed [G]."""
     segs, speeds = [], []
     for lane in road_map.lanes:
-        pts = _resample(lane.centerline, spacing)
+        pts = resample_polyline(lane.centerline, spacing)[0]
         step = q - 1
         for k in range(0, max(1, len(pts) - 1), step):
             chunk = pts[k:k + q]

@@ -16,13 +16,17 @@ IDM (:func:`idm_acceleration`, nuPlan's ``idm_policy``):
 (``progress += v dt``, ``v += a dt``) with ``a`` clamped to [-b, a_max] and ``v >= 0``. ``v0`` is the
 speed limit of the lane at the agent. The one deviation from nuPlan's formula is Treiber's
 ``max(0, ...)`` in ``s*``: without it a much faster lead right ahead makes ``s*`` negative and its
-square brakes the follower.
+square brakes the follower. Beyond nuPlan: where even ``-b`` cannot stop the agent behind its lead -- a
+car or the ego that cut in close ahead -- it brakes as hard as needed, up to ``b_emergency``
+(:func:`emergency_deceleration`; nuPlan's agents drive into such a lead; ``b_emergency <= b`` restores that).
 
-Lead search (:func:`find_leads`), vectorised over [B, A, A + 1] (agents and the ego): a Euclidean
-pre-filter keeps objects ahead within ``lead_radius``; for those, the object's progress on the
-follower's path is found by projecting on the path tangent (three Newton steps on the resampled
-path); the object is on the path if its box, projected across the path, overlaps the follower's
-width. The lead is the nearest such object ahead.
+Lead search (:func:`find_leads`), over [B, A, A + 1] (agents and the ego, as in nuPlan, where the ego is
+a lead like any other object on the path): a pre-filter keeps the objects near the follower's path
+over the next ``lead_radius`` m (the bounding box of path samples, so that after a junction turn a car
+beside or behind the follower's own heading is still found); for those, the object's progress on the
+follower's path is found by Newton steps of the projection on the path tangent; the object is on the
+path if its box, projected across the path, overlaps the follower's width. The lead is the nearest such
+object ahead.
 
 Paths are resampled every ``path_ds`` m so that a position lookup is one gather and a lerp.
 """
@@ -33,11 +37,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jwmsim.datatypes import AgentType
 from jwmsim.geometry import DT, wrap_angle
 from jwmsim.map import RoadMap, interpolate_polyline, polyline_arclength, project_on_polyline
 
 TRAFFIC_MODES = ("replay", "idm")
-VEHICLE_TYPE = 0  # index of "vehicle" in jwmsim.log.schema.AGENT_TYPES
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,10 @@ class TrafficConfig:
     mode: 'replay' or 'idm'. s0 [m] minimum gap; time_headway [s]; a_max, b [m/s^2]; delta: exponent;
     lead_radius [m]: how far ahead leads are searched; path_ds [m]: path resampling step;
     path_extension [m]: length added past the last logged position; min_moving_speed [m/s]: vehicles
-    slower than this over the whole log are parked and replayed.
+    slower than this over the whole log are parked and replayed. b_emergency [m/s^2]: the hardest an
+    agent brakes when even b cannot stop it behind its lead -- a car or the ego that cut in ahead of it
+    (:func:`emergency_deceleration`; hard braking of a real car, ~8 m/s^2 on dry asphalt). nuPlan's
+    agents never brake harder than b and drive into such a lead; ``b_emergency <= b`` restores that.
     """
 
     mode: str = "replay"
@@ -60,11 +67,12 @@ class TrafficConfig:
     path_ds: float = 1.0
     path_extension: float = 60.0
     min_moving_speed: float = 0.5
+    b_emergency: float = 8.0
 
     def __post_init__(self) -> None:
         if self.mode not in TRAFFIC_MODES:
             raise ValueError(f"traffic mode {self.mode!r} is not known; valid modes: {', '.join(TRAFFIC_MODES)}")
-        for name in ("s0", "time_headway", "a_max", "b", "lead_radius", "path_ds"):
+        for name in ("s0", "time_headway", "a_max", "b", "b_emergency", "lead_radius", "path_ds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrafficConfig.{name} must be > 0, got {getattr(self, name)}")
 
@@ -173,7 +181,7 @@ def build_agent_paths(road_map: RoadMap, center: np.ndarray, yaw: np.ndarray, sp
     for a in range(A):
         vidx = np.flatnonzero(all_v[:, a])
         moving = valid[:, a].any() and np.max(np.where(valid[:, a], speed[:, a], 0.0)) >= cfg.min_moving_speed
-        if int(types[a]) != VEHICLE_TYPE or len(vidx) == 0 or not moving or not valid[:, a].any():
+        if int(types[a]) != AgentType.VEHICLE or len(vidx) == 0 or not moving or not valid[:, a].any():
             paths.append(None)
             continue
         samples = vidx[::sample_every]
@@ -251,6 +259,46 @@ def path_lookup(path_xy: np.ndarray, path_heading: np.ndarray, ds: float, sid: n
     return p0 + u * (p1 - p0), np.take(path_heading.reshape(-1), flat)
 
 
+_NEWTON_STEPS = 6
+"""Most Newton steps of the projection of an object on a follower's path (it stops earlier once a step
+moves less than :data:`_NEWTON_TOL`; on straight paths after one step)."""
+_NEWTON_TOL = 1e-3  # [m]
+_PATH_STRIDE = 5.0
+"""[m] spacing of the path samples whose bounding box pre-filters a follower's lead candidates."""
+
+
+def path_samples_ahead(path_xy: np.ndarray, sid: np.ndarray, s: np.ndarray, ds: float,
+                       radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of each follower's path every :data:`_PATH_STRIDE` m over the next ``radius`` m: points
+    [B, A, n, 2] m and their progress [B, A, n] m (at the resampled path's sample index at or below).
+    They bound the pre-filter box (:func:`path_box_ahead`) and start each projection at the sample
+    nearest the object (the numpy twin of the kernel's scan)."""
+    P = path_xy.shape[2]
+    offsets = np.arange(0, int(radius / _PATH_STRIDE + 1e-9) + 1) * _PATH_STRIDE  # [n]
+    k = np.clip(((s[..., None] + offsets) / ds).astype(np.int64), 0, P - 1)  # [B, A, n]
+    A = s.shape[1]
+    return path_xy[sid[:, None, None], np.arange(A)[None, :, None], k], k * ds
+
+
+def path_box_ahead(samples: np.ndarray, xy: np.ndarray, heading: np.ndarray) -> np.ndarray:
+    """[B, A, 4] m: (fwd_min, fwd_max, lat_min, lat_max) of path samples [B, A, n, 2]
+    (:func:`path_samples_ahead`) in each follower's heading frame (follower at xy [B, A, 2], heading
+    [B, A]), the follower itself included."""
+    rel = samples - xy[:, :, None, :]
+    c, si = np.cos(heading)[..., None], np.sin(heading)[..., None]
+    f = rel[..., 0] * c + rel[..., 1] * si
+    lat = -rel[..., 0] * si + rel[..., 1] * c
+    return np.stack([np.minimum(f.min(-1), 0.0), np.maximum(f.max(-1), 0.0), np.minimum(lat.min(-1), 0.0),
+                     np.maximum(lat.max(-1), 0.0)], -1)
+
+
+def _box_margin(width_i, len_j, wid_j, ds: float):
+    """[m] how far outside a path's sample box the centre of an object on that path can lie: the half
+    width of the follower's corridor, the object's half diagonal (projected: 0.71 (l + w)), two samples of
+    the resampled path (sample rounding) and 1 m for the arc bulging out between two 5 m samples."""
+    return 0.5 * width_i + 0.75 * (len_j + wid_j) + 2.0 * ds + 1.0
+
+
 def find_leads_reference(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, xy: np.ndarray, heading: np.ndarray,
                length: np.ndarray, width: np.ndarray, obj_xy: np.ndarray, obj_yaw: np.ndarray,
                obj_len: np.ndarray, obj_wid: np.ndarray, obj_vel: np.ndarray, obj_valid: np.ndarray,
@@ -263,6 +311,13 @@ def find_leads_reference(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, x
     obj_* [B, M, ...]: candidate leads (agents first, in the same order as the followers, then any
     extra objects such as the ego): centre, yaw, length, width, velocity [B, M, 2] (world), valid.
     path_len [S, A]: path lengths. Objects j == follower i are skipped.
+
+    Candidates: objects whose centre lies within a margin (:func:`_box_margin`) of the bounding box, in
+    the follower's heading frame, of the follower's path over the next ``radius`` m along it
+    (:func:`path_box_ahead`). After a junction turn that box lies beside, even behind, the follower's own
+    heading, which is where a stopped car waits; on a straight road it is a narrow strip ahead. Each
+    candidate's centre is projected on the path by Newton steps started at the path sample nearest to it
+    (on a sharp bend a projection started farther away can settle on the wrong side of the bend).
     """
     B, A = s.shape
     M = obj_xy.shape[1]
@@ -271,7 +326,12 @@ def find_leads_reference(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, x
     c, si = np.cos(heading)[..., None], np.sin(heading)[..., None]
     fwd = rel[..., 0] * c + rel[..., 1] * si
     lat = -rel[..., 0] * si + rel[..., 1] * c
-    cand = follower[:, :, None] & obj_valid[:, None, :] & (fwd > 0.0) & (fwd < radius) & (np.abs(lat) < radius * 0.5)
+    smp_xy, smp_s = path_samples_ahead(path_xy, sid, s, ds, radius)
+    box = path_box_ahead(smp_xy, xy, heading)[:, :, None, :]  # [B, A, 1, 4]
+    m = _box_margin(width[:, :, None], obj_len[:, None, :], obj_wid[:, None, :], ds)  # [B, A, M]
+    ahead = (fwd > 0.0) | ((box[..., 0] < 0.0) & (fwd >= box[..., 0] - m))  # behind only where the path goes
+    cand = (follower[:, :, None] & obj_valid[:, None, :] & ahead & (fwd <= box[..., 1] + m)
+            & (lat >= box[..., 2] - m) & (lat <= box[..., 3] + m))
     idx = np.arange(min(A, M))
     cand[:, idx, idx] = False  # an agent is not its own lead
     gap = np.full((B, A), np.inf)
@@ -282,11 +342,18 @@ def find_leads_reference(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, x
     sc = sid[bi]
     s_i = s[bi, ii]
     pj = obj_xy[bi, jj]
-    s_est = s_i + fwd[bi, ii, jj]
-    for _ in range(3):  # Newton steps of the projection on the (curved) path
+    # start at the path sample nearest the object: on a sharp turn a projection started farther away can
+    # settle on the wrong side of the bend
+    near = np.argmin(((pj[:, None, :] - smp_xy[bi, ii]) ** 2).sum(-1), axis=-1)
+    s_est = smp_s[bi, ii, near].astype(np.float64)
+    moving = np.ones(len(bi), bool)
+    for _ in range(_NEWTON_STEPS):  # Newton steps of the projection on the (curved) path
         q, h = path_lookup(path_xy, path_heading, ds, sc, ii, s_est)
         tq = np.stack([np.cos(h), np.sin(h)], -1)
-        s_est = s_est + ((pj - q) * tq).sum(-1)
+        step = ((pj - q) * tq).sum(-1)
+        step = np.where(moving, step, 0.0)
+        s_est = s_est + step
+        moving &= np.abs(step) >= _NEWTON_TOL
     q, h = path_lookup(path_xy, path_heading, ds, sc, ii, s_est)
     tq = np.stack([np.cos(h), np.sin(h)], -1)
     d = pj - q
@@ -311,10 +378,35 @@ def find_leads_reference(sid: np.ndarray, s: np.ndarray, follower: np.ndarray, x
     return gap, vlead
 
 
+EMERGENCY_MIN_LEAD_SPEED = -0.5
+"""[m/s] emergency braking answers leads that stand or move along the path, not ones coming at the follower."""
+
+
+def emergency_deceleration(v: np.ndarray, gap: np.ndarray, v_lead: np.ndarray, cfg: TrafficConfig,
+                           dt: float = DT) -> np.ndarray:
+    """[m/s^2] (>= 0) the constant deceleration that brings a follower at v [m/s] to its lead's speed
+    before the gap [m] (inf: no lead) shrinks below s0 / 2, the lead keeping its speed v_lead [m/s] along
+    the path; the next forward-Euler step still moves at the old speed, so it is taken off the room first.
+    0 for a lead coming towards the follower faster than :data:`EMERGENCY_MIN_LEAD_SPEED` (an oncoming or
+    crossing car: braking harder cannot keep it off, and a car standing in its way only becomes an
+    obstacle for the ones behind). IDM's own braking keeps this below b whenever the lead was seen in
+    time; it exceeds b only when a car or the ego stopped in the way close ahead (a cut-in)."""
+    closing = np.maximum(v - np.maximum(v_lead, 0.0), 0.0)
+    room = np.maximum(gap - 0.5 * cfg.s0 - closing * dt, 0.1)
+    return np.where(np.isfinite(gap) & (v_lead >= EMERGENCY_MIN_LEAD_SPEED), closing * closing / (2.0 * room), 0.0)
+
+
 def idm_step(s: np.ndarray, v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.ndarray,
              cfg: TrafficConfig, dt: float = DT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Forward-Euler IDM step: progress [..] m, speed [..] m/s, acceleration [..] m/s^2 after dt [s]."""
+    """Forward-Euler IDM step: progress [..] m, speed [..] m/s, acceleration [..] m/s^2 after dt [s].
+
+    The acceleration is IDM's, clamped to [-b, a_max] (nuPlan's); where even -b cannot stop the follower
+    behind its lead (:func:`emergency_deceleration` > b), it brakes as hard as needed, up to b_emergency.
+    """
     a = idm_acceleration(v, v0, gap, v_lead, cfg)
+    if cfg.b_emergency > cfg.b:
+        need = emergency_deceleration(v, gap, v_lead, cfg, dt)
+        a = np.where(need > cfg.b, -np.minimum(need, cfg.b_emergency), a)
     return s + v * dt, np.maximum(v + a * dt, 0.0), a
 
 
@@ -332,6 +424,8 @@ def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_y
     M = obj_xy.shape[1]
     P = path_xy.shape[2]
     fmax = P - 1.000001
+    n_smp = int(radius / _PATH_STRIDE + 1e-9) + 1
+    smp = np.empty((n_smp, 3))  # path samples ahead of the current follower: x, y, progress
     for b in range(B):
         sc = sid[b]
         for i in range(A):
@@ -339,6 +433,23 @@ def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_y
                 continue
             ch = np.cos(heading[b, i])
             sh = np.sin(heading[b, i])
+            # Bounding box, in the follower's heading frame, of its path over the next `radius` m: only objects
+            # near it can be on the path (after a junction turn that box lies beside, even behind, the
+            # follower's own heading; on a straight road it is a narrow strip ahead).
+            box_f0 = box_f1 = box_l0 = box_l1 = 0.0
+            for q in range(n_smp):
+                k = min(max(int((s[b, i] + q * _PATH_STRIDE) / ds), 0), P - 1)
+                smp[q, 0] = path_xy[sc, i, k, 0]
+                smp[q, 1] = path_xy[sc, i, k, 1]
+                smp[q, 2] = k * ds
+                px = path_xy[sc, i, k, 0] - xy[b, i, 0]
+                py = path_xy[sc, i, k, 1] - xy[b, i, 1]
+                pf = px * ch + py * sh
+                pl = -px * sh + py * ch
+                box_f0 = min(box_f0, pf)
+                box_f1 = max(box_f1, pf)
+                box_l0 = min(box_l0, pl)
+                box_l1 = max(box_l1, pl)
             best = np.inf
             bestv = 0.0
             for j in range(M):
@@ -346,22 +457,35 @@ def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_y
                     continue
                 rx = obj_xy[b, j, 0] - xy[b, i, 0]
                 ry = obj_xy[b, j, 1] - xy[b, i, 1]
+                m = 0.5 * width[b, i] + 0.75 * (obj_len[b, j] + obj_wid[b, j]) + 2.0 * ds + 1.0  # _box_margin
                 fwd = rx * ch + ry * sh
-                if not (fwd > 0.0 and fwd < radius):
+                # objects behind the follower only where its path itself comes back behind it (a U-turn)
+                if not ((fwd > 0.0 or (box_f0 < 0.0 and fwd >= box_f0 - m)) and fwd <= box_f1 + m):
                     continue
                 lat = -rx * sh + ry * ch
-                if not abs(lat) < radius * 0.5:
+                if not (lat >= box_l0 - m and lat <= box_l1 + m):
                     continue
+                d2 = rx * rx + ry * ry
+                dist = np.sqrt(d2)
                 # Lower bound of this object's gap: the path is parametrised by arc length and the follower
-                # sits on it, so s_est - s_i >= |q - xy_i| >= fwd - |obj - q|, and an accepted object has
+                # sits on it, so s_est - s_i >= |q - xy_i| >= dist - |obj - q|, and an accepted object has
                 # |obj - q| < 0.5 w_i + ds + 0.71 (l_j + w_j); half_along <= 0.5 (l_j + w_j). An object whose
                 # bound cannot beat the best gap so far is skipped (same result, far fewer path projections).
-                if fwd - 0.5 * (width[b, i] + length[b, i]) - ds - 1.25 * (obj_len[b, j] + obj_wid[b, j]) >= best:
+                if dist - 0.5 * (width[b, i] + length[b, i]) - ds - 1.25 * (obj_len[b, j] + obj_wid[b, j]) >= best:
                     continue
                 s_i = s[b, i]
-                s_est = s_i + fwd
+                # start at the path sample nearest the object: on a sharp turn a projection started farther
+                # away can settle on the wrong side of the bend
+                s_est = 0.0
+                near = np.inf
+                for q in range(n_smp):
+                    e2 = (obj_xy[b, j, 0] - smp[q, 0]) ** 2 + (obj_xy[b, j, 1] - smp[q, 1]) ** 2
+                    if e2 < near:
+                        near = e2
+                        s_est = smp[q, 2]
                 qx = qy = tx = ty = h = 0.0
-                for it in range(4):  # 3 Newton steps, then the final lookup
+                moving = True
+                for it in range(_NEWTON_STEPS + 1):  # Newton steps, then the final lookup
                     f = min(max(s_est / ds, 0.0), fmax)
                     k = int(f)
                     u = f - k
@@ -370,8 +494,13 @@ def _leads_kernel_py(sid, s, follower, xy, heading, length, width, obj_xy, obj_y
                     h = path_heading[sc, i, k]
                     tx = path_tangent[sc, i, k, 0]  # precomputed cos / sin of the heading: no trig here
                     ty = path_tangent[sc, i, k, 1]
-                    if it < 3:
-                        s_est = s_est + ((obj_xy[b, j, 0] - qx) * tx + (obj_xy[b, j, 1] - qy) * ty)
+                    if it < _NEWTON_STEPS and moving:
+                        step = (obj_xy[b, j, 0] - qx) * tx + (obj_xy[b, j, 1] - qy) * ty
+                        s_est = s_est + step
+                        moving = abs(step) >= _NEWTON_TOL
+                    elif it < _NEWTON_STEPS:
+                        # converged: the last lookup is already at s_est
+                        break
                 dx = obj_xy[b, j, 0] - qx
                 dy = obj_xy[b, j, 1] - qy
                 off = abs(tx * dy - ty * dx)

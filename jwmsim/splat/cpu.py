@@ -819,8 +819,6 @@ def precompile() -> None:
 
     ``python -m jwmsim.precompile`` calls this at install time so no user run pays the JIT (~tens of seconds).
     """
-    from jwmsim.splat.rasterize import rasterize
-    from jwmsim.splat.scene import GaussianScene
     from jwmsim.geometry import intrinsics_from_hfov
 
     for dtype in (torch.float32, torch.float64):
@@ -828,9 +826,10 @@ def precompile() -> None:
             means=[[0.0, 0.0, 3.0], [0.2, 0.1, 4.0]], scales=[[0.2, 0.1, 0.1], [0.3, 0.3, 0.3]],
             opacities=[0.8, 0.7], rgb=[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=dtype).requires_grad_()
         K = torch.as_tensor(intrinsics_from_hfov(20, 18, 1.2), dtype=dtype)[None]
-        out = rasterize(scene, Ks=K, world_to_cams=torch.eye(4, dtype=dtype)[None], width=20, height=18,
-                        backend="cpu")
-        (out.rgb.sum() + out.depth.sum() + out.alpha.sum()).backward()
+        # this module's own entry (what rasterize(backend="cpu") calls), so cpu never imports rasterize
+        out = render(scene, K, torch.eye(4, dtype=dtype)[None], 20, 18, torch.zeros(1, 3, dtype=dtype),
+                     scene.sh_degree)
+        (out["rgb"].sum() + out["depth"].sum() + out["alpha"].sum()).backward()
 
 
 __all__ = ["ALPHA_MAX", "T_MIN", "TILE", "TileBins", "bin_pairs", "precompile", "release_workspace", "render"]

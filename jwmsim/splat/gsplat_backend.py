@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from jwmsim.splat.projection import EPS2D, NEAR_PLANE
-from jwmsim.splat.rasterize import RenderOutput
+from jwmsim.splat.output import RenderOutput
 from jwmsim.splat.scene import GaussianScene
 
 

@@ -19,25 +19,16 @@ gsplat backend shifts the principal point by +0.5 px, which makes both backends 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from jwmsim import geometry
+from jwmsim.splat.output import RenderOutput
 from jwmsim.splat.scene import GaussianScene
 
 BACKENDS = ("auto", "cpu", "gsplat")
-
-
-class RenderOutput(NamedTuple):
-    """Rendered images. rgb [C,H,W,3]; alpha [C,H,W]; depth [C,H,W] m (expected, normalised by alpha);
-    radii [C,N,2] int32 (0 = culled)."""
-
-    rgb: torch.Tensor
-    alpha: torch.Tensor
-    depth: torch.Tensor
-    radii: torch.Tensor
 
 
 def gsplat_available() -> bool:
@@ -158,4 +149,4 @@ def rasterize(scene: GaussianScene, cameras: Sequence[geometry.Camera] | None = 
     return RenderOutput(rgb=out["rgb"], alpha=out["alpha"], depth=out["depth"], radii=out["radii"])
 
 
-__all__ = ["BACKENDS", "RenderOutput", "camera_matrices", "gsplat_available", "rasterize"]
+__all__ = ["BACKENDS", "camera_matrices", "gsplat_available", "rasterize"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from jwmsim.splat.rasterize import RenderOutput
+from jwmsim.splat.output import RenderOutput
 from jwmsim.splat.scene import GaussianScene, eval_sh
 
 

@@ -39,7 +39,8 @@ import shapely
 from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.polygon import orient
 
-from jwmsim.map import Lane, RoadMap, interpolate_polyline, polyline_arclength, project_on_polyline
+from jwmsim.map import (Lane, RoadMap, interpolate_polyline, polyline_arclength, project_on_polyline,
+                        resample_polyline)
 
 # ----------------------------------------------------------------------------- parameters
 
@@ -319,14 +320,6 @@ def offset_polyline(p: np.ndarray, d: float) -> np.ndarray:
     return p + d * polyline_normals(p)
 
 
-def resample_polyline(p: np.ndarray, step: float) -> np.ndarray:
-    """Polyline p resampled at (about) ``step`` [m] spacing, end points kept."""
-    length = polyline_arclength(p)[-1]
-    n = max(2, int(math.ceil(length / step)) + 1)
-    pts, _ = interpolate_polyline(p, np.linspace(0.0, length, n))
-    return pts
-
-
 def bezier(p0, p1, p2, p3, n: int = 200) -> np.ndarray:
     """Cubic Bezier [n, 2] through control points [2] each."""
     t = np.linspace(0.0, 1.0, n)[:, None]
@@ -364,7 +357,7 @@ def smooth_connector(p0: np.ndarray, h0: float, p1: np.ndarray, h1: float, step:
     if pts is None:
         k = chord / 3.0
         pts = bezier(p0, p0 + k * d0, p1 - k * d1, p1, n=400)
-    out = resample_polyline(pts, step)
+    out = resample_polyline(pts, step, even=True)[0]
     out[0], out[-1] = p0, p1
     return out
 
@@ -556,7 +549,7 @@ def _roads(rng: np.random.Generator, nodes: np.ndarray, edges: list[tuple[int, i
             rot = lambda v, t: np.array([v[0] * math.cos(t) - v[1] * math.sin(t),  # noqa: E731
                                          v[0] * math.sin(t) + v[1] * math.cos(t)])
             curve = bezier(pa, pa + length / 3 * rot(u, th0), pb - length / 3 * rot(u, th1), pb, n=400)
-            ref = resample_polyline(curve, 2.0)
+            ref = resample_polyline(curve, 2.0, even=True)[0]
         n_fwd = int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
         n_bwd = n_fwd if rng.random() < 0.8 else int(np.clip(n_fwd + rng.choice([-1, 1]), 1, 3))
         lanes_max = max(n_fwd, n_bwd)
@@ -744,7 +737,7 @@ def _loops(network: shapely.Geometry, sidewalk_width: float) -> list[np.ndarray]
         for ring in [poly.exterior, *poly.interiors]:
             g = Polygon(ring).simplify(0.05)
             pts = _ring(g)
-            pts = resample_polyline(np.concatenate([pts, pts[:1]]), 1.0)[:-1]
+            pts = resample_polyline(np.concatenate([pts, pts[:1]]), 1.0, even=True)[0][:-1]
             loops.append(pts)
     return loops
 
@@ -986,5 +979,5 @@ def _markings(roads: list[Road], lanes: list[Lane], road_map: RoadMap) -> list[M
 
 
 __all__ = ["Town", "Road", "Junction", "Crosswalk", "Building", "Tree", "Pole", "ParkedCar", "Marking",
-           "generate_town", "offset_polyline", "trim_polyline", "resample_polyline", "smooth_connector",
+           "generate_town", "offset_polyline", "trim_polyline", "smooth_connector",
            "CROSSWALK_WIDTH", "PARKING_WIDTH", "PED_LANE_OFFSET", "SPEED_LIMITS"]

@@ -15,9 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
+from jwmsim.datatypes import EgoParams, agent_type_index
 from jwmsim.geometry import DT, Camera, default_rig, se2_to_se3
-from jwmsim.log.schema import AgentTracks, DriveLog, EgoParams, EgoTrajectory, Frame, LogMeta, agent_type_index
-from jwmsim.log.store import LogWriter, check_replaceable
+from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrack, Frame, LogMeta
+from jwmsim.log.store import LogError, LogWriter, check_replaceable
 from jwmsim.town.layout import generate_town
 from jwmsim.town.traffic import LOG_RADIUS, TrafficResult, simulate
 
@@ -45,11 +46,11 @@ def _tracks(town, r: TrafficResult) -> AgentTracks:
                        center=center, size=r.size[keep], yaw=yaw, velocity=vel, valid=valid[:, keep])
 
 
-def _ego(r: TrafficResult) -> EgoTrajectory:
+def _ego(r: TrafficResult) -> EgoTrack:
     v = r.ego_speed
     yaw_rate = v * r.ego_curvature
     a_lon = np.gradient(v, DT) if len(v) > 1 else np.zeros_like(v)
-    return EgoTrajectory(ego_to_world=se2_to_se3(r.ego_xy_yaw), velocity=np.stack([v, np.zeros_like(v)], -1),
+    return EgoTrack(ego_to_world=se2_to_se3(r.ego_xy_yaw), velocity=np.stack([v, np.zeros_like(v)], -1),
                          acceleration=np.stack([a_lon, v * yaw_rate], -1), yaw_rate=yaw_rate)
 
 
@@ -167,7 +168,7 @@ def _render_frames(town, r: TrafficResult, log: DriveLog, writer: LogWriter, wit
 def _render_loop(town, r, tracks: AgentTracks, it, rigs, counts, K, cam_to_ego, w, h, q, failure, with_depth,
                  with_semantic, with_instance) -> None:
     """Draw exactly the log's valid tracks at each frame: images never show an agent the log lacks."""
-    from jwmsim.log.schema import AGENT_TYPES
+    from jwmsim.datatypes import AGENT_TYPES
     from jwmsim.town.scene import renderer
 
     names = np.array([AGENT_TYPES[k] for k in tracks.types])

@@ -137,8 +137,7 @@ MATERIALS: dict[str, int] = {
 FACADE_CELL = 3.0
 """Size of one window cell of the FACADE material, in uv units (one bay wide, one storey high)."""
 
-AGENT_TYPES: tuple[str, ...] = ("vehicle", "pedestrian", "cyclist", "animal", "object")
-"""Agent types with a canonical mesh; each is also a :data:`SEMANTIC_CLASSES` name (ids 7..11)."""
+# Every agent type of jwmsim.datatypes.AGENT_TYPES has a canonical mesh and is a SEMANTIC_CLASSES name (ids 7..11).
 
 ROAD_Z = 0.01
 """Suggested road surface height [m] above the terrain (z = 0), so the two never z-fight."""
@@ -885,7 +884,7 @@ def _agent_object() -> Mesh:
 
 
 def default_agent_meshes() -> dict[str, Mesh]:
-    """One canonical mesh per :data:`AGENT_TYPES` name, in the unit box frame.
+    """One canonical mesh per :data:`jwmsim.datatypes.AGENT_TYPES` name, in the unit box frame.
 
     Each mesh fills the box [-0.5, 0.5]^3 (x forward, z up, origin at the box centre) and is scaled by the
     agent's size (l, w, h) [m] and placed at its centre and yaw by the renderer. Bodies use
@@ -901,7 +900,7 @@ def default_agent_meshes() -> dict[str, Mesh]:
 
 
 __all__ = [
-    "SEMANTIC_CLASSES", "SEMANTIC_NAMES", "SEMANTIC_COLORS", "MATERIALS", "AGENT_TYPES",
+    "SEMANTIC_CLASSES", "SEMANTIC_NAMES", "SEMANTIC_COLORS", "MATERIALS",
     "PLAIN", "FACADE", "ASPHALT", "PAINT", "FOLIAGE", "CONCRETE", "GRASS", "AGENT_PAINT", "GLASS",
     "ROAD_Z", "MARKING_LIFT", "MARKING_Z", "CURB_HEIGHT",
     "Mesh", "merge", "box_mesh", "triangulate_polygon", "polygon_mesh", "polygons_mesh", "extruded_polygon",

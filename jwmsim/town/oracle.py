@@ -45,8 +45,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from jwmsim.datatypes import AGENT_TYPES
 from jwmsim.geometry import Camera
-from jwmsim.town.mesh import AGENT_TYPES, SEMANTIC_CLASSES, SEMANTIC_NAMES, Mesh, default_agent_meshes
+from jwmsim.town.mesh import SEMANTIC_CLASSES, SEMANTIC_NAMES, Mesh, default_agent_meshes
 
 NEAR = 0.1
 """Near clipping plane [m]: geometry closer to a camera than this is not drawn."""
@@ -445,7 +446,7 @@ class AgentPoses:
     """Agents to draw at one instant.
 
     ids [A] int (track ids; the instance image shows id + 1), types [A] (agent type names of
-    :data:`jwmsim.town.mesh.AGENT_TYPES` or their semantic ids 7..11), centers [A, 3] m (box centres,
+    :data:`jwmsim.datatypes.AGENT_TYPES` or their semantic ids 7..11), centers [A, 3] m (box centres,
     half the height above the ground), yaws [A] rad, sizes [A, 3] (length, width, height) m.
     """
 

@@ -38,8 +38,8 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
+from jwmsim.datatypes import EgoParams
 from jwmsim.geometry import DT, box_corners_2d
-from jwmsim.log.schema import EgoParams
 from jwmsim.map import Route, interpolate_polyline, polyline_arclength, project_on_polyline
 from jwmsim.town.layout import PED_LANE_OFFSET, SWEPT_BOX, Town, offset_polyline, swept_polygon
 
