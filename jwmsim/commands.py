@@ -269,3 +269,19 @@ def closed_loop_demo(log_dir: Path, log, out: Path, agent: str = "idm", traffic:
 
     video = write_video(out / "closed_loop.mp4", frames(), fps=1.0 / sc.dt)
     return result, video
+
+
+def log_import(cfg: DictConfig) -> int:
+    from jwmsim.log import validate_log, write_log
+    from jwmsim.log.readers import read_source
+
+    t0 = time.perf_counter()
+    log = read_source(str(cfg.src))
+    out = write_log(_path(cfg.out), log, overwrite=_flag(cfg, "overwrite"))
+    problems = validate_log(out, check_frames=False)
+    if problems:  # a reader bug, not the user's: say so rather than leave a log that other commands refuse
+        raise RuntimeError(f"{out}: the imported log does not validate ({problems[0]}); please report it")
+    print(f"imported {cfg.src} -> {out}: {log.num_frames} frames ({log.duration:.1f} s), {log.agents.num_agents} "
+          f"agents, {len(log.road_map.lanes)} lanes, route {log.route.length:.0f} m "
+          f"({time.perf_counter() - t0:.2f} s)")
+    return 0

@@ -431,15 +431,10 @@ def load_log(spec: str):
         log = synthetic_log(name, seed=int(seed or 0))
     elif kind == "town":
         log = town_log(int(rest))
-    elif kind == "waymo":
-        from jwmsim.log.readers.waymo import read_waymo
+    elif kind in ("waymo", "av2"):
+        from jwmsim.log.readers import read_source
 
-        path, _, sid = rest.rpartition("#") if "#" in rest else (rest, "", "")
-        log = read_waymo(Path(path).expanduser(), sid or None)
-    elif kind == "av2":
-        from jwmsim.log.readers.av2 import read_av2
-
-        log = read_av2(Path(rest).expanduser())
+        log = read_source(spec)
     else:
         p = Path(spec)
         if not p.exists():
