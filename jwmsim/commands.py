@@ -154,11 +154,18 @@ def view(cfg: DictConfig) -> int:
 def run(cfg: DictConfig) -> int:
     from jwmsim.runner import run_suite
 
+    from jwmsim.runner import EXECUTORS
+
     traffic = None if cfg.traffic in (None, "scenario") else str(cfg.traffic)
+    executor = str(cfg.get("executor", "local"))
+    if executor not in EXECUTORS:
+        raise SettingError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     res = run_suite(suite=str(cfg.suite), agent=str(cfg.agent), traffic=traffic,
                     out=_path(cfg.out) if cfg.out else None, resume=_flag(cfg, "resume"),
                     overwrite=_flag(cfg, "overwrite", False),
-                    workers=_number(cfg, "workers", int, 1))
+                    workers=_number(cfg, "workers", int, 1), executor=executor,
+                    ray_address=str(cfg.get("ray_address", "local")),
+                    max_retries=_number(cfg, "max_retries", int, 0) if "max_retries" in cfg else 2)
     return 1 if res["failed"] else 0
 
 
