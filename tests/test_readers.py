@@ -75,6 +75,8 @@ def test_waymo_round_trip_poses_types_validity_map(tmp_path):
     src = _source_log()
     msg = log_to_scenario(src, "sid-intersection")
     msg.tracks[0].states[40].valid = False  # an ego state missing mid-log: interpolated
+    msg.tracks[0].states[41].center_x = float("nan")  # a NaN state counts as missing too
+    msg.tracks[2].states[50].heading = float("inf")
     p = write_waymo(tmp_path / "s.tfrecord", [msg])
     log = read_waymo(p, "sid-intersection")
     assert log.meta.source == "waymo" and log.num_frames == src.num_frames
@@ -85,9 +87,12 @@ def test_waymo_round_trip_poses_types_validity_map(tmp_path):
     np.testing.assert_allclose(log.ego_params.length, src.ego_params.length, rtol=1e-6)
     np.testing.assert_array_equal(log.agents.ids, src.agents.ids)
     np.testing.assert_array_equal(log.agents.types, src.agents.types)
-    np.testing.assert_array_equal(log.agents.valid, src.agents.valid)
+    expect_valid = src.agents.valid.copy()
+    expect_valid[50, 1] = False
+    np.testing.assert_array_equal(log.agents.valid, expect_valid)
+    assert np.isfinite(log.agents.yaw).all() and np.isfinite(log.ego.ego_to_world).all()
     assert not log.agents.valid[:30, 0].any() and (log.agents.center[:30, 0] == 0).all()
-    v = src.agents.valid
+    v = expect_valid
     np.testing.assert_allclose(log.agents.center[v], src.agents.center[v], atol=1e-5)
     np.testing.assert_allclose(log.agents.size, src.agents.size, atol=1e-5)
     for lane in src.road_map.lanes:

@@ -175,6 +175,7 @@ def read_av2(path: str | os.PathLike, speed_limit: float = DEFAULT_SPEED_LIMIT) 
     for k in grid:
         grid[k][steps, inverse] = tab[k]
     valid[steps, inverse] = True
+    valid &= np.all([np.isfinite(v) for v in grid.values()], axis=0)  # NaN / inf states count as missing
     kinds = {}
     for n, t in zip(inverse, tab["object_type"].astype(str)):
         kinds.setdefault(int(n), t)

@@ -94,7 +94,7 @@ def agent_tracks(ids: np.ndarray, types: np.ndarray, center: np.ndarray, size: n
     valid = valid & np.isfinite(center).all(-1) & np.isfinite(yaw) & np.isfinite(velocity).all(-1)
     return AgentTracks(ids=np.asarray(ids, np.int64), types=np.asarray(types, np.int8),
                        center=np.where(valid[..., None], center, 0.0), size=np.asarray(size, np.float64),
-                       yaw=np.where(valid, wrap_angle(yaw), 0.0), velocity=np.where(valid[..., None], velocity, 0.0),
+                       yaw=wrap_angle(np.where(valid, yaw, 0.0)), velocity=np.where(valid[..., None], velocity, 0.0),
                        valid=valid)
 
 

@@ -116,7 +116,9 @@ def _states(msg, where: str) -> dict[str, np.ndarray]:
                 out["x"][t, n], out["y"][t, n], out["z"][t, n] = s.center_x, s.center_y, s.center_z
                 out["length"][t, n], out["width"][t, n], out["height"][t, n] = s.length, s.width, s.height
                 out["heading"][t, n], out["vx"][t, n], out["vy"][t, n] = s.heading, s.velocity_x, s.velocity_y
-    out["valid"] = valid
+    # a state with a NaN or inf is treated as missing: it must never reach the simulator's state
+    finite = np.all([np.isfinite(v) for v in out.values()], axis=0)
+    out["valid"] = valid & finite
     return out
 
 
