@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_readers.py [--num 10]
 
 No real dataset can be downloaded on the build machines, so the scenarios are town test logs (seeds from
-the town's TEST split: 90-230 lanes and 50-110 agents each, the size of an urban Waymo scenario) cut to each
+the town's TEST split: 90-230 lanes and 50-110 agents each) cut to each
 dataset's length (Waymo 91 frames = 9.1 s, AV2 110 frames = 11 s) and written with jwmsim's own writers
 (:func:`jwmsim.log.readers.waymo.write_waymo`, :func:`jwmsim.log.readers.av2.write_av2`). Read time is
 the median of 3 reads per scenario after one warm-up read (imports, numba cache); it covers parsing, the

@@ -73,6 +73,8 @@ def test_tfrecord_round_trip_and_damage(tmp_path):
 
 def test_waymo_round_trip_poses_types_validity_map(tmp_path):
     src = _source_log()
+    src.road_map.lane(0).left_neighbor = 2  # not a real neighbour: only the field's round trip is checked
+    src.road_map.lane(1).right_neighbor = 3
     msg = log_to_scenario(src, "sid-intersection")
     msg.tracks[0].states[40].valid = False  # an ego state missing mid-log: interpolated
     msg.tracks[0].states[41].center_x = float("nan")  # a NaN state counts as missing too
@@ -101,6 +103,7 @@ def test_waymo_round_trip_poses_types_validity_map(tmp_path):
         assert got.width == pytest.approx(lane.width, abs=1e-3)  # from road lines; connectors inherit
         assert got.speed_limit == pytest.approx(lane.speed_limit, abs=1e-9)
         assert sorted(got.successors) == sorted(lane.successors) and got.is_connector == lane.is_connector
+        assert (got.left_neighbor, got.right_neighbor) == (lane.left_neighbor, lane.right_neighbor)
     # the ego's lanes, then 40 m past its last position: here the junction connector (9 s of a 20 s log)
     assert log.route.lane_ids == [0, 8] == src.route.lane_ids[:2]
     assert log.road_map.is_drivable(src.ego.xy_yaw[:, :2]).all()
@@ -210,6 +213,15 @@ def test_suite_globs_real_logs(tmp_path):
     assert [s.name for s in scs] == ["wo-sid-straight", "wo-sid-curve", "av2-x1"]
     assert scs[0].duration == "log" and scs[2].duration == 5.0
     assert scs[0].log == f"waymo:{tmp_path / 'w' / 'a.tfrecord'}#sid-straight"
+    # the README's promise: `jwmsim run suite=... agent=idm` on real scenarios, and the env on one
+    assert cli.main(["run", f"suite={tmp_path / 'suite.yaml'}", "agent=idm", f"out={tmp_path / 'r.json'}"]) == 0
+    import gymnasium as gym
+
+    env = gym.make("jwmsim/Drive-v0", scenarios=[scs[1]])
+    obs, _ = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert np.isfinite(reward) and env.observation_space.contains(obs)
+    env.close()
     (tmp_path / "empty.yaml").write_text("scenarios:\n  - {log: 'waymo:nothing/*.tfrecord'}\n")
     with pytest.raises(ValueError, match="matches no file"):
         load_suite(str(tmp_path / "empty.yaml"))
