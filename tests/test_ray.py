@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="ray is in the test extra; `pip install -e '.[test]'`")
+import ray  # in the test extra (protobuf, pyarrow and ray install in well under a minute): never skipped
 
-from jwmsim import runner  # noqa: E402
-from jwmsim.runner import RayExecutor, run_suite  # noqa: E402
-from jwmsim.scenario import ScenarioConfig  # noqa: E402
+from jwmsim import runner
+from jwmsim.runner import RayExecutor, run_suite
+from jwmsim.scenario import ScenarioConfig
 
 # The fault-injecting task functions below live in this test module, which Ray's workers cannot import:
 # ship them by value.

@@ -7,17 +7,14 @@ import struct
 import numpy as np
 import pytest
 
-pytest.importorskip("google.protobuf", reason="the `real` extra (protobuf, pyarrow) is part of the test extra")
-pytest.importorskip("pyarrow")
-
-from jwmsim import cli  # noqa: E402
-from jwmsim.log import validate_log  # noqa: E402
-from jwmsim.log.readers import ReaderError, read_source  # noqa: E402
-from jwmsim.log.readers.av2 import DEFAULT_SPEED_LIMIT, TYPE_SIZES, read_av2, write_av2  # noqa: E402
-from jwmsim.log.readers.tfrecord import TFRecordError, crc32c, read_records, write_records  # noqa: E402
-from jwmsim.log.readers.waymo import list_scenarios, log_to_scenario, read_waymo, write_waymo  # noqa: E402
-from jwmsim.runner import run_scenario  # noqa: E402
-from jwmsim.scenario import load_suite, synthetic_log  # noqa: E402
+from jwmsim import cli
+from jwmsim.log import validate_log
+from jwmsim.log.readers import ReaderError, read_source
+from jwmsim.log.readers.av2 import DEFAULT_SPEED_LIMIT, TYPE_SIZES, read_av2, write_av2
+from jwmsim.log.readers.tfrecord import TFRecordError, crc32c, read_records, write_records
+from jwmsim.log.readers.waymo import list_scenarios, log_to_scenario, read_waymo, write_waymo
+from jwmsim.runner import run_scenario
+from jwmsim.scenario import load_suite, synthetic_log
 
 
 def _source_log(kind: str = "intersection"):
