@@ -18,9 +18,10 @@ from jwmsim.scenario import load_suite, synthetic_log
 
 
 def _source_log(kind: str = "intersection"):
-    """A synthetic log with a late agent (invisible for its first 3 s) and every agent type."""
+    """A synthetic log with a late agent (invisible for its first 3 s) and its last agent a cyclist."""
     log = synthetic_log(kind, seconds=9.0)
     log.meta.log_id = f"sid-{kind}"
+    log.agents.types[-1] = 2  # cyclist (the straight road already has a pedestrian and an object)
     log.agents.valid[:30, 0] = False
     log.agents.center[:30, 0] = 0.0
     log.agents.velocity[:30, 0] = 0.0
@@ -86,6 +87,7 @@ def test_waymo_round_trip_poses_types_validity_map(tmp_path):
     np.testing.assert_allclose(log.ego_params.length, src.ego_params.length, rtol=1e-6)
     np.testing.assert_array_equal(log.agents.ids, src.agents.ids)
     np.testing.assert_array_equal(log.agents.types, src.agents.types)
+    assert list(log.agents.types) == [0, 0, 2]
     expect_valid = src.agents.valid.copy()
     expect_valid[50, 1] = False
     np.testing.assert_array_equal(log.agents.valid, expect_valid)
