@@ -21,6 +21,15 @@ SHORT = [ScenarioConfig(name=f"s-{k}", log=f"synthetic:{k}", duration=4.0)
          for k in ("straight", "curve", "intersection")]
 
 
+def test_unreachable_cluster_is_one_error(tmp_path, monkeypatch):
+    # first in the file: before the module's Ray session starts (an initialised session would be reused)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    with pytest.raises(RuntimeError, match="cannot start or reach Ray at ray_address=auto.*ray start --head"):
+        run_suite("synthetic", out=tmp_path / "x.json", executor="ray", ray_address="auto", quiet=True)
+    assert not (tmp_path / "x.json").exists() and not ray.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
