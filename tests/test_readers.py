@@ -165,6 +165,14 @@ def test_av2_round_trip_poses_types_validity_map(tmp_path):
         assert got.speed_limit == DEFAULT_SPEED_LIMIT  # AV2 has no speed limits
         assert sorted(got.predecessors) == sorted(lane.predecessors)
     assert log.route.lane_ids == [0, 8]
+    # early map archives hold lists of objects instead of id -> object mappings: the same map
+    import json
+
+    mp = folder / "log_map_archive_sid-intersection.json"
+    d = json.loads(mp.read_text())
+    mp.write_text(json.dumps({k: list(v.values()) for k, v in d.items()}))
+    again = read_av2(folder)
+    assert again.road_map.to_dict() == log.road_map.to_dict()
 
 
 @pytest.mark.parametrize("kind", ["straight", "intersection"])

@@ -117,7 +117,12 @@ def _road_map(path: Path, speed_limit: float) -> RoadMap:
         raise ReaderError(f"{path}: not a JSON map archive ({e}); the file is truncated or of another format") from None
     if not isinstance(data, dict) or "lane_segments" not in data:
         raise ReaderError(f"{path}: not an Argoverse 2 map archive (no 'lane_segments')")
-    segs = {int(k): v for k, v in data["lane_segments"].items()}
+    # the archives map ids to objects (early exports: lists of objects); each object carries its own id
+    vals = lambda x: list(x.values()) if isinstance(x, dict) else list(x or [])  # noqa: E731
+    try:
+        segs = {int(v["id"]): v for v in vals(data["lane_segments"])}
+    except (KeyError, TypeError, ValueError):
+        raise ReaderError(f"{path}: lane_segments must be objects with an integer 'id'") from None
     keep = {k for k, v in segs.items() if v.get("lane_type", "VEHICLE") != "BIKE"}
     lanes = []
     for k in sorted(keep):
@@ -138,12 +143,13 @@ def _road_map(path: Path, speed_limit: float) -> RoadMap:
                           is_connector=bool(v.get("is_intersection", False))))
     if not lanes:
         raise ReaderError(f"{path}: the map has no vehicle lanes; jwmsim needs lanes for the route and the metrics")
-    areas = [common.clean_polyline(_points(a["area_boundary"], f"{path}: drivable area {k}"))
-             for k, a in data.get("drivable_areas", {}).items()]
+    areas = [common.clean_polyline(_points(a["area_boundary"], f"{path}: drivable area {a.get('id')}"))
+             for a in vals(data.get("drivable_areas"))]
     areas = [a for a in areas if len(a) >= 3] or common.drivable_from_lanes(lanes)
     cross = []
-    for k, c in data.get("pedestrian_crossings", {}).items():
-        e1, e2 = _points(c["edge1"], f"{path}: crossing {k}"), _points(c["edge2"], f"{path}: crossing {k}")
+    for c in vals(data.get("pedestrian_crossings")):
+        where = f"{path}: crossing {c.get('id')}"
+        e1, e2 = _points(c["edge1"], where), _points(c["edge2"], where)
         poly = common.clean_polyline(np.concatenate([e1, e2[::-1]]))
         if len(poly) >= 3:
             cross.append(poly)
