@@ -91,6 +91,8 @@ COMMANDS = [
             "WorldRec held-out PSNR/SSIM on the town test split, Gaussian count, timings"),
     Command("reconstruct", "cmd/reconstruct", "jwmsim.worldrec.commands:reconstruct", ("log",),
             "reconstruct a log into a Gaussian world file with WorldRec"),
+    Command("log import", "cmd/log_import", "jwmsim.commands:log_import", ("src",),
+            "convert a Waymo Open Motion or Argoverse 2 scenario into a state-only DriveLog"),
 ]
 
 
@@ -121,8 +123,21 @@ def _find_command(argv: list[str]) -> tuple[Command, list[str]]:
     raise UsageError(f"unknown command {' '.join(argv[:2])!r}; valid commands: {valid}")
 
 
+def _quote(override: str) -> str:
+    """key=value with the value quoted when hydra's override grammar cannot lex it bare: a '#' (as in
+    ``waymo:FILE#SCENARIO_ID``) or white space. Values already quoted are left alone."""
+    key, eq, value = override.partition("=")
+    if not eq or value[:1] in ("'", '"') or not any(c in value for c in "# \t"):
+        return override
+    return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def to_overrides(cmd: Command, args: list[str]) -> list[str]:
     """Turn `--key value`, `--flag` and positional arguments into hydra overrides."""
+    return [_quote(o) for o in _to_overrides(cmd, args)]
+
+
+def _to_overrides(cmd: Command, args: list[str]) -> list[str]:
     overrides: list[str] = []
     positional = list(cmd.positional)
     i = 0

@@ -154,11 +154,18 @@ def view(cfg: DictConfig) -> int:
 def run(cfg: DictConfig) -> int:
     from jwmsim.runner import run_suite
 
+    from jwmsim.runner import EXECUTORS
+
     traffic = None if cfg.traffic in (None, "scenario") else str(cfg.traffic)
+    executor = str(cfg.get("executor", "local"))
+    if executor not in EXECUTORS:
+        raise SettingError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     res = run_suite(suite=str(cfg.suite), agent=str(cfg.agent), traffic=traffic,
                     out=_path(cfg.out) if cfg.out else None, resume=_flag(cfg, "resume"),
                     overwrite=_flag(cfg, "overwrite", False),
-                    workers=_number(cfg, "workers", int, 1))
+                    workers=_number(cfg, "workers", int, 1), executor=executor,
+                    ray_address=str(cfg.get("ray_address", "local")),
+                    max_retries=_number(cfg, "max_retries", int, 0) if "max_retries" in cfg else 2)
     return 1 if res["failed"] else 0
 
 
@@ -269,3 +276,19 @@ def closed_loop_demo(log_dir: Path, log, out: Path, agent: str = "idm", traffic:
 
     video = write_video(out / "closed_loop.mp4", frames(), fps=1.0 / sc.dt)
     return result, video
+
+
+def log_import(cfg: DictConfig) -> int:
+    from jwmsim.log import validate_log, write_log
+    from jwmsim.log.readers import read_source
+
+    t0 = time.perf_counter()
+    log = read_source(str(cfg.src))
+    out = write_log(_path(cfg.out), log, overwrite=_flag(cfg, "overwrite"))
+    problems = validate_log(out, check_frames=False)
+    if problems:  # a reader bug, not the user's: say so rather than leave a log that other commands refuse
+        raise RuntimeError(f"{out}: the imported log does not validate ({problems[0]}); please report it")
+    print(f"imported {cfg.src} -> {out}: {log.num_frames} frames ({log.duration:.1f} s), {log.agents.num_agents} "
+          f"agents, {len(log.road_map.lanes)} lanes, route {log.route.length:.0f} m "
+          f"({time.perf_counter() - t0:.2f} s)")
+    return 0

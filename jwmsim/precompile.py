@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import time
 
-MODULES = ("jwmsim.splat.cpu", "jwmsim.sim.traffic", "jwmsim.env.core")
+MODULES = ("jwmsim.splat.cpu", "jwmsim.sim.traffic", "jwmsim.env.core", "jwmsim.log.readers.tfrecord")
 
 
 def main() -> None:

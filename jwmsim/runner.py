@@ -3,8 +3,11 @@
 :func:`run_suite` is what ``jwmsim run`` calls (CLI arguments in brackets)::
 
     run_suite(suite [--suite], agent [--agent], traffic [--traffic], out [--out], resume [--resume],
-              workers [--workers])
+              workers [--workers], executor [--executor], ray_address [--ray_address])
 
+Scenarios run on an executor (:func:`make_executor`): ``local`` (this process, or a pool of worker
+processes that die with it) or ``ray`` (tasks on a Ray cluster, or on a local Ray instance). Both yield
+the same rows: the row of a scenario depends only on the scenario, the agent and the traffic mode.
 Each scenario runs its full duration (as nuPlan does: the metrics, not early termination, judge
 collisions and off-road driving). The results file is rewritten atomically (temporary file +
 ``os.replace``) after every finished scenario, so an interrupted run resumes from it.
@@ -149,6 +152,135 @@ def _worker(args: tuple) -> dict:
                 "score": None}
 
 
+def _error_row(task: tuple, error: str) -> dict:
+    sc, agent, traffic = task
+    return {"scenario": sc.name if hasattr(sc, "name") else str(sc), "agent": agent, "traffic": traffic,
+            "error": error, "score": None}
+
+
+EXECUTORS = ("local", "ray")
+
+
+class LocalExecutor:
+    """Scenarios in this process (workers=1) or in a pool of local worker processes that die with it."""
+
+    def __init__(self, workers: int = 1, fn: Callable[[tuple], dict] = None):
+        self.workers = int(workers)
+        self.fn = fn or _worker
+        self._pool = None
+
+    def run(self, tasks: list[tuple]):
+        """Yield one result row per task, in the order they finish."""
+        if self.workers <= 1 or len(tasks) <= 1:
+            yield from map(self.fn, tasks)
+            return
+        # concurrent.futures, not multiprocessing.Pool: a worker that dies (killed for memory, a crash in
+        # native code) breaks the pool with an error here instead of hanging the run forever.
+        from jwmsim.procs import worker_init
+
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=worker_init,
+                                            initargs=(os.getpid(),))
+        yield from (f.result() for f in cf.as_completed([self._pool.submit(self.fn, t) for t in tasks]))
+
+    def close(self, interrupted: bool = False) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if interrupted:
+            # Waiting for the running scenarios would make Ctrl-C take minutes: stop the workers now.
+            # (_processes is private, but the executor has no public way to end running tasks.)
+            for p in list((getattr(pool, "_processes", None) or {}).values()):
+                p.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Scenarios as Ray tasks (one CPU each).
+
+    address: ``local`` starts a private Ray instance on this machine with `workers` CPUs (and stops it at
+    the end); ``auto`` joins the cluster this machine belongs to (started with ``ray start``);
+    ``ray://HOST:10001`` or ``HOST:6379`` a given cluster. A task whose worker process dies (killed for
+    memory, a node lost) is retried `max_retries` times by Ray; if it keeps dying, its row records the
+    error with the scenario's name and the other scenarios finish. Exceptions inside a scenario are
+    rows with an error at once (they would fail again). Every node needs the same jwmsim installed and
+    the scenario's log files at the same path (a shared file system).
+    """
+
+    def __init__(self, address: str = "local", workers: int = 1, max_retries: int = 2,
+                 fn: Callable[[tuple], dict] = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError("executor=ray needs the ray package: pip install 'jwmsim[ray]' (or use executor=local)"
+                             ) from None
+        self.address = str(address)
+        self.workers = int(workers)
+        self.max_retries = int(max_retries)
+        self.fn = fn or _worker
+        self._started = False
+        self._pending: list = []
+
+    def _init(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return  # the caller's Ray session (a notebook, a test): use it, leave it running
+        kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            if self.address == "local":
+                ray.init(num_cpus=self.workers, **kw)
+            else:
+                ray.init(address=self.address, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RuntimeError(f"cannot start or reach Ray at ray_address={self.address} ({first}); start the "
+                               "cluster with `ray start --head` on one node and `ray start --address=HEAD:6379` "
+                               "on the others, or use ray_address=local") from None
+        self._started = True
+
+    def run(self, tasks: list[tuple]):
+        """Yield one result row per task, in the order they finish."""
+        import ray
+
+        self._init()
+        remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(self.fn)
+        refs = {remote.remote(t): t for t in tasks}
+        self._pending = list(refs)
+        while self._pending:
+            # a batch per wait: ray.wait over ten thousand refs one at a time would be quadratic
+            done, self._pending = ray.wait(self._pending, num_returns=min(len(self._pending), 64), timeout=0.5)
+            for ref in done:
+                task = refs.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+                    row = _error_row(task, f"Ray task failed after {self.max_retries} retries: "
+                                           f"{type(e).__name__}: {first}")
+                yield row
+
+    def close(self, interrupted: bool = False) -> None:
+        import ray
+
+        if interrupted and ray.is_initialized():
+            for ref in self._pending:
+                ray.cancel(ref, force=True)
+        self._pending = []
+        if self._started:
+            ray.shutdown()
+            self._started = False
+
+
+def make_executor(executor: str = "local", workers: int = 1, ray_address: str = "local", max_retries: int = 2):
+    """The executor named `executor` (:data:`EXECUTORS`); see :class:`LocalExecutor`, :class:`RayExecutor`."""
+    if executor == "local":
+        return LocalExecutor(workers)
+    if executor == "ray":
+        return RayExecutor(ray_address, workers, max_retries)
+    raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+
+
 def results_suite_score(rows: list[dict]) -> float | None:
     """Suite score: the mean of the scenario scores (nuPlan's final row). None when there are no rows or a
     scenario failed: a failure is not a measured 0, and a mean over the rest would hide it."""
@@ -223,7 +355,8 @@ def format_table(rows: list[dict]) -> str:
 
 def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: str | None = "replay",
               out: str | Path | None = None, resume: bool = False, workers: int = 1, quiet: bool = False,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False, executor: str | Any = "local", ray_address: str = "local",
+              max_retries: int = 2) -> dict:
     """Run every scenario of a suite with a reference agent and write the results JSON.
 
     suite [--suite]: a suite name (scenarios/suites/<name>.yaml or 'synthetic') or a list of scenarios.
@@ -232,13 +365,19 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     runs/<suite>-<agent>-<traffic>.json). resume [--resume]: skip scenarios already in `out` (the file is
     checked first: :func:`read_results`). overwrite [--overwrite]: replace an existing `out`; without
     resume or overwrite an existing `out` is refused, so a rerun never wipes finished results.
-    workers [--workers]: local processes (1 = in this process); they die with this process.
+    workers [--workers]: local processes (1 = in this process); they die with this process. With
+    executor=ray and ray_address=local: the CPUs of the local Ray instance.
+    executor [--executor]: local | ray, or an executor object (:func:`make_executor`). ray_address
+    [--ray_address]: local | auto | ray://HOST:PORT (:class:`RayExecutor`). max_retries
+    [--max_retries]: Ray retries of a task whose worker died.
     Prints the per-scenario table, each failed scenario's error, and the suite score (None when a
     scenario failed: see :func:`results_suite_score`); returns the results dict, whose "failed" lists the
     failed scenarios.
     """
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1 (local processes), got {workers!r}")
+    if isinstance(executor, str) and executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     from agents import AGENTS
     from jwmsim.scenario import load_scenario, load_suite
 
@@ -296,21 +435,10 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     bar = tqdm(total=len(scenarios), initial=len(done), desc=f"{suite_name} {agent} {traffic}", disable=quiet,
                unit="scn")
     tasks = [(s, agent, traffic) for s in todo]
-    pool = None
-    if workers <= 1 or len(tasks) <= 1:
-        it = map(_worker, tasks)
-    else:
-        # concurrent.futures, not multiprocessing.Pool: a worker that dies (killed for memory, a crash in
-        # native code) breaks the pool with an error here instead of hanging the run forever.
-        from jwmsim.procs import worker_init
-
-        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker_init,
-                                      initargs=(os.getpid(),))
-        it = (f.result() for f in cf.as_completed([pool.submit(_worker, t) for t in tasks]))
+    ex = make_executor(executor, workers, ray_address, max_retries) if isinstance(executor, str) else executor
     interrupted = False
     try:
-        for row in it:
+        for row in (ex.run(tasks) if tasks else ()):
             results[row["scenario"]] = row
             save(False)
             bar.update(1)
@@ -322,13 +450,7 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
         raise
     finally:
         bar.close()
-        if pool is not None:
-            if interrupted:
-                # Waiting for the running scenarios would make Ctrl-C take minutes: stop the workers now.
-                # (_processes is private, but the executor has no public way to end running tasks.)
-                for p in list((getattr(pool, "_processes", None) or {}).values()):
-                    p.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
+        ex.close(interrupted)
         if interrupted and out.exists():
             print(f"jwmsim run: interrupted; {len(results)} finished scenarios are saved in {out} "
                   "(rerun with resume=true to continue)", file=sys.stderr)

@@ -4,16 +4,21 @@ A scenario (:class:`ScenarioConfig`) is plain config (hydra / omegaconf yaml; th
 data in ``jwmsim/scenarios/``, :data:`SCENARIO_DIR`):
 
 * ``log``: the seed log: ``town:<seed>`` (a procedural-town log generated state-only and cached),
-  ``synthetic:<straight|curve|intersection>`` (a small built-in log, no town needed) or a path to a
-  DriveLog directory (:mod:`jwmsim.log.store`);
-* ``start`` [s] from the log's first timestamp and ``duration`` [s];
+  ``synthetic:<straight|curve|intersection>`` (a small built-in log, no town needed), a path to a
+  DriveLog directory (:mod:`jwmsim.log.store`), ``waymo:PATH#SCENARIO_ID`` (a scenario of a Waymo Open
+  Motion TFRecord file; the id may be left out when the file holds one scenario) or ``av2:PATH`` (an
+  Argoverse 2 motion-forecasting scenario folder or its parquet file); readers: :mod:`jwmsim.log.readers`;
+* ``start`` [s] from the log's first timestamp and ``duration`` [s], or ``duration: log`` for the rest of
+  the log (real logs are short: 9.1 s for Waymo, 11 s for AV2);
 * ``route``: ``log`` (the log's route) or a list of lane ids;
 * ``traffic``: ``replay`` | ``idm``;
 * ``perturb``: ego start perturbation (``dx``, ``dy`` [m] in the ego frame, ``dyaw`` [rad], ``dv`` [m/s]).
 
 Suites (``jwmsim/scenarios/suites/<name>.yaml``, or any yaml path) list scenarios by name or inline; a
 name is looked up beside the suite file first (``<suite dir>/<name>.yaml``, then its parent folder), then
-among the shipped scenarios. :func:`load_scenario` and :func:`load_suite` raise errors that name the file
+among the shipped scenarios. An inline scenario whose log is a glob over real logs (``waymo:/data/*.tfrecord*``,
+``av2:/data/val/*``) or a Waymo file without ``#ID`` expands into one scenario per real scenario, named
+``<name>-<scenario id>`` (:func:`expand_real_logs`). :func:`load_scenario` and :func:`load_suite` raise errors that name the file
 and list the valid choices.
 
 This module also builds the small synthetic road logs (:func:`synthetic_road_log`) the tests and the
@@ -198,12 +203,13 @@ TRAFFIC_CHOICES = ("replay", "idm")
 
 @dataclass(frozen=True)
 class ScenarioConfig:
-    """One scenario (see the module docstring). start / duration [s]; perturb: dx, dy [m], dyaw [rad], dv [m/s]."""
+    """One scenario (see the module docstring). start / duration [s] (duration "log": to the log's end);
+    perturb: dx, dy [m], dyaw [rad], dv [m/s]."""
 
     name: str
     log: str
     start: float = 0.0
-    duration: float = 15.0
+    duration: float | str = 15.0
     route: Any = "log"
     traffic: str = "replay"
     perturb: dict = field(default_factory=dict)
@@ -211,12 +217,14 @@ class ScenarioConfig:
     def __post_init__(self) -> None:
         for k in ("start", "duration"):
             v = getattr(self, k)
+            if k == "duration" and v == "log":
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v):
                 raise ValueError(f"scenario {self.name!r}: {k} must be a finite number of seconds, got {v!r}")
         if self.traffic not in TRAFFIC_CHOICES:
             raise ValueError(f"scenario {self.name!r}: traffic {self.traffic!r} is not known; valid choices: "
                              f"{', '.join(TRAFFIC_CHOICES)}")
-        if not self.duration > 0 or self.start < 0:
+        if (self.duration != "log" and not self.duration > 0) or self.start < 0:
             raise ValueError(f"scenario {self.name!r}: need start >= 0 and duration > 0 s, got start={self.start}, "
                              f"duration={self.duration}")
         if self.route != "log" and not (isinstance(self.route, (list, tuple)) and all(
@@ -345,13 +353,62 @@ def load_suite(name_or_path: str, root: Path = SCENARIO_DIR) -> list[ScenarioCon
     out = []
     for i, s in enumerate(d["scenarios"]):
         try:
-            out.append(load_scenario(s, root, search))
+            if isinstance(s, dict) and is_real_log_pattern(str(s.get("log", ""))):
+                out.extend(expand_real_logs(s, base=p.parent))
+            else:
+                out.append(load_scenario(s, root, search))
         except ValueError as e:
             raise ValueError(f"suite {p}, scenarios[{i}]: {e}") from None
     names = [s.name for s in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"suite {name_or_path!r} has duplicate scenario names {dup}; names must be unique")
+    return out
+
+
+REAL_LOG_KINDS = ("waymo", "av2")
+
+
+def is_real_log_pattern(log: str) -> bool:
+    """Whether a scenario's log names several real scenarios: a glob, or a Waymo file without ``#ID``."""
+    kind, sep, rest = log.partition(":")
+    if not sep or kind not in REAL_LOG_KINDS:
+        return False
+    return any(c in rest for c in "*?[") or (kind == "waymo" and "#" not in rest)
+
+
+def expand_real_logs(entry: dict, base: Path | None = None) -> list[ScenarioConfig]:
+    """One scenario per real scenario matched by ``entry["log"]`` (see :func:`is_real_log_pattern`).
+
+    Relative paths are taken from `base` (the suite's folder). Names are ``<entry name>-<scenario id>``
+    (the entry's name defaults to the source kind); other fields are copied; duration defaults to "log".
+    Waymo files are read once to list their scenario ids; AV2 folders are named by their ids.
+    """
+    import glob as globmod
+
+    kind, _, rest = str(entry["log"]).partition(":")
+    pattern = Path(rest).expanduser()
+    if base is not None and not pattern.is_absolute():
+        pattern = Path(base) / pattern
+    paths = sorted(Path(x) for x in globmod.glob(str(pattern)))
+    if not paths:
+        raise ValueError(f"log {entry['log']!r} matches no file ({pattern}); check the path")
+    prefix = entry.get("name", kind)
+    fields_ = {k: v for k, v in entry.items() if k not in ("name", "log")}
+    fields_.setdefault("duration", "log")
+    out = []
+    for path in paths:
+        if kind == "waymo":
+            from jwmsim.log.readers.waymo import list_scenarios
+
+            for sid in list_scenarios(path):
+                out.append(ScenarioConfig.from_dict({"name": f"{prefix}-{sid}", "log": f"waymo:{path}#{sid}",
+                                                     **fields_}))
+        else:
+            from jwmsim.log.readers.av2 import scenario_id_of
+
+            out.append(ScenarioConfig.from_dict({"name": f"{prefix}-{scenario_id_of(path)}", "log": f"av2:{path}",
+                                                 **fields_}))
     return out
 
 
@@ -374,11 +431,15 @@ def load_log(spec: str):
         log = synthetic_road_log(name, seed=int(seed or 0))
     elif kind == "town":
         log = town_log(int(rest))
+    elif kind in ("waymo", "av2"):
+        from jwmsim.log.readers import read_source
+
+        log = read_source(spec)
     else:
         p = Path(spec)
         if not p.exists():
-            raise ValueError(f"log {spec!r} is neither 'synthetic:<{'|'.join(SYNTHETIC_KINDS)}>', 'town:<seed>' "
-                             f"nor an existing DriveLog directory")
+            raise ValueError(f"log {spec!r} is neither 'synthetic:<{'|'.join(SYNTHETIC_KINDS)}>', 'town:<seed>', "
+                             "'waymo:PATH#SCENARIO_ID', 'av2:PATH' nor an existing DriveLog directory")
         from jwmsim.log import read_log
 
         log = read_log(p)
@@ -451,7 +512,7 @@ def scenario_data(sc: ScenarioConfig, sim_cfg=None):
     if key not in _DATA_CACHE:
         log = load_log(sc.log)
         _DATA_CACHE[key] = ScenarioData.from_log(
-            log, sc.start, sc.duration, None if sc.route == "log" else list(sc.route), Perturbation(**sc.perturb),
+            log, sc.start, None if sc.duration == "log" else sc.duration, None if sc.route == "log" else list(sc.route), Perturbation(**sc.perturb),
             sim_cfg, name=sc.name, traffic=sc.traffic)
     return _DATA_CACHE[key]
 

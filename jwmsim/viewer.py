@@ -220,14 +220,13 @@ class LogViewer:
     HELP = "space play/pause  left/right step  home/end  d depth  s screenshot  q quit"
 
     def __init__(self, log: DriveLog, rig: str = "main", scale: int = 2, log_dir: str | os.PathLike | None = None):
-        if log.frames is None:
-            raise ValueError("this log has no camera frames (state-only); nothing to view")
         if rig != "main" and rig not in log.eval_rigs:
             raise ValueError(f"rig {rig!r} is not in this log; rigs: main, {', '.join(log.eval_rigs)}")
         if scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.log, self.rig, self.scale = log, rig, int(scale)
-        self.frames = log.frames if rig == "main" else log.frames.rig(rig)
+        # a state-only log (a town log without renders, an imported Waymo / AV2 scenario): bird's-eye view only
+        self.frames = None if log.frames is None else log.frames if rig == "main" else log.frames.rig(rig)
         self.log_dir = Path(os.path.abspath(log_dir)) if log_dir is not None else None  # `view .` has a name
         self.t, self.playing, self.show_depth = 0, False, True
         self.xy_yaw = log.ego.xy_yaw
@@ -241,6 +240,9 @@ class LogViewer:
 
     def frame_image(self, t: int) -> np.ndarray:
         """The composed view [H, W, 3] uint8 of frame t (what the window shows)."""
+        if self.frames is None:
+            return bev_image(self.log.road_map, self.xy_yaw[t], self.agents_at(t), route_xy=self.log.route.polyline,
+                             ego_params=self.log.ego_params, trail=self.xy_yaw[: t + 1, :2], size=240 * self.scale)
         f = self.frames[t]
         rows = [tile_cameras(f.images)]
         if self.show_depth and f.depth is not None:
