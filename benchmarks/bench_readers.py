@@ -37,10 +37,10 @@ def loadavg() -> list[float]:
 
 def window(log, n: int, log_id: str):
     """The first n frames of a DriveLog."""
-    from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrajectory
+    from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrack
 
     e, a = log.ego, log.agents
-    ego = EgoTrajectory(e.ego_to_world[:n], e.velocity[:n], e.acceleration[:n], e.yaw_rate[:n])
+    ego = EgoTrack(e.ego_to_world[:n], e.velocity[:n], e.acceleration[:n], e.yaw_rate[:n])
     ag = AgentTracks(a.ids, a.types, a.center[:n], a.size, a.yaw[:n], a.velocity[:n], a.valid[:n])
     meta = type(log.meta)(log_id=log_id, source=log.meta.source, rate_hz=log.meta.rate_hz)
     return DriveLog(meta, log.timestamps[:n].copy(), ego, ag, log.road_map, log.route, log.rig,

@@ -14,12 +14,12 @@ from jwmsim.log.readers.av2 import DEFAULT_SPEED_LIMIT, TYPE_SIZES, read_av2, wr
 from jwmsim.log.readers.tfrecord import TFRecordError, crc32c, read_records, write_records
 from jwmsim.log.readers.waymo import list_scenarios, log_to_scenario, read_waymo, write_waymo
 from jwmsim.runner import run_scenario
-from jwmsim.scenario import load_suite, synthetic_log
+from jwmsim.scenario import load_suite, synthetic_road_log
 
 
 def _source_log(kind: str = "intersection"):
     """A synthetic log with a late agent (invisible for its first 3 s) and its last agent a cyclist."""
-    log = synthetic_log(kind, seconds=9.0)
+    log = synthetic_road_log(kind, seconds=9.0)
     log.meta.log_id = f"sid-{kind}"
     log.agents.types[-1] = 2  # cyclist (the straight road already has a pedestrian and an object)
     log.agents.valid[:30, 0] = False

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jwmsim.log.readers import common
+import jwmsim.log.readers.common as common
 from jwmsim.log.readers.common import MPH, ReaderError
-from jwmsim.log.schema import AGENT_TYPES, DriveLog, EgoParams
+from jwmsim.datatypes import AGENT_TYPES, EgoParams
+from jwmsim.log.schema import DriveLog
 from jwmsim.map import Lane, RoadMap
 
 DEFAULT_SPEED_LIMIT = 40.0 * MPH

@@ -14,7 +14,8 @@ import numpy as np
 import shapely
 
 from jwmsim.geometry import default_rig, se2_to_se3, wrap_angle
-from jwmsim.log.schema import AgentTracks, DriveLog, EgoParams, EgoTrajectory, LogMeta
+from jwmsim.datatypes import EgoParams
+from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrack, LogMeta
 from jwmsim.map import Lane, RoadMap, Route, polyline_arclength, project_on_polyline
 
 MPH = 0.44704
@@ -50,8 +51,8 @@ def fill_gaps(valid: np.ndarray, values: np.ndarray, angle: bool = False) -> np.
     return wrap_angle(out) if angle else out
 
 
-def ego_trajectory(rear_xy: np.ndarray, yaw: np.ndarray, velocity_world: np.ndarray, dt: float) -> EgoTrajectory:
-    """EgoTrajectory from rear-axle positions [T, 2] m, yaws [T] rad and world velocities [T, 2] m/s.
+def ego_trajectory(rear_xy: np.ndarray, yaw: np.ndarray, velocity_world: np.ndarray, dt: float) -> EgoTrack:
+    """EgoTrack from rear-axle positions [T, 2] m, yaws [T] rad and world velocities [T, 2] m/s.
 
     Velocity and acceleration are rotated into the ego frame; acceleration and yaw rate are central
     differences (np.gradient) of the logged velocity and unwrapped yaw: the datasets log neither.
@@ -60,7 +61,7 @@ def ego_trajectory(rear_xy: np.ndarray, yaw: np.ndarray, velocity_world: np.ndar
     rot = lambda v: np.stack([c * v[:, 0] + s * v[:, 1], -s * v[:, 0] + c * v[:, 1]], -1)  # noqa: E731 world->ego
     acc_world = np.gradient(velocity_world, dt, axis=0) if len(yaw) > 1 else np.zeros_like(velocity_world)
     yaw_rate = np.gradient(np.unwrap(yaw), dt) if len(yaw) > 1 else np.zeros_like(yaw)
-    return EgoTrajectory(ego_to_world=se2_to_se3(np.concatenate([rear_xy, yaw[:, None]], -1)),
+    return EgoTrack(ego_to_world=se2_to_se3(np.concatenate([rear_xy, yaw[:, None]], -1)),
                          velocity=rot(velocity_world), acceleration=rot(acc_world), yaw_rate=yaw_rate)
 
 
@@ -215,7 +216,7 @@ def route_from_path(road_map: RoadMap, xy: np.ndarray, yaw: np.ndarray, where: s
 # ----------------------------------------------------------------------------- log
 
 
-def make_log(log_id: str, source: str, timestamps: np.ndarray, ego: EgoTrajectory, agents: AgentTracks,
+def make_log(log_id: str, source: str, timestamps: np.ndarray, ego: EgoTrack, agents: AgentTracks,
              road_map: RoadMap, route: Route, ego_params: EgoParams, extra: dict) -> DriveLog:
     """A state-only DriveLog (the default camera rig, no frames) at the rate of `timestamps`."""
     ts = np.asarray(timestamps, np.float64)

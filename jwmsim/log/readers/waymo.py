@@ -37,11 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from jwmsim.log.readers import common
+import jwmsim.log.readers.common as common
 from jwmsim.log.readers.common import MPH, ReaderError
 from jwmsim.log.readers.tfrecord import TFRecordError, read_records, write_records
 from jwmsim.log.readers.waymo_schema import ENUMS, messages
-from jwmsim.log.schema import AGENT_TYPES, DriveLog
+from jwmsim.datatypes import AGENT_TYPES
+from jwmsim.log.schema import DriveLog
 from jwmsim.map import Lane, RoadMap
 
 TYPE_TO_JWMSIM = {0: "object", 1: "vehicle", 2: "pedestrian", 3: "cyclist", 4: "object"}
