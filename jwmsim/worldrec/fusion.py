@@ -287,22 +287,7 @@ class World:
         """The world as a :class:`GaussianScene` with agents at ``agents`` (agents missing there are not
         drawn; None: static world only)."""
         g = dict(self.gaussians())
-        track = g.pop("track")
-        if agents is None or len(agents.ids) == 0:
-            keep = track < 0
-            g = {k: v[keep] for k, v in g.items()}
-            g["agent"] = torch.full_like(track[keep], -1)
-            return place_gaussians(g, torch.zeros(0, 4, 4), torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.long))
-        ids = agents.ids.to(track.device)
-        order = torch.argsort(ids)
-        pos = torch.searchsorted(ids[order], track.clamp_min(0)).clamp(max=len(ids) - 1)
-        hit = (ids[order][pos] == track) & (track >= 0)
-        agent = torch.where(hit, order[pos], torch.full_like(track, -1))
-        keep = (track < 0) | hit
-        g = {k: v[keep] for k, v in g.items()}
-        g["agent"] = agent[keep]
-        return place_gaussians(g, agents.agent_to_world.to(track.device, torch.float32), agents.valid.to(track.device),
-                               ids)
+        return place_tracked(g, g.pop("track"), agents)
 
     # ------------------------------------------------------------------ files
 
@@ -322,6 +307,27 @@ class World:
         tmp = path.with_name(f".{path.name}.tmp")
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
+
+
+def place_tracked(g: dict[str, torch.Tensor], track: torch.Tensor, agents: AgentPoses | None) -> GaussianScene:
+    """Gaussians in query frames with track ids [N] (-1 static) -> a world :class:`GaussianScene` with each
+    agent's Gaussians at its box in ``agents`` (tracks absent there are not drawn; None: static only)."""
+    if agents is None or len(agents.ids) == 0:
+        keep = track < 0
+        agent = torch.full_like(track, -1)
+        ids, a2w, valid = (torch.zeros(0, dtype=torch.long), torch.zeros(0, 4, 4),
+                           torch.zeros(0, dtype=torch.bool))
+    else:
+        ids = agents.ids.to(track.device)
+        order = torch.argsort(ids)
+        pos = torch.searchsorted(ids[order], track.clamp_min(0)).clamp(max=len(ids) - 1)
+        hit = (ids[order][pos] == track) & (track >= 0)
+        agent = torch.where(hit, order[pos], torch.full_like(track, -1))
+        keep = (track < 0) | hit
+        a2w, valid = agents.agent_to_world.to(track.device, torch.float32), agents.valid.to(track.device)
+    g = {k: v[keep] for k, v in g.items()}
+    g["agent"] = agent[keep]
+    return place_gaussians(g, a2w, valid, ids)
 
 
 def _rows_in(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -377,21 +383,7 @@ def load_world_scene(path: str | os.PathLike, agents: AgentPoses | None = None, 
     stored = [g.pop(k, None) for k in ("agent_ids", "agent_to_world", "agent_valid")]
     if agents is None and not static_only and stored[0] is not None:
         agents = AgentPoses(stored[0].long(), stored[1], stored[2].bool())
-    if agents is None or static_only:
-        keep = track < 0
-        agent = torch.full_like(track, -1)
-        ids, a2w, valid = torch.zeros(0, dtype=torch.long), torch.zeros(0, 4, 4), torch.zeros(0, dtype=torch.bool)
-    else:
-        ids = agents.ids
-        order = torch.argsort(ids)
-        pos = torch.searchsorted(ids[order], track.clamp_min(0)).clamp(max=max(len(ids) - 1, 0))
-        hit = (ids[order][pos] == track) & (track >= 0) if len(ids) else torch.zeros_like(track, dtype=torch.bool)
-        agent = torch.where(hit, order[pos], torch.full_like(track, -1))
-        keep = (track < 0) | hit
-        a2w, valid = agents.agent_to_world.float(), agents.valid
-    g = {k: v[keep] for k, v in g.items()}
-    g["agent"] = agent[keep]
-    return place_gaussians(g, a2w, valid, ids)
+    return place_tracked(g, track, None if static_only else agents)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> WorldRec:
