@@ -51,6 +51,12 @@ COMMANDS = [
             "render a Gaussian scene (or the synthetic street) from the rig at an ego pose"),
     Command("run-main", "cmd/main", "jwmsim.commands:run_main", (),
             "the main job of `make run` on the built-in town"),
+    Command("train worldgen", "cmd/train_worldgen", "jwmsim.worldgen.commands:train_worldgen", (),
+            "train WorldGen: stage=autoencoder|bidirectional|teacher_forcing|ode|dmd (resumable)"),
+    Command("worldgen make-data", "cmd/worldgen_make_data", "jwmsim.worldgen.commands:make_data", (),
+            "cache WorldGen training clips: oracle ground truth + forward-warped priors with holes"),
+    Command("eval worldgen", "cmd/eval_worldgen", "jwmsim.worldgen.commands:eval_worldgen", (),
+            "evaluate WorldGen on town test seeds: filled/observed PSNR, SSIM, FD, stability, speed"),
 ]
 
 

@@ -283,26 +283,17 @@ def make_data(dataset: str | os.PathLike, out: str | os.PathLike, split: str = "
     """Cache clips of the town dataset's ``split`` logs under ``out/split`` (resumable: finished logs with the
     same parameters are kept). Returns that folder. prior: 'warp' (reprojection of logged frames); another
     source is passed as prior_fn and recorded under the name ``prior``."""
-    from jwmsim.town.dataset import SPLITS, split_of
-
     params = params or ClipParams()
     params.check()
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if prior != "warp" and prior_fn is None:
         raise ValueError(f"prior={prior!r} needs its render function (prior_fn); the built-in source is 'warp' "
                          "(WorldRec renders plug in as prior_fn once a WorldRec checkpoint exists)")
     root = Path(dataset)
-    manifest = root / "dataset.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: no town dataset there; make one with "
-                                f"`jwmsim town dataset --n 20 --out {root}`")
-    seeds = [int(s) for s in json.loads(manifest.read_text())["splits"].get(split, [])]
-    seeds = [s for s in seeds if split_of(s) == split]  # never trust a folder name for the split
+    seeds = split_seeds(root, split)  # never trust a folder name for the split
     if n_logs is not None:
         seeds = seeds[:int(n_logs)]
     if not seeds:
-        raise ValueError(f"{manifest}: the {split} split has no logs yet; wait for `jwmsim town dataset` or "
+        raise ValueError(f"{root}: the {split} split has no logs yet; wait for `jwmsim town dataset` or "
                          "lower n_logs")
     out_dir = Path(out) / split
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -329,6 +320,46 @@ def make_data(dataset: str | os.PathLike, out: str | os.PathLike, split: str = "
 
 
 # ----------------------------------------------------------------------------- loading
+
+
+def split_seeds(dataset: str | os.PathLike, split: str) -> list[int]:
+    """Seeds of a town dataset's split, as its manifest lists them (checked against the fixed ranges)."""
+    from jwmsim.town.dataset import SPLITS, split_of
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    manifest = Path(dataset) / "dataset.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: no town dataset there; make one with "
+                                f"`jwmsim town dataset --n 20 --out {dataset}`")
+    seeds = [int(s) for s in json.loads(manifest.read_text())["splits"].get(split, [])]
+    return [s for s in seeds if split_of(s) == split]
+
+
+def log_images(dataset: str | os.PathLike, split: str, max_logs: int | None = None, eval_rig_stride: int = 5,
+               progress: bool = False) -> np.ndarray:
+    """Camera images of a split's town logs: every frame of the main rig and every ``eval_rig_stride``-th
+    frame of the shifted evaluation rigs (0: none). Returns [N, H, W, 3] uint8."""
+    from jwmsim.log import read_log
+    from jwmsim.town.dataset import log_dir_name
+
+    seeds = split_seeds(dataset, split)[: max_logs or None]
+    if not seeds:
+        raise ValueError(f"{dataset}: the {split} split has no logs yet; wait for `jwmsim town dataset`")
+    out = []
+    it = seeds
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(seeds, desc=f"images {split}", unit="log", leave=False)
+    for s in it:
+        log = read_log(Path(dataset) / split / log_dir_name(s))
+        for t in range(log.num_frames):
+            out.append(log.frames[t].images)
+            if eval_rig_stride and t % eval_rig_stride == 0:
+                for name in log.eval_rigs:
+                    out.append(log.frames.rig(name)[t].images)
+    return np.concatenate(out)
 
 
 class ClipSet:
@@ -370,16 +401,15 @@ class ClipSet:
     def frames(self) -> int:
         return int(self.arrays["gt"].shape[1])
 
-    def batch(self, idx: np.ndarray, frames: int | None = None, rng: np.random.Generator | None = None):
-        """Clips idx [B] -> dict of float32 tensors: gt, prior [B, F, C, 3, H, W] in [0, 1]; alpha
-        [B, F, C, 1, H, W] in [0, 1]; motion [B, F, 3]. frames: a random window of that many frames."""
+    def batch(self, idx: np.ndarray, frames: int | None = None, start: int = 0):
+        """Clips idx [B], frames start .. start + frames - 1 -> dict of float32 tensors: gt, prior
+        [B, F, C, 3, H, W] in [0, 1]; alpha [B, F, C, 1, H, W] in [0, 1]; motion [B, F, 3]."""
         import torch
 
         F = self.frames if frames is None else int(frames)
-        if not 1 <= F <= self.frames:
-            raise ValueError(f"frames must be in [1, {self.frames}] (the cached clip length), got {F}")
-        s = 0 if F == self.frames else int((rng or np.random.default_rng()).integers(0, self.frames - F + 1))
-        sl = (np.asarray(idx), slice(s, s + F))
+        if not (1 <= F and 0 <= start and start + F <= self.frames):
+            raise ValueError(f"frames {start}..{start + F - 1} are outside the cached clips' {self.frames} frames")
+        sl = (np.asarray(idx), slice(start, start + F))
 
         def img(a):
             return torch.from_numpy(np.ascontiguousarray(a)).float().div_(255.0).movedim(-1, -3)
@@ -394,5 +424,5 @@ class ClipSet:
         return g.reshape(-1, *g.shape[-3:])
 
 
-__all__ = ["forward_warp", "warp_prior", "make_clips", "make_data", "ClipParams", "ClipSet", "offset_pose",
+__all__ = ["split_seeds", "log_images", "forward_warp", "warp_prior", "make_clips", "make_data", "ClipParams", "ClipSet", "offset_pose",
            "ego_motion", "SKY_DEPTH"]
