@@ -15,7 +15,9 @@ Frames, units, image layout: :mod:`jwmsim.geometry`. Cached clips are uint8 npz 
                                         alpha [N, F, C, H, W] uint8 (255 = observed), motion [N, F, 3]
                                         float32 (dx m, dy m, dyaw rad since the previous target frame, in
                                         that frame's ego frame), offset [N, 3] (shift m, yaw rad, look-ahead
-                                        frames), t0 [N] int, seed [N] int
+                                        frames), t0 [N] int, seed [N] int, pose [N, F, 4, 4] target
+                                        ego_to_world, depth [N, F, C, H, W] float16 oracle camera z [m]
+                                        (inf: sky; for the evaluation's temporal-stability warp)
     CACHE/train/manifest.json           parameters; the cache is resumable per log
 
 CLI: ``jwmsim worldgen make-data dataset=/work/data/town split=train out=runs/worldgen/data``.
@@ -231,7 +233,8 @@ def make_clips(log_dir: str | os.PathLike, n_clips: int, params: ClipParams, see
     out = {"gt": np.zeros((n_clips, F, C, H, W, 3), np.uint8), "prior": np.zeros((n_clips, F, C, H, W, 3), np.uint8),
            "alpha": np.zeros((n_clips, F, C, H, W), np.uint8), "motion": np.zeros((n_clips, F, 3), np.float32),
            "offset": np.zeros((n_clips, 3), np.float32), "t0": np.zeros(n_clips, np.int64),
-           "seed": np.full(n_clips, int(log.meta.town_seed), np.int64)}
+           "seed": np.full(n_clips, int(log.meta.town_seed), np.int64),
+           "pose": np.zeros((n_clips, F, 4, 4)), "depth": np.zeros((n_clips, F, C, H, W), np.float16)}
     it = range(n_clips)
     if progress:
         from tqdm import tqdm
@@ -252,7 +255,10 @@ def make_clips(log_dir: str | os.PathLike, n_clips: int, params: ClipParams, see
                 pose = offset_pose(log.ego.ego_to_world[t], shift, yaw)
                 prev = offset_pose(log.ego.ego_to_world[t - 1], shift, yaw)
                 out["motion"][n, k] = ego_motion(prev, pose)
-                gt = oracle.render(rig, pose, _agents_at(log, t))["rgb"]
+                rendered = oracle.render(rig, pose, _agents_at(log, t))
+                gt = rendered["rgb"]
+                out["pose"][n, k] = pose
+                out["depth"][n, k] = rendered["depth"].astype(np.float16)  # sky stays inf
                 srcs = [t - look - j * params.source_stride for j in range(params.n_sources)]
                 if prior_fn is None:
                     prgb, palpha = warp_prior(log, srcs, rig, pose, frame_cache)
@@ -365,11 +371,12 @@ def log_images(dataset: str | os.PathLike, split: str, max_logs: int | None = No
 class ClipSet:
     """The cached clips of one split, in memory (uint8). ``len(clips)``; :meth:`batch` draws a random
     float batch. Refuses any clip whose town seed is not in the split (test seeds never leak).
+    extra: further cached arrays to load ("depth", "pose": the evaluation's).
 
     Arrays: gt, prior [N, F, C, H, W, 3] uint8; alpha [N, F, C, H, W] uint8; motion [N, F, 3]; seed [N].
     """
 
-    def __init__(self, folder: str | os.PathLike, split: str, max_logs: int | None = None):
+    def __init__(self, folder: str | os.PathLike, split: str, max_logs: int | None = None, extra: tuple = ()):
         from jwmsim.town.dataset import split_of
 
         folder = Path(folder)
@@ -382,7 +389,10 @@ class ClipSet:
         for f in files:
             try:
                 z = np.load(f)
-                arrs = {k: z[k] for k in ("gt", "prior", "alpha", "motion", "seed")}
+                arrs = {k: z[k] for k in ("gt", "prior", "alpha", "motion", "seed") + tuple(extra)}
+            except KeyError as e:
+                raise ValueError(f"{f}: the clip cache lacks {e} (made by an older make-data); delete it and rerun "
+                                 f"`jwmsim worldgen make-data split={split}`") from None
             except Exception as e:  # noqa: BLE001 - any unreadable cache file gets the same advice
                 raise ValueError(f"{f}: unreadable clip cache ({e}); delete it and rerun `jwmsim worldgen make-data`") from None
             bad = sorted({int(s) for s in arrs["seed"] if split_of(int(s)) != split})

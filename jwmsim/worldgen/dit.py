@@ -210,12 +210,12 @@ class WorldGenDiT(nn.Module):
         x = x.reshape(B, Fs, C, ch, H // p, p, W // p, p).permute(0, 1, 2, 4, 6, 3, 5, 7)
         return x.reshape(B, Fs, C * (H // p) * (W // p), ch * p * p)
 
-    def _unpatchify(self, t: torch.Tensor) -> torch.Tensor:
+    def _unpatchify(self, t: torch.Tensor, C: int) -> torch.Tensor:
         cfg = self.cfg
         B, Fs = t.shape[:2]
         p, hp, wp = cfg.patch, cfg.latent_h // cfg.patch, cfg.latent_w // cfg.patch
-        t = t.reshape(B, Fs, cfg.cameras, hp, wp, cfg.latent_channels, p, p).permute(0, 1, 2, 5, 3, 6, 4, 7)
-        return t.reshape(B, Fs, cfg.cameras, cfg.latent_channels, cfg.latent_h, cfg.latent_w)
+        t = t.reshape(B, Fs, C, hp, wp, cfg.latent_channels, p, p).permute(0, 1, 2, 5, 3, 6, 4, 7)
+        return t.reshape(B, Fs, C, cfg.latent_channels, cfg.latent_h, cfg.latent_w)
 
     def frame_condition(self, sigma: torch.Tensor, motion: torch.Tensor, attr: torch.Tensor | None) -> torch.Tensor:
         """sigma [B, Fs], motion [B, Fs, 3], attr [B, Fs, A] or None -> [B, Fs, width]."""
@@ -226,7 +226,8 @@ class WorldGenDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, prior: torch.Tensor, alpha: torch.Tensor,
                 motion: torch.Tensor, attr: torch.Tensor | None = None, frames: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, past: list | None = None, return_kv: bool = False):
+                mask: torch.Tensor | None = None, past: list | None = None, return_kv: bool = False,
+                cams: torch.Tensor | None = None):
         """Velocity of every frame.
 
         x [B, Fs, C, Z, h, w] noisy latents; sigma [B, Fs] noise level per frame (0 = clean context);
@@ -235,19 +236,22 @@ class WorldGenDiT(nn.Module):
         frames [Fs] time index of each frame (default 0..Fs-1; the rotary embedding); mask: token mask
         [Fs*T, M + Fs*T] bool (see :func:`attention_mask`) or None (full); past: per block the cached
         (k, v) [B, heads, M, d] of earlier frames. Returns v [B, Fs, C, Z, h, w] (and, with return_kv,
-        the per-block (k, v) of this call's tokens, for the cache).
+        the per-block (k, v) of this call's tokens, for the cache). cams [C'] long: which of the rig's
+        cameras the C' = x.shape[2] views are (default all; a subset runs, e.g., one camera alone).
         """
         cfg = self.cfg
-        B, Fs = x.shape[:2]
-        if x.shape[2:] != (cfg.cameras, cfg.latent_channels, cfg.latent_h, cfg.latent_w):
-            raise ValueError(f"x must be [B, F, {cfg.cameras}, {cfg.latent_channels}, {cfg.latent_h}, "
-                             f"{cfg.latent_w}], got {tuple(x.shape)}")
+        B, Fs, C = x.shape[:3]
+        if cams is None:
+            cams = torch.arange(cfg.cameras, device=x.device)
+        if x.shape[3:] != (cfg.latent_channels, cfg.latent_h, cfg.latent_w) or C != len(cams):
+            raise ValueError(f"x must be [B, F, C, {cfg.latent_channels}, {cfg.latent_h}, {cfg.latent_w}] with C = "
+                             f"{len(cams)} cameras, got {tuple(x.shape)}")
         if frames is None:
             frames = torch.arange(Fs, device=x.device)
-        T = cfg.tokens_per_frame
+        T = C * cfg.tokens_per_camera
         pri = torch.cat([prior * alpha, alpha], 3)
         h = self.x_embed(self._patchify(x, cfg.patch)) + self.prior_embed(self._patchify(pri, 4 * cfg.patch))
-        h = h + (self.cam[:, None, :] + self.pos[None]).reshape(T, -1)
+        h = h + (self.cam[cams][:, None, :] + self.pos[None]).reshape(T, -1)
         c = self.frame_condition(sigma, motion, attr)
         pos = frames.repeat_interleave(T)
         kvs = []
@@ -255,7 +259,7 @@ class WorldGenDiT(nn.Module):
             h, kv = blk(h, c, pos, mask, None if past is None else past[i])
             kvs.append(kv)
         sh, sc = self.ada_out(F.silu(c))[:, :, None].chunk(2, -1)
-        v = self._unpatchify(self.out(self.norm_out(h) * (1 + sc) + sh))
+        v = self._unpatchify(self.out(self.norm_out(h) * (1 + sc) + sh), C)
         return (v, kvs) if return_kv else v
 
 

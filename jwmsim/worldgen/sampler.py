@@ -53,14 +53,15 @@ class KVCache:
 
 def generate_frame(model: WorldGenDiT, cache: KVCache, index: int, prior: torch.Tensor, alpha: torch.Tensor,
                    motion: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, attr: torch.Tensor | None = None,
-                   grad_step: int | None = None, update_cache: bool = True) -> torch.Tensor:
+                   grad_step: int | None = None, update_cache: bool = True,
+                   cams: torch.Tensor | None = None) -> torch.Tensor:
     """One frame's latents [B, 1, C, Z, h, w] from noise [B, 1, C, Z, h, w].
 
     index: the frame's time index (rotary position). prior [B, 1, C, 3, H, W], alpha [B, 1, C, 1, H, W],
     motion [B, 1, 3], attr [B, 1, A] or None. sigmas [S + 1] from 1 to 0. grad_step: None = all steps
     without autograd; k = steps before k run without autograd, step k predicts x0 with autograd and that
     prediction is the frame (Self-Forcing's one-step gradient). The clean pass that fills the cache never
-    carries gradients.
+    carries gradients. cams: the rig cameras of the C views (default all).
     """
     B = noise.shape[0]
     frames = torch.tensor([int(index)], device=noise.device)
@@ -70,7 +71,7 @@ def generate_frame(model: WorldGenDiT, cache: KVCache, index: int, prior: torch.
     for j in range(len(sigmas) - 1):
         s = sigmas[j].expand(B, 1).to(noise.device)
         with torch.set_grad_enabled(grad_step is not None and j == grad_step and torch.is_grad_enabled()):
-            v = model(x, s, prior, alpha, motion, attr, frames=frames, past=past)
+            v = model(x, s, prior, alpha, motion, attr, frames=frames, past=past, cams=cams)
         if grad_step is not None and j == grad_step:
             out = predict_x0(x, v, s)
             break
@@ -81,7 +82,7 @@ def generate_frame(model: WorldGenDiT, cache: KVCache, index: int, prior: torch.
     if update_cache and cache.window:
         with torch.no_grad():
             _, kv = model(out.detach(), torch.zeros(B, 1, device=noise.device), prior, alpha, motion, attr,
-                          frames=frames, past=past, return_kv=True)
+                          frames=frames, past=past, return_kv=True, cams=cams)
         cache.append(kv)
     return out
 
@@ -146,16 +147,19 @@ class OnlineSampler:
     model: causal student; autoencoder: its latent space. steps: denoising steps (4 default, any >= 1);
     window: cached past frames; shift: the schedule shift it was trained with; seed: the noise
     generator's seed (same seed and inputs = same frames); blend_radius [px]: seam softening.
+    cams: which rig cameras this sampler generates (default all; e.g. [1] = the front camera alone).
     Call :meth:`reset` at an episode start, :meth:`step` per frame.
     """
 
     def __init__(self, model: WorldGenDiT, autoencoder, steps: int = 4, window: int = 2, shift: float = 2.0,
-                 seed: int = 0, blend_radius: int = 2, device: str | torch.device = "cpu"):
+                 seed: int = 0, blend_radius: int = 2, device: str | torch.device = "cpu", cams=None):
         self.model = model.eval()
         self.ae = autoencoder.eval()
         self.sigmas = sampling_sigmas(steps, shift)
         self.window, self.seed, self.blend_radius = int(window), int(seed), int(blend_radius)
         self.device = torch.device(device)
+        self.cams = torch.arange(model.cfg.cameras) if cams is None else torch.as_tensor(cams, dtype=torch.long)
+        self.cams = self.cams.to(self.device)
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
@@ -171,18 +175,19 @@ class OnlineSampler:
         """prior [C, 3, H, W] in [0, 1], alpha [C, 1, H, W] in [0, 1], motion [3] (dx m, dy m, dyaw rad)
         -> {"rgb": composite [C, 3, H, W], "generated": decoded generation [C, 3, H, W], "latent": [C, Z, h, w]}."""
         cfg = self.model.cfg
-        if prior.shape[0] != cfg.cameras or alpha.shape[0] != cfg.cameras:
-            raise ValueError(f"prior/alpha must have the rig's {cfg.cameras} cameras first, got "
+        C = len(self.cams)
+        if prior.shape[0] != C or alpha.shape[0] != C:
+            raise ValueError(f"prior/alpha must have the sampler's {C} cameras first, got "
                              f"{tuple(prior.shape)} / {tuple(alpha.shape)}")
         for name, t in (("prior", prior), ("alpha", alpha), ("motion", motion)):
             if not torch.isfinite(t).all():
                 raise ValueError(f"{name} contains NaN or inf")
         p, a = prior[None, None].to(self.device).float(), alpha[None, None].to(self.device).float()
         m = motion.reshape(1, 1, 3).to(self.device).float()
-        noise = torch.randn((1, 1, cfg.cameras, cfg.latent_channels, cfg.latent_h, cfg.latent_w),
+        noise = torch.randn((1, 1, C, cfg.latent_channels, cfg.latent_h, cfg.latent_w),
                             generator=self.gen, device=self.device)
         z = generate_frame(self.model, self.cache, self.index, p, a, m, noise, self.sigmas,
-                           None if attr is None else attr.reshape(1, 1, -1).to(self.device))
+                           None if attr is None else attr.reshape(1, 1, -1).to(self.device), cams=self.cams)
         self.index += 1
         gen = self.ae.decode(z[0, 0]).clamp(0, 1)
         return {"rgb": composite(gen, prior.to(self.device), alpha.to(self.device), self.blend_radius),
