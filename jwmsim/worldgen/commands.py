@@ -8,7 +8,11 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def train_worldgen(cfg: DictConfig) -> int:
-    from jwmsim.worldgen.train import train
+    from jwmsim.cli import UsageError
+    from jwmsim.worldgen.train import ALL_STAGES, train
+
+    if str(cfg.stage) not in ALL_STAGES:
+        raise UsageError(f"stage={cfg.stage} is not a WorldGen stage; valid: {', '.join(ALL_STAGES)} (in that order)")
 
     r = train(cfg)
     last = ", ".join(f"{k} {v:.4g}" for k, v in r["last"].items() if k not in ("step", "minutes"))
@@ -18,7 +22,12 @@ def train_worldgen(cfg: DictConfig) -> int:
 
 
 def make_data(cfg: DictConfig) -> int:
+    from jwmsim.cli import UsageError
+    from jwmsim.town.dataset import SPLITS
     from jwmsim.worldgen.data import ClipParams, make_data as make
+
+    if str(cfg.split) not in SPLITS:
+        raise UsageError(f"split={cfg.split} is not a split; valid: {', '.join(SPLITS)}")
 
     params = ClipParams(**OmegaConf.to_container(cfg.clip))
     n_logs = None if cfg.n_logs is None else int(cfg.n_logs)

@@ -47,7 +47,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"the Fréchet distance needs >= 2 samples per set, got {len(a)} and {len(b)}")
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():  # near-singular product: regularise, as pytorch-fid does
         off = np.eye(len(s1)) * 1e-6
         covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
