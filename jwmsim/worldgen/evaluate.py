@@ -187,6 +187,90 @@ def autoencoder_psnr(ae, dataset: str, split: str = "test", max_logs: int | None
     return {"psnr_mean": float(ps.mean()), "psnr_median": float(np.median(ps)), "images": int(len(ps)), "split": split}
 
 
+def rollout_curve(log_dir: str | Path, sampler, shift_m: float = 1.0, frames: int = 600, with_prior: bool = True,
+                  source_stride: int = 3, progress: bool = False) -> dict:
+    """Closed-loop-style rollout along a test log shifted ``shift_m`` sideways: per frame, the prior is the
+    warp of the logged frames t and t - source_stride into the shifted pose (``with_prior=False``: empty
+    prior channels, alpha = 0, generation only), the sampler generates the frame from its own past (KV
+    cache), and PSNR [dB] against the oracle at that pose is recorded. Also flags divergence: NaN, a
+    saturated frame (> 50 % of pixels at 0 or 1) or a collapsed one (pixel std < 0.01)."""
+    from jwmsim.image_metrics import psnr
+    from jwmsim.log import read_log
+    from jwmsim.town import generate_town
+    from jwmsim.town.dataset import split_of
+    from jwmsim.town.scene import renderer
+    from jwmsim.worldgen.data import _agents_at, ego_motion, offset_pose, warp_prior
+
+    log = read_log(log_dir)
+    if split_of(int(log.meta.town_seed)) != "test":
+        raise ValueError(f"{log_dir}: town seed {log.meta.town_seed} is not a test seed; the rollout curve is "
+                         "measured on test seeds only (make one: `jwmsim town make-log --seed 2000 --seconds 61`)")
+    T = min(int(frames), log.num_frames - 1)
+    rig = log.rig
+    sampler.reset()
+    curve, flags = [], []
+    it = range(1, T + 1)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"rollout {'joint' if with_prior else 'gen-only'}", unit="frame", leave=False)
+    cache: dict = {}
+    with renderer(generate_town(int(log.meta.town_seed)), width=rig[0].width, height=rig[0].height) as oracle:
+        for t in it:
+            pose = offset_pose(log.ego.ego_to_world[t], shift_m, 0.0)
+            motion = ego_motion(offset_pose(log.ego.ego_to_world[t - 1], shift_m, 0.0), pose)
+            gt = _to_t(oracle.render(rig, pose, _agents_at(log, t))["rgb"])
+            if with_prior:
+                prgb, pal = warp_prior(log, [t, max(t - source_stride, 0)], rig, pose, cache)
+                if len(cache) > 8:
+                    cache.pop(min(cache))
+                prior, alpha = _to_t(prgb), torch.from_numpy(pal)[:, None]
+            else:
+                prior, alpha = torch.zeros_like(gt), torch.zeros(gt.shape[0], 1, *gt.shape[-2:])
+            out = sampler.step(prior, alpha, torch.from_numpy(motion))["rgb"].cpu()
+            bad = []
+            if not torch.isfinite(out).all():
+                bad.append("nan")
+            if ((out <= 0.0) | (out >= 1.0)).float().mean() > 0.5:
+                bad.append("saturated")
+            if out.std() < 0.01:
+                bad.append("collapsed")
+            if bad:
+                flags.append({"frame": t, "flags": bad})
+            curve.append(float(psnr(out, gt).mean()))
+    return {"log": str(log_dir), "shift_m": shift_m, "with_prior": with_prior, "psnr": curve, "divergence": flags}
+
+
+def plot_curves(curves: dict[str, list[float]], path: str | Path, width: int = 800, height: int = 400) -> Path:
+    """PSNR-per-frame curves as a PNG (OpenCV drawing; no plotting library is installed)."""
+    import cv2
+
+    from jwmsim.viewer import write_png
+
+    img = np.full((height, width, 3), 255, np.uint8)
+    x0, y0, x1, y1 = 60, 20, width - 20, height - 40
+    vals = np.concatenate([np.asarray(v, float) for v in curves.values() if len(v)])
+    lo, hi = float(np.floor(np.nanmin(vals))) - 1, float(np.ceil(np.nanmax(vals))) + 1
+    n = max(len(v) for v in curves.values())
+    cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 0), 1)
+    for k in range(5):
+        yv = lo + (hi - lo) * k / 4
+        y = int(y1 - (y1 - y0) * k / 4)
+        cv2.putText(img, f"{yv:.0f}", (5, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.putText(img, f"PSNR [dB] vs frame (0..{n})", (x0, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    colours = [(200, 30, 30), (30, 30, 200), (30, 150, 30), (150, 30, 150)]
+    for i, (name, v) in enumerate(curves.items()):
+        v = np.nan_to_num(np.asarray(v, float), nan=lo)
+        if len(v) < 2:
+            continue
+        xs = x0 + (x1 - x0) * np.arange(len(v)) / max(n - 1, 1)
+        ys = y1 - (y1 - y0) * (v - lo) / (hi - lo)
+        pts = np.stack([xs, ys], 1).astype(np.int32)
+        cv2.polylines(img, [pts], False, colours[i % 4], 1)
+        cv2.putText(img, name, (x0 + 10, y0 + 16 * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colours[i % 4], 1)
+    return write_png(path, img)
+
+
 def evaluate(cfg) -> Path:
     """Run the evaluation table on the test clip cache (see module docstring); returns the JSON path."""
     from jwmsim.geometry import default_rig
@@ -248,12 +332,33 @@ def evaluate(cfg) -> Path:
         table.append(row)
         print(json.dumps(row))
     ae_test = autoencoder_psnr(ae, str(cfg.dataset), "test") if cfg.dataset else None
+    rollouts = None
+    if cfg.rollout_log:
+        from jwmsim.worldgen.sampler import OnlineSampler
+
+        students = {r.name: r for r in rows if r.causal}
+        runs = [("joint_dmd", "dmd_4", True), ("generation_only_dmd", "dmd_4", False), ("joint_ode", "ode_4", True)]
+        rollouts = {}
+        for label, row, prior_on in runs:
+            if row not in students:
+                rollouts[label] = {"missing": f"no {row} checkpoint"}
+                continue
+            r = students[row]
+            smp = OnlineSampler(r.model, ae, steps=r.steps, window=r.window, shift=r.shift, seed=int(cfg.seed),
+                                device=device)
+            rollouts[label] = rollout_curve(str(cfg.rollout_log), smp, float(cfg.rollout_shift),
+                                            int(cfg.rollout_frames), prior_on, progress=bool(cfg.progress))
+        curves = {k: v["psnr"] for k, v in rollouts.items() if "psnr" in v}
+        if curves:
+            png = Path(str(cfg.results)).with_name("worldgen_rollout.png")
+            plot_curves(curves, png)
+            rollouts["plot"] = str(png)
     res = {"command": "jwmsim eval worldgen " + " ".join(sys.argv[3:]), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                        "threads": int(cfg.threads), "device": str(device)},
            "loadavg": os.getloadavg(), "tau": tau, "clips": n, "frames_per_clip": clips.frames,
            "test_seeds": sorted({int(s) for s in arr["seed"][:n]}), "oracle_temporal_error": float(np.mean(oracle_temporal)),
-           "autoencoder_test": ae_test, "rows": table, "missing_rows": missing,
+           "autoencoder_test": ae_test, "rows": table, "missing_rows": missing, "rollouts": rollouts,
            "note": "fd_ae: Fréchet distance on the project's own autoencoder features, not Inception FID"}
     path = Path(str(cfg.results))
     path.parent.mkdir(parents=True, exist_ok=True)
