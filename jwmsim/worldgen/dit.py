@@ -18,12 +18,16 @@ clean frames < i and itself; clean frame i sees clean frames <= i). Online infer
 (:mod:`.sampler`) keeps the keys/values of the last W clean frames and attends the new frame to them.
 
 Budget (DESIGN.md: 4-step generation <= 0.15 s per 3-camera frame, <= 0.06 s for one camera, 2 CPU
-threads). A frame costs 4 denoising forwards + 1 clean forward to fill the KV cache + one decoder pass.
-Measured figures (DESIGN.md): width 256 x 8 layers over 180 tokens 31 ms, 72 ms with 720 cached keys.
-Chosen: width 192, depth 6, 3 heads of 64, latent patch 4 (180 tokens per frame), KV window 2 frames
-(360 cached keys): ~2 GFLOP... about 1/2 of the 256 x 8 model per forward, so 5 forwards + decoding fit
-0.15 s on a quiet machine; what it bought: a 2.9 M-parameter model that sees all three cameras jointly
-and two past frames. The measured time per frame is in ``benchmarks/results/worldgen_speed.json``.
+threads). A frame costs 4 denoising forwards + 1 clean forward that fills the KV cache + one decoder
+pass; token count is the cost driver. Chosen: latent patch 4 (the autoencoder's 4x downsampling makes
+that 16x16 pixels: 60 tokens per camera, 180 per rig frame), width 192, depth 6, 3 heads of 64, KV
+window 2 frames (360 cached keys): 4.5 M parameters, ~1.4 GFLOP per forward, ~0.4x the 256 x 8 model
+DESIGN.md measured at 72 ms with 720 cached keys. What it bought: all three cameras attend to each other
+in every layer, and each frame sees the two before it. Measured on the shared, loaded 2-core machine
+(load average ~7, 1 thread): 19 ms per forward alone, 23 ms with the cache, 21 ms to decode 3 cameras;
+a whole 4-step frame 0.39-0.41 s (3 cameras) and 0.13-0.14 s (1 camera) under that load. The quiet-machine
+figure is ``benchmarks/bench_worldgen.py``'s (``benchmarks/results/worldgen_speed.json``); if it misses the
+goal, the next lever is depth 4 or a window of 1 frame (both are settings: ``model.depth``, ``window``).
 """
 
 from __future__ import annotations

@@ -127,11 +127,13 @@ class _Generator:
         from jwmsim.worldgen.schedule import euler_step, sampling_sigmas
 
         cfg = self.model.cfg
+        dev = next(self.model.parameters()).device
+        prior, alpha, motion = prior.to(dev), alpha.to(dev), motion.to(dev)
         C = prior.shape[1]
-        cams_t = None if cams is None else torch.as_tensor(cams)
+        cams_t = None if cams is None else torch.as_tensor(cams, device=dev)
         g = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn((1, prior.shape[0], C, cfg.latent_channels, cfg.latent_h, cfg.latent_w), generator=g)
-        sig = sampling_sigmas(self.steps, self.shift)
+        noise = torch.randn((1, prior.shape[0], C, cfg.latent_channels, cfg.latent_h, cfg.latent_w), generator=g).to(dev)
+        sig = sampling_sigmas(self.steps, self.shift).to(dev)
         p, a, m = prior[None], alpha[None], motion[None]
         if self.causal:
             cache = KVCache(self.window)
@@ -145,7 +147,7 @@ class _Generator:
                 x = euler_step(x, self.model(x, s, p, a, m, cams=cams_t), s, sig[j + 1].expand(1, Fn))
             z = x
         gen = self.ae.decode(z[0]).clamp(0, 1)
-        return composite(gen, prior, alpha)
+        return composite(gen, prior, alpha).cpu()
 
 
 def _load_rows(cfg, device) -> tuple[list, object]:
@@ -181,8 +183,8 @@ def autoencoder_psnr(ae, dataset: str, split: str = "test", max_logs: int | None
     ps = []
     with torch.inference_mode():
         for i in range(0, len(imgs), 32):
-            x = _to_t(imgs[i:i + 32])
-            ps.append((-10.0 * torch.log10((ae(x).clamp(0, 1) - x).pow(2).flatten(1).mean(1))).numpy())
+            x = _to_t(imgs[i:i + 32]).to(ae.latent_scale.device)
+            ps.append((-10.0 * torch.log10((ae(x).clamp(0, 1) - x).pow(2).flatten(1).mean(1))).cpu().numpy())
     ps = np.concatenate(ps)
     return {"psnr_mean": float(ps.mean()), "psnr_median": float(np.median(ps)), "images": int(len(ps)), "split": split}
 
@@ -307,7 +309,13 @@ def evaluate(cfg) -> Path:
         methods.append((r.name, run))
 
     gt_all = torch.cat([_to_t(arr["gt"][i]).flatten(0, 1) for i in range(n)])
-    feats_gt = ae.features(gt_all).detach().numpy()
+    dev = ae.latent_scale.device
+
+    def features(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.cat([ae.features(x[i:i + 64].to(dev)).cpu() for i in range(0, len(x), 64)]).numpy()
+
+    feats_gt = features(gt_all)
     oracle_temporal = [e for i in range(n) for e in temporal_error(arr["gt"][i], depth[i], poses[i], rig)]
     table = []
     from tqdm import tqdm
@@ -324,7 +332,7 @@ def evaluate(cfg) -> Path:
             outs.append(pred.flatten(0, 1))
             u8 = (pred.movedim(-3, -1).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
             temporal += temporal_error(u8, depth[i], poses[i], rig)
-        feats = ae.features(torch.cat(outs)).detach().numpy()
+        feats = features(torch.cat(outs))
         row = {"row": name, **{k: float(np.mean(v)) if v else None for k, v in acc.items()},
                "fd_ae": frechet_distance(feats, feats_gt), "temporal_error": float(np.mean(temporal)),
                "s_per_frame_3cam": _timed(lambda: run(0)) / clips.frames,
