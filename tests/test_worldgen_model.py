@@ -65,6 +65,27 @@ def test_causal_mask_ignores_later_frames():
     assert not torch.allclose(v1[:, :2], vfull[:, :2])  # without the mask the future does leak
 
 
+def test_teacher_forcing_mask_hides_later_frames():
+    m = tiny_model().eval()
+    b = tiny_batch(F=3)
+    from jwmsim.worldgen.stages import _run_tf, teacher_forcing_inputs
+
+    sigma = torch.full((2, 3), 0.7)
+    noisy = torch.randn_like(b["z"])
+    with torch.no_grad():
+        v1 = _run_tf(m, teacher_forcing_inputs(b["z"], noisy, sigma, b), b)
+        z2, n2 = b["z"].clone(), noisy.clone()
+        z2[:, 2] += 3.0  # a later clean frame and a later noisy frame change...
+        n2[:, 2] -= 3.0
+        v2 = _run_tf(m, teacher_forcing_inputs(z2, n2, sigma, b), b)
+        z3 = b["z"].clone()
+        z3[:, 1] += 3.0  # ...an earlier clean frame does reach the later noisy frames
+        v3 = _run_tf(m, teacher_forcing_inputs(z3, noisy, sigma, b), b)
+    assert torch.equal(v1[:, :2], v2[:, :2])  # noisy frames 0, 1 never see frame 2
+    assert torch.equal(v1[:, :2], v3[:, :2])  # noisy frame 1 sees clean frames < 1 only, not clean frame 1
+    assert not torch.allclose(v1[:, 2], v3[:, 2])
+
+
 @pytest.mark.parametrize("window", [1, 8])
 def test_kv_cached_generation_equals_uncached(window):
     m = tiny_model().eval()

@@ -282,6 +282,20 @@ def evaluate(cfg) -> Path:
 
     torch.set_num_threads(int(cfg.threads))
     device = resolve_device(str(cfg.device))
+    if bool(cfg.autoencoder_only):
+        from jwmsim.worldgen.train import load_autoencoder
+
+        out = Path(str(cfg.out))
+        ae = load_autoencoder(out / "autoencoder" / "checkpoint", out, device)
+        meta = json.loads((out / "autoencoder" / "checkpoint.json").read_text())
+        res = {"command": "jwmsim eval worldgen " + " ".join(sys.argv[3:]), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+               "autoencoder_step": meta["step"], "autoencoder_train_minutes": meta.get("train_seconds", 0) / 60.0,
+               "autoencoder_test": autoencoder_psnr(ae, str(cfg.dataset), "test", max_images=int(cfg.ae_images))}
+        path = Path(str(cfg.results))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps(res["autoencoder_test"]))
+        return path
     clips = ClipSet(str(cfg.data), "test", cfg.max_logs, extra=("depth", "pose"))
     if any(split_of(int(s)) != "test" for s in clips.arrays["seed"]):
         raise ValueError("the evaluation reads test seeds only")
@@ -339,7 +353,7 @@ def evaluate(cfg) -> Path:
                "s_per_frame_1cam": _timed(lambda: run(0, [1])) / clips.frames}
         table.append(row)
         print(json.dumps(row))
-    ae_test = autoencoder_psnr(ae, str(cfg.dataset), "test") if cfg.dataset else None
+    ae_test = autoencoder_psnr(ae, str(cfg.dataset), "test", max_images=int(cfg.ae_images)) if cfg.dataset else None
     rollouts = None
     if cfg.rollout_log:
         from jwmsim.worldgen.sampler import OnlineSampler
