@@ -119,3 +119,33 @@ def test_region_metrics_and_temporal_error():
     assert temporal_error(frames, depth, poses, rig) == [0.0, 0.0]  # a still scene is perfectly stable
     frames[2] = 255 - frames[2]
     assert temporal_error(frames, depth, poses, rig)[1] > 0.2
+
+
+def test_stage_commands_train_and_resume(tmp_path):
+    """Every DiT stage through `jwmsim train worldgen` on a tiny synthetic clip cache; resume continues."""
+    from jwmsim.worldgen.autoencoder import AEConfig, Autoencoder
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "data" / "train"
+    d.mkdir(parents=True)
+    np.savez(d / "clips_town00001.npz", gt=rng.integers(0, 256, (2, 2, 3, 96, 160, 3), dtype=np.uint8),
+             prior=rng.integers(0, 256, (2, 2, 3, 96, 160, 3), dtype=np.uint8),
+             alpha=rng.integers(0, 256, (2, 2, 3, 96, 160), dtype=np.uint8),
+             motion=np.zeros((2, 2, 3), np.float32), seed=np.array([1, 1]))
+    torch.manual_seed(0)
+    ae = Autoencoder(AEConfig(latent_channels=4, width=16))
+    out = tmp_path / "runs"
+    save_checkpoint(out / "autoencoder" / "checkpoint", {"model": ae},
+                    {"kind": "worldgen-autoencoder", "step": 0, "model_config": ae.cfg.to_dict()})
+    common = [f"data={tmp_path / 'data'}", f"out={out}", "batch=1", "frames=2", "progress=false", "log_every=1",
+              "model.width=32", "model.depth=1", "model.heads=2", "model.rope_dims=8", "ode.pool=1",
+              "ode.teacher_steps=2", "dmd.steps=2", "dmd.gen_every=1", "window=1"]
+    assert main(["train", "worldgen", "stage=bidirectional", "max_steps=2"] + common) == 0
+    assert main(["train", "worldgen", "stage=bidirectional", "max_steps=3"] + common) == 0
+    meta = json.loads((out / "bidirectional" / "checkpoint.json").read_text())
+    assert meta["step"] == 3 and [h["step"] for h in meta["history"]] == [1, 2, 3]
+    for stage in ("teacher_forcing", "ode", "dmd"):
+        assert main(["train", "worldgen", f"stage={stage}", "max_steps=1"] + common) == 0, stage
+        m = json.loads((out / stage / "checkpoint.json").read_text())
+        assert m["kind"] == f"worldgen-{stage}" and m["step"] == 1
+        assert all(np.isfinite(v) for k, v in m["history"][0].items() if k != "step")
