@@ -23,11 +23,12 @@ pass; token count is the cost driver. Chosen: latent patch 4 (the autoencoder's 
 that 16x16 pixels: 60 tokens per camera, 180 per rig frame), width 192, depth 6, 3 heads of 64, KV
 window 2 frames (360 cached keys): 4.5 M parameters, ~1.4 GFLOP per forward, ~0.4x the 256 x 8 model
 DESIGN.md measured at 72 ms with 720 cached keys. What it bought: all three cameras attend to each other
-in every layer, and each frame sees the two before it. Measured on the shared, loaded 2-core machine
-(load average ~7, 1 thread): 19 ms per forward alone, 23 ms with the cache, 21 ms to decode 3 cameras;
-a whole 4-step frame 0.39-0.41 s (3 cameras) and 0.13-0.14 s (1 camera) under that load. The quiet-machine
-figure is ``benchmarks/bench_worldgen.py``'s (``benchmarks/results/worldgen_speed.json``); if it misses the
-goal, the next lever is depth 4 or a window of 1 frame (both are settings: ``model.depth``, ``window``).
+in every layer, and each frame sees the two before it. Measured (``benchmarks/bench_worldgen.py
+--threads 1``, 2026-12-03, the shared 2-core machine under load; results/worldgen_speed.json): a whole
+4-step frame, KV pass and decoding included, 0.246 s for 3 cameras and 0.075 s for one, while the
+DESIGN.md reference forward took 1.88x its quiet 31 ms; calibrated by that factor, 0.131 s (3 cameras)
+and 0.040 s (1 camera): inside the goals, with ~15 % margin on 3 cameras. If a quiet run misses, the
+next levers are depth 5 or a window of 1 frame (settings ``model.depth``, ``window``).
 """
 
 from __future__ import annotations
