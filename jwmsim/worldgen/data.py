@@ -429,11 +429,6 @@ class ClipSet:
                 "alpha": torch.from_numpy(self.arrays["alpha"][sl]).float().div_(255.0).unsqueeze(-3),
                 "motion": torch.from_numpy(self.arrays["motion"][sl].copy())}
 
-    def images(self) -> np.ndarray:
-        """All ground-truth images [N * F * C, H, W, 3] uint8 (a view when possible)."""
-        g = self.arrays["gt"]
-        return g.reshape(-1, *g.shape[-3:])
-
 
 __all__ = ["split_seeds", "log_images", "forward_warp", "warp_prior", "make_clips", "make_data", "ClipParams", "ClipSet", "offset_pose",
            "ego_motion", "SKY_DEPTH"]

@@ -75,8 +75,7 @@ def generate_frame(model: WorldGenDiT, cache: KVCache, index: int, prior: torch.
         if grad_step is not None and j == grad_step:
             out = predict_x0(x, v, s)
             break
-        x = euler_step(x.detach() if grad_step is not None else x, v.detach() if grad_step is not None else v,
-                       s, sigmas[j + 1].expand(B, 1).to(noise.device))
+        x = euler_step(x, v, s, sigmas[j + 1].expand(B, 1).to(noise.device))
     if out is None:
         out = x
     if update_cache and cache.window:
