@@ -150,7 +150,10 @@ class _Generator:
         return composite(gen, prior, alpha).cpu()
 
 
-def _load_rows(cfg, device) -> tuple[list, object]:
+ROWS = ("prior", "inpaint_cv2", "teacher_50", "teacher_forcing_4", "ode_4", "dmd_4")
+
+
+def _load_rows(cfg, device) -> tuple[list, object, list]:
     from jwmsim.worldgen.checkpoint import CheckpointError
     from jwmsim.worldgen.train import load_autoencoder, load_dit
 
@@ -160,7 +163,10 @@ def _load_rows(cfg, device) -> tuple[list, object]:
     spec = [("teacher_50", "bidirectional", int(cfg.teacher_steps), False),
             ("teacher_forcing_4", "teacher_forcing", int(cfg.steps), True),
             ("ode_4", "ode", int(cfg.steps), True), ("dmd_4", "dmd", int(cfg.steps), True)]
+    wanted = None if cfg.rows is None else set(cfg.rows)
     for name, stage, steps, causal in spec:
+        if wanted is not None and name not in wanted:
+            continue
         stem = out / stage / "checkpoint"
         try:
             model = load_dit(stem, stage, out, device)
@@ -282,6 +288,9 @@ def evaluate(cfg) -> Path:
 
     torch.set_num_threads(int(cfg.threads))
     device = resolve_device(str(cfg.device))
+    bad = [r for r in (cfg.rows or []) if r not in ROWS]
+    if bad:
+        raise ValueError(f"rows {bad} are not evaluation rows; valid: {', '.join(ROWS)}")
     if bool(cfg.autoencoder_only):
         from jwmsim.worldgen.train import load_autoencoder
 
@@ -311,10 +320,12 @@ def evaluate(cfg) -> Path:
             c = slice(None) if cams is None else list(cams)
             if name == "prior":
                 return _to_t(arr["prior"][i][:, c])
+            if name != "inpaint_cv2":
+                raise ValueError(f"unknown classical row {name!r}")
             return _to_t(inpaint(arr["prior"][i][:, c], arr["alpha"][i][:, c] / 255.0, tau))
         return run
 
-    methods = [("prior", classical("prior")), ("inpaint_cv2", classical("inpaint"))]
+    methods = [(k, classical(k)) for k in ("prior", "inpaint_cv2") if cfg.rows is None or k in cfg.rows]
     for r in rows:
         def run(i, cams=None, r=r):
             c = slice(None) if cams is None else list(cams)
