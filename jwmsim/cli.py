@@ -93,6 +93,12 @@ COMMANDS = [
             "reconstruct a log into a Gaussian world file with WorldRec"),
     Command("log import", "cmd/log_import", "jwmsim.commands:log_import", ("src",),
             "convert a Waymo Open Motion or Argoverse 2 scenario into a state-only DriveLog"),
+    Command("train worldgen", "cmd/train_worldgen", "jwmsim.worldgen.commands:train_worldgen", (),
+            "train WorldGen: stage=autoencoder|bidirectional|teacher_forcing|ode|dmd (resumable)"),
+    Command("worldgen make-data", "cmd/worldgen_make_data", "jwmsim.worldgen.commands:make_data", (),
+            "cache WorldGen training clips: oracle ground truth + forward-warped priors with holes"),
+    Command("eval worldgen", "cmd/eval_worldgen", "jwmsim.worldgen.commands:eval_worldgen", (),
+            "evaluate WorldGen on town test seeds: filled/observed PSNR, SSIM, FD, stability, speed"),
 ]
 
 

@@ -1,0 +1,49 @@
+"""The `jwmsim` subcommands of WorldGen (registered at the end of ``jwmsim.cli.COMMANDS``)."""
+
+from __future__ import annotations
+
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def train_worldgen(cfg: DictConfig) -> int:
+    from jwmsim.cli import UsageError
+    from jwmsim.worldgen.train import ALL_STAGES, train
+
+    if str(cfg.stage) not in ALL_STAGES:
+        raise UsageError(f"stage={cfg.stage} is not a WorldGen stage; valid: {', '.join(ALL_STAGES)} (in that order)")
+
+    r = train(cfg)
+    last = ", ".join(f"{k} {v:.4g}" for k, v in r["last"].items() if k not in ("step", "minutes"))
+    print(f"worldgen {r['stage']}: step {r['step']}, {r['train_minutes']:.1f} min trained; {last}; "
+          f"checkpoint {r['checkpoint']}")
+    return 0
+
+
+def make_data(cfg: DictConfig) -> int:
+    from jwmsim.cli import UsageError
+    from jwmsim.town.dataset import SPLITS
+    from jwmsim.worldgen.data import ClipParams, make_data as make
+
+    if str(cfg.split) not in SPLITS:
+        raise UsageError(f"split={cfg.split} is not a split; valid: {', '.join(SPLITS)}")
+
+    params = ClipParams(**OmegaConf.to_container(cfg.clip))
+    n_logs = None if cfg.n_logs is None else int(cfg.n_logs)
+    if int(cfg.clips_per_log) < 1:
+        raise ValueError(f"clips_per_log must be >= 1, got {cfg.clips_per_log}")
+    out = make(str(cfg.dataset), str(cfg.out), split=str(cfg.split), n_logs=n_logs,
+               clips_per_log=int(cfg.clips_per_log), params=params, seed=int(cfg.seed), prior=str(cfg.prior),
+               progress=bool(cfg.progress))
+    m = json.loads((out / "manifest.json").read_text())
+    print(f"worldgen make-data: {len(m['seeds'])} {cfg.split} logs x {cfg.clips_per_log} clips in {out}")
+    return 0
+
+
+def eval_worldgen(cfg: DictConfig) -> int:
+    from jwmsim.worldgen.evaluate import evaluate
+
+    path = evaluate(cfg)
+    print(f"worldgen eval: results in {path}")
+    return 0
