@@ -66,5 +66,6 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 1
     resume: bool = False             # continue out/checkpoint.safetensors
+    init: str | None = None          # start from these weights (e.g. the committed default) instead of random
     progress: bool = True
     model: WorldRecConfig = field(default_factory=WorldRecConfig)

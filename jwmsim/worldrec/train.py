@@ -143,6 +143,11 @@ def train(cfg: TrainConfig) -> dict:
                                          "exp_avg_sq": state[f"adam.{n}.exp_avg_sq"].to(device)}
         opt.load_state_dict(opt_state)
         step, elapsed, curve = meta["step"], meta["elapsed_s"], meta["curve"]
+    elif cfg.init:
+        from jwmsim.worldrec.fusion import load_model
+
+        model = load_model(cfg.init, device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_params = model.num_parameters()
 
     def checkpoint() -> None:
@@ -156,7 +161,7 @@ def train(cfg: TrainConfig) -> dict:
         tmp = out / ".checkpoint.safetensors.tmp"
         save_file(tensors, str(tmp))
         os.replace(tmp, ckpt)
-        _atomic_json(meta_path, {"step": step, "elapsed_s": elapsed, "curve": curve, "model": cfg.model.to_dict(),
+        _atomic_json(meta_path, {"step": step, "elapsed_s": elapsed, "curve": curve, "model": model.cfg.to_dict(),
                                  "train": {k: v for k, v in asdict(cfg).items() if k not in ("model", "resume")}})
         _atomic_json(out / "curve.json", {"command": "jwmsim train worldrec", "config": asdict(cfg),
                                           "parameters": n_params, "curve": curve})
