@@ -178,7 +178,7 @@ def ego_motion(prev_ego_to_world: np.ndarray, ego_to_world: np.ndarray) -> np.nd
 
 
 def _agents_at(log, t: int):
-    from jwmsim.log.schema import AGENT_TYPES
+    from jwmsim.datatypes import AGENT_TYPES
 
     a = log.agents
     v = a.valid[t]
