@@ -37,6 +37,15 @@ AGENT_FEATURES = ("x", "y", "cos_yaw", "sin_yaw", "vx", "vy", "length", "width",
 POS_BOUND = 1000.0  # [m] observation coordinates are clipped to +-this (spaces must be finite)
 
 
+def nearest(dist: np.ndarray, k: int) -> np.ndarray:
+    """Column indices [n, min(k, M)] of the k smallest of each row of dist [n, M], nearest first
+    (ties in index order)."""
+    n, m = dist.shape
+    idx = np.argpartition(dist, k - 1, axis=1)[:, :k] if m > k else np.broadcast_to(np.arange(m), (n, m))
+    order = np.argsort(np.take_along_axis(dist, idx, 1), axis=1, kind="stable")
+    return np.take_along_axis(idx, order, 1)
+
+
 @dataclass(frozen=True)
 class ObsConfig:
     """Observation sizes. route_points R, route_spacing [m]; num_agents K, agent_radius [m]; num_lanes L."""
@@ -146,16 +155,10 @@ class StateObserver:
                             wrap_angle(ego[:, 2] - rh), np.clip(st.route_s / total, 0.0, 1.0)], -1)
         # nearest agents
         K = oc.num_agents
-        A = st.agent_xy.shape[1]
         rel_a = to_ego(st.agent_xy)  # [n, A, 2]
         dist = np.where(st.agent_valid, np.linalg.norm(rel_a, axis=-1), np.inf)
         dist = np.where(dist <= oc.agent_radius, dist, np.inf)
-        if A > K:
-            idx = np.argpartition(dist, K - 1, axis=1)[:, :K]
-        else:
-            idx = np.broadcast_to(np.arange(A), (n, A))
-        order = np.argsort(np.take_along_axis(dist, idx, 1), axis=1, kind="stable")
-        idx = np.take_along_axis(idx, order, 1)
+        idx = nearest(dist, K)
         r = np.arange(n)[:, None]
         kA = idx.shape[1]
         mask = np.isfinite(dist[r, idx])
@@ -176,13 +179,7 @@ class StateObserver:
         L = oc.num_lanes
         mid = self._seg_mid[sid]  # [n, G, 2]
         dl = np.where(bank.lane_seg_valid[sid], ((mid - ego[:, None, :2]) ** 2).sum(-1), np.inf)
-        G = dl.shape[1]
-        if G > L:
-            li = np.argpartition(dl, L - 1, axis=1)[:, :L]
-        else:
-            li = np.broadcast_to(np.arange(G), (n, G))
-        lorder = np.argsort(np.take_along_axis(dl, li, 1), axis=1, kind="stable")
-        li = np.take_along_axis(li, lorder, 1)
+        li = nearest(dl, L)
         lmask = np.isfinite(dl[r, li])
         segs = to_ego(bank.lane_segs[sid[:, None], li])  # [n, L', Q, 2]
         segs = np.where(lmask[..., None, None], segs, 0.0)
