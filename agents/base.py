@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from jwmsim.geometry import se2_compose, se2_inverse
+from jwmsim.sensors.base import STATE_ONLY, SensorConfig  # noqa: F401  (re-exported for planners)
 
 
 @dataclass
@@ -40,10 +41,15 @@ class PlannerInput:
 
 
 class Planner(Protocol):
-    """A planner: ``initialize(scenario)`` once per episode, then ``act(inp)`` every step."""
+    """A planner: ``initialize(scenario)`` once per episode, then ``act(inp)`` every step.
+
+    ``sensor_config``: the cameras it needs (:class:`jwmsim.sensors.SensorConfig`, as NAVSIM's agents
+    declare theirs); the env renders only those, and nothing for a state-only planner (:data:`STATE_ONLY`).
+    """
 
     name: str
     action_kind: str
+    sensor_config: SensorConfig
 
     def initialize(self, scenario) -> None:
         """scenario: :class:`jwmsim.sim.simulator.ScenarioData` (expert states, route, map, dt)."""

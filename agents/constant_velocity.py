@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.base import PlannerInput
+from agents.base import STATE_ONLY, PlannerInput
 
 
 class ConstantVelocity:
@@ -12,6 +12,8 @@ class ConstantVelocity:
 
     name = "constant_velocity"
     action_kind = "trajectory"
+
+    sensor_config = STATE_ONLY  # privileged state only: no camera is rendered for it
 
     def __init__(self, steps: int = 8, spacing: float = 0.5):
         self.steps, self.spacing = steps, spacing

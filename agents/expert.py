@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.base import PlannerInput, world_to_ego
+from agents.base import STATE_ONLY, PlannerInput, world_to_ego
 
 
 class ExpertReplay:
@@ -17,6 +17,8 @@ class ExpertReplay:
 
     name = "expert"
     action_kind = "trajectory"
+
+    sensor_config = STATE_ONLY  # privileged state only: no camera is rendered for it
 
     def __init__(self, steps: int = 8, spacing: float = 0.5):
         self.steps, self.spacing = steps, spacing

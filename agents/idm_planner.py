@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.base import PlannerInput, world_to_ego
+from agents.base import STATE_ONLY, PlannerInput, world_to_ego
 from jwmsim.datatypes import VRU_TYPES
 from jwmsim.geometry import wrap_angle
 from jwmsim.map import interpolate_polyline, project_on_polyline
@@ -35,6 +35,8 @@ class IDMPlanner:
 
     name = "idm"
     action_kind = "trajectory"
+
+    sensor_config = STATE_ONLY  # privileged state only: no camera is rendered for it
 
     def __init__(self, s0: float = 1.0, time_headway: float = 1.5, a_max: float = 1.0, b: float = 3.0,
                  lane_half_width: float = 1.75, steps: int = 8, spacing: float = 0.5, a_lat_max: float = 2.5,

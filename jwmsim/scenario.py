@@ -447,12 +447,41 @@ def load_log(spec: str):
     return log
 
 
-def town_log(seed: int, seconds: float = 20.0, cache_dir: Path | None = None):
-    """A state-only town log for `seed`, generated once and cached on disk.
+def check_camera_log(spec: str):
+    """The camera rig of a scenario log that has (or, for ``town:<seed>``, will render) camera frames; a
+    ValueError for logs without cameras. Cheap: a town log is rendered only by :func:`load_camera_log`."""
+    kind, _, rest = spec.partition(":")
+    if kind == "town":
+        from jwmsim.geometry import default_rig
 
-    Uses ``jwmsim.town.make_log(seed, seconds, out_dir, render=False)`` (the town's no-render path);
-    if the town package has none, builds the log's arrays by calling the town's traffic simulation
-    directly (:func:`town_log_from_traffic`). The cache key includes the town's GENERATOR_VERSION.
+        return default_rig()
+    if kind in ("synthetic", "waymo", "av2"):
+        raise ValueError(f"log {spec!r} has no camera frames ({kind} logs are state-only); the camera sensors need "
+                         "a town log ('town:<seed>') or a DriveLog directory with frames; use jwmsim/Drive-v0 or "
+                         "sensors=None for state-only driving")
+    log = load_log(spec)
+    if log.frames is None:
+        raise ValueError(f"log {spec!r} is a state-only DriveLog (no camera frames); the camera sensors need frames: "
+                         "make the log with rendering (jwmsim town make-log) or use sensors=None")
+    return log.rig
+
+
+def load_camera_log(spec: str):
+    """The DriveLog of a scenario's ``log`` field WITH camera frames (see :func:`check_camera_log`):
+    ``town:<seed>`` gives the seed's drive rendered by the oracle (cached on disk, identical tracks)."""
+    check_camera_log(spec)
+    kind, _, rest = spec.partition(":")
+    return town_log(int(rest), render=True) if kind == "town" else load_log(spec)
+
+
+def town_log(seed: int, seconds: float = 20.0, cache_dir: Path | None = None, render: bool = False):
+    """A town log for `seed`, generated once and cached on disk: state-only, or with ``render=True`` the same
+    drive with its main rig's RGB frames (what the camera sensors build their world from; the tracks are
+    identical, the town and its traffic follow from the seed alone).
+
+    Uses ``jwmsim.town.make_log(seed, seconds, out_dir, render=...)``; if the town package has no
+    no-render path, builds the state-only log's arrays by calling the town's traffic simulation directly
+    (:func:`town_log_from_traffic`). The cache key includes the town's GENERATOR_VERSION.
     """
     import inspect
 
@@ -463,11 +492,16 @@ def town_log(seed: int, seconds: float = 20.0, cache_dir: Path | None = None):
     except ImportError:
         GENERATOR_VERSION, make_log = 0, None
     cache_dir = Path(cache_dir or LOG_CACHE_DIR)
-    out = cache_dir / f"town-v{GENERATOR_VERSION}-{seed}-{int(seconds)}s"
+    out = cache_dir / f"town-v{GENERATOR_VERSION}-{seed}-{int(seconds)}s{'-rgb' if render else ''}"
     if (out / "manifest.json").exists():
         return read_log(out)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    if callable(make_log) and "render" in inspect.signature(make_log).parameters:
+    if render:
+        if make_log is None:
+            raise ValueError(f"rendered town logs need jwmsim.town (the oracle), not available here")
+        make_log(int(seed), float(seconds), out, eval_shifts=(), with_depth=False, with_semantic=False,
+                 with_instance=False, overwrite=True)
+    elif callable(make_log) and "render" in inspect.signature(make_log).parameters:
         make_log(int(seed), float(seconds), out, render=False, overwrite=True)
     else:
         write_log(out, town_log_from_traffic(seed, seconds))

@@ -323,3 +323,106 @@ class LogViewer:
             return drawn
         finally:
             pygame.quit()
+
+
+# ----------------------------------------------------------------------------- closed-loop env frames
+
+
+def text_panel(lines: list[str], width: int, height: int, size: int = 16) -> np.ndarray:
+    """Lines of text on a dark panel [height, width, 3] uint8 (pygame's default font)."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    pygame.font.init()
+    surf = pygame.Surface((width, height))
+    surf.fill((16, 16, 16))
+    font = pygame.font.Font(None, size)
+    y = 3
+    for line in lines:
+        if y + size > height:
+            break
+        surf.blit(font.render(line, True, (225, 225, 225)), (4, y))
+        y += size - 2
+    return np.ascontiguousarray(pygame.surfarray.array3d(surf).transpose(1, 0, 2))
+
+
+def _ego_trajectory_world(ego_xy_yaw: np.ndarray, action: np.ndarray | None) -> np.ndarray | None:
+    """A trajectory action [K, 3] (ego frame) -> world xy [K, 2]; None for control actions."""
+    if action is None or np.ndim(action) != 2 or np.shape(action)[-1] != 3:
+        return None
+    c, s = np.cos(ego_xy_yaw[2]), np.sin(ego_xy_yaw[2])
+    a = np.asarray(action, np.float64)
+    return ego_xy_yaw[:2] + np.stack([a[:, 0] * c - a[:, 1] * s, a[:, 0] * s + a[:, 1] * c], -1)
+
+
+def env_frame(env, scale: int = 2) -> np.ndarray:
+    """The picture of a ``jwmsim/JointWorld-v0`` env now [H, W, 3] uint8: its cameras, the oracle's at the same
+    pose and their absolute difference (x3) stacked, beside the bird's-eye view (map, agents, route, the
+    driven trail, a trajectory action in yellow) and readouts (step, speed, reward terms, fidelity)."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    core, cam = env.core, env.camera
+    st = core.state
+    pose = st.ego[0, :3]
+    rows = []
+    if cam is not None and cam.last:
+        rows.append(tile_cameras(cam.last["images"]))
+        if "oracle" in cam.last:
+            ref = cam.last["oracle"]
+            rows.append(tile_cameras(ref))
+            diff = np.abs(cam.last["images"].astype(np.int16) - ref.astype(np.int16)) * 3
+            rows.append(tile_cameras(np.clip(diff, 0, 255).astype(np.uint8)))
+    gap = lambda w: np.full((2, w, 3), 255, np.uint8)  # noqa: E731
+    if rows:
+        stacked = [rows[0]]
+        for r in rows[1:]:
+            stacked += [gap(r.shape[1]), r]
+        cams = np.concatenate(stacked, 0).repeat(scale, 0).repeat(scale, 1)
+        side = cams.shape[0]
+    else:
+        cams, side = None, 256 * scale
+    sid = int(st.sid[0])
+    sc = core.bank.scenarios[sid]
+    agents = cam.agents(core) if cam is not None else None
+    if agents is None:
+        from jwmsim.sensors import AgentBoxes
+
+        agents = AgentBoxes(ids=np.arange(st.agent_xy.shape[1]), types=core.bank.agent_type[sid], xy=st.agent_xy[0],
+                            yaw=st.agent_yaw[0], size=core.bank.agent_size[sid], valid=st.agent_valid[0])
+    trail = np.asarray(getattr(env, "_trail", [pose[:2]]))
+    bev_h = int(side * 0.7)
+    bev = bev_image(sc.road_map, pose, agents, route_xy=sc.route_xy, size=bev_h, trail=trail,
+                    expert_xy=sc.expert[:, :2])
+    plan = _ego_trajectory_world(pose, getattr(env, "_last_action", None))
+    if plan is not None:
+        surf = pygame.surfarray.make_surface(bev.transpose(1, 0, 2))
+        c, s = np.cos(pose[2]), np.sin(pose[2])
+        d = plan - pose[:2]
+        fwd, left = d[:, 0] * c + d[:, 1] * s, -d[:, 0] * s + d[:, 1] * c
+        px = np.stack([bev_h / 2 - left * bev_h / 80.0, bev_h * 0.7 - fwd * bev_h / 80.0], -1)
+        if len(px) > 1:
+            pygame.draw.lines(surf, (240, 220, 60), False, px.tolist(), 2)
+        bev = np.ascontiguousarray(pygame.surfarray.array3d(surf).transpose(1, 0, 2))
+    info = getattr(env, "_last_info", {}) or {}
+    m = info.get("metrics", {})
+    lines = [f"{info.get('scenario', '')}  t={int(st.t[0]) * core.bank.dt:.1f}s",
+             f"speed {st.ego[0, 3]:.1f} m/s  accel {st.ego_accel[0]:+.2f}",
+             f"progress {m.get('progress', 0.0):.2f} m  ttc {m.get('ttc', float('inf')):.1f} s",
+             f"score so far {m.get('score_so_far', 1.0):.3f}"]
+    for k in ("collision", "offroad", "comfort_violation"):
+        if m.get(k):
+            lines.append(f"! {k}")
+    fid = info.get("fidelity")
+    if fid:
+        lines.append(f"fidelity PSNR {fid['psnr']:.1f} dB SSIM {fid['ssim']:.2f}")
+        if "psnr_empty" in fid and np.isfinite(fid["psnr_empty"]):
+            lines.append(f"  empty px {100 * fid['empty_fraction']:.0f}%: {fid['psnr_empty']:.1f} dB")
+    tm = getattr(env, "last_timing", {})
+    if tm:
+        lines.append("step " + " ".join(f"{k} {1000 * v:.0f}" for k, v in tm.items() if k != "total") + " ms")
+    panel = text_panel(lines, bev.shape[1], side - bev_h)
+    right = np.concatenate([bev, panel], 0)
+    if cams is None:
+        return right
+    return np.concatenate([cams, np.full((side, 4, 3), 255, np.uint8), right], axis=1)
