@@ -204,10 +204,11 @@ def run_main(cfg: DictConfig) -> int:
 
     1. generate a test-seed town log (oracle-rendered rig + held-out shifted rigs), validate it, write
        its contact sheet and video;
-    2. drive a closed-loop scenario on that log: the IDM planner, reactive (IDM) traffic, the ego started
-       0.5 m off its lane; print the nuPlan-style metrics and score;
-    3. render the closed loop with the oracle at the ego's NEW poses (views the log never recorded),
-       beside a bird's-eye view, as a video.
+    2. drive a closed-loop scenario on that log in ``jwmsim/JointWorld-v0``: the IDM planner, reactive (IDM)
+       traffic, the ego started 1 m off its lane, cameras from the joint world model (WorldRec world fused
+       as the log goes + WorldGen fill) at the ego's NEW poses; print the nuPlan-style metrics, the score
+       and the cameras' mean fidelity against the oracle;
+    3. write the metrics JSON and the video (cameras, oracle, difference, bird's-eye view, readouts).
     """
     from jwmsim.log import read_log, validate_log
     from jwmsim.viewer import contact_sheet, log_summary, log_video, write_png
@@ -229,13 +230,20 @@ def run_main(cfg: DictConfig) -> int:
                "log_video": str(log_video(log, out / "log.mp4"))}
     result, video = closed_loop_demo(log_dir, log, out, agent=str(cfg.agent), traffic=str(cfg.traffic),
                                      duration=min(_number(cfg, "closed_loop_seconds", float), log.duration),
-                                     lateral_offset=_number(cfg, "lateral_offset", float))
+                                     lateral_offset=_number(cfg, "lateral_offset", float), sensors=str(cfg.sensors))
     outputs["closed_loop_video"] = str(video)
     outputs["closed_loop_result"] = str(out / "closed_loop.json")
     (out / "summary.json").write_text(json.dumps(outputs, indent=1) + "\n")
-    print(f"\nclosed loop ({cfg.agent} planner, {cfg.traffic} traffic): score {result['score']:.3f}")
+    print(f"\nclosed loop ({cfg.agent} planner, {cfg.traffic} traffic, {cfg.sensors} sensors): "
+          f"score {result['score']:.3f}")
     for k, v in result.get("metrics", {}).items():
         print(f"  {k:<36} {v:.3f}" if isinstance(v, (int, float)) else f"  {k:<36} {v}")
+    fid = result.get("fidelity") or {}
+    if fid:
+        print(f"\nfidelity of the {cfg.sensors} cameras against the oracle (mean over {len(fid['psnr_curve'])} steps): "
+              f"PSNR {fid['psnr_mean']:.2f} dB, SSIM {fid['ssim_mean']:.3f}"
+              + (f", PSNR on pixels the Gaussian world leaves empty {fid['psnr_empty_mean']:.2f} dB "
+                 f"({100 * fid['empty_fraction_mean']:.1f} % of pixels)" if "psnr_empty_mean" in fid else ""))
     print("\noutputs:")
     for k, v in outputs.items():
         print(f"  {k:<18} {v}")
@@ -243,38 +251,32 @@ def run_main(cfg: DictConfig) -> int:
 
 
 def closed_loop_demo(log_dir: Path, log, out: Path, agent: str = "idm", traffic: str = "idm",
-                     duration: float = 10.0, lateral_offset: float = 0.5) -> tuple[dict, Path]:
-    """Run one closed-loop scenario on `log` and render it with the oracle; returns (result row, video)."""
-    import numpy as np
-    from tqdm import tqdm
-
-    from jwmsim.runner import Recorder, run_scenario, write_json_atomic
-    from jwmsim.sensors import AgentBoxes, OracleSensor
-    from jwmsim.viewer import bev_image, tile_cameras, write_video
+                     duration: float = 10.0, lateral_offset: float = 0.5, sensors: str = "joint") -> tuple[dict, Path]:
+    """Drive one closed-loop scenario on `log` in ``jwmsim/JointWorld-v0`` with `sensors` cameras, recording
+    every step's picture (the env's cameras above the oracle's and their difference, the bird's-eye view,
+    readouts) as a video; returns (result row with the fidelity summary, video path)."""
+    from jwmsim.runner import run_scenario, write_json_atomic
+    from jwmsim.viewer import VideoWriter
 
     if log.meta.town_seed is None:
-        raise ValueError(f"{log_dir} is not a town log; the oracle needs the town seed")
-    rec = Recorder()
+        raise ValueError(f"{log_dir} is not a town log; the fidelity referee (the oracle) needs the town seed")
     scenario = {"name": f"main-{log.meta.log_id}", "log": str(log_dir), "start": 0.0, "duration": duration,
                 "route": "log", "traffic": traffic, "perturb": {"dy": lateral_offset}}
-    result = run_scenario(scenario, agent=agent, traffic=traffic, on_step=rec)
+    video = out / "closed_loop.mp4"
+    from tqdm import tqdm
+
+    bar = tqdm(total=int(round(duration * float(log.meta.rate_hz))) + 1, desc=f"closed loop ({sensors} sensors)", unit="step")
+    with VideoWriter(video, fps=float(log.meta.rate_hz)) as vw:
+        def on_frame(env):
+            vw.append(env.render())
+            bar.update(1)
+
+        result = run_scenario(scenario, agent=agent, traffic=traffic, sensors=sensors, cameras=None,
+                              on_frame=on_frame)
+    bar.close()
     result["metrics"] = {k: v for k, v in result.items()
                          if k not in ("scenario", "agent", "traffic", "score") and isinstance(v, (int, float))}
     write_json_atomic(out / "closed_loop.json", result)
-    arr, sc = rec.arrays(), rec.scenario
-
-    def frames():
-        with OracleSensor(log.meta.town_seed, log.rig) as sensor:
-            for t in tqdm(range(len(arr["ego"])), desc="render closed loop", unit="frame"):
-                agents = AgentBoxes(ids=sc.agent_ids, types=sc.agent_type, xy=arr["agent_xy"][t],
-                                    yaw=arr["agent_yaw"][t], size=sc.agent_size, valid=arr["agent_valid"][t])
-                f = sensor.render(arr["ego"][t, :3], agents)
-                cams = tile_cameras(f.images).repeat(2, 0).repeat(2, 1)
-                bev = bev_image(sc.road_map, arr["ego"][t, :3], agents, route_xy=sc.route_xy,
-                                trail=arr["ego"][:t + 1, :2], expert_xy=sc.expert[:, :2], size=cams.shape[0])
-                yield np.concatenate([cams, np.full((cams.shape[0], 4, 3), 255, np.uint8), bev], axis=1)
-
-    video = write_video(out / "closed_loop.mp4", frames(), fps=1.0 / sc.dt)
     return result, video
 
 

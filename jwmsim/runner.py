@@ -34,7 +34,9 @@ RESULTS_VERSION = 1
 
 
 def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = None, sim_cfg=None,
-                 stop_on_termination: bool = False, on_step: Callable[[Any], None] | None = None) -> dict:
+                 stop_on_termination: bool = False, on_step: Callable[[Any], None] | None = None,
+                 sensors: str | None = None, cameras: Any = "planner", sensor: dict | None = None,
+                 on_frame: Callable[[Any], None] | None = None, seed: int = 0) -> dict:
     """Run one scenario with a reference agent; returns its result row (episode metrics and score).
 
     scenario: a name, dict or :class:`jwmsim.scenario.ScenarioConfig`; agent: a name of
@@ -47,6 +49,12 @@ def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = Non
 
     The loop is the Gymnasium env's (:class:`jwmsim.env.drive.DriveEnv`, physical-unit actions): a planner
     scored here is scored exactly as in ``jwmsim/Drive-v0``.
+
+    sensors: None (state only) or a camera backend (``oracle`` | ``splat`` | ``joint``): the run then goes
+    through ``jwmsim/JointWorld-v0`` (:class:`jwmsim.env.joint.JointWorldEnv`) with the cameras of
+    ``cameras`` ("planner": the planner's ``sensor_config``; None: all; or names), ``sensor`` settings,
+    and ``on_frame(env)`` after the reset and every step (e.g. to write ``env.render()`` to a video); the
+    result then carries ``fidelity`` (means and curves against the oracle, town logs).
     """
     from agents import make_agent, planner_input_from_core
     from jwmsim.env.drive import DriveEnv
@@ -58,12 +66,21 @@ def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = Non
     if sim_cfg is not None and sim_cfg.action.kind != planner.action_kind:
         raise ValueError(f"sim_cfg has action kind {sim_cfg.action.kind!r} but the planner sends "
                          f"{planner.action_kind!r} actions")
-    env = DriveEnv(scenarios=[sc], action=planner.action_kind, traffic=traffic, physical_units=True,
-                   terminate_on_failure=stop_on_termination, sim_config=sim_cfg)
+    drive = dict(scenarios=[sc], action=planner.action_kind, traffic=traffic, physical_units=True,
+                 terminate_on_failure=stop_on_termination, sim_config=sim_cfg)
+    if sensors is None:
+        env = DriveEnv(**drive)
+    else:
+        from jwmsim.env.joint import JointWorldEnv
+
+        cams = planner.sensor_config.cameras if isinstance(cameras, str) and cameras == "planner" else cameras
+        env = JointWorldEnv(sensors=sensors, cameras=cams, sensor=sensor, render_mode="rgb_array", **drive)
     core = env.core
-    obs, _ = env.reset(seed=0, options={"scenario": 0})
+    obs, _ = env.reset(seed=seed, options={"scenario": 0})
     if on_step is not None:
         on_step(core)
+    if on_frame is not None:
+        on_frame(env)
     planner.initialize(core.bank.scenarios[0])
     terminated_at = None
     clipped = 0
@@ -73,6 +90,8 @@ def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = Non
         clipped = info["action_clipped_count"]
         if on_step is not None:
             on_step(core)
+        if on_frame is not None:
+            on_frame(env)
         if terminated_at is None and info["failure"]:
             terminated_at = info["t"]
         if terminated or truncated:
@@ -81,6 +100,9 @@ def run_scenario(scenario: Any, agent: str = "expert", traffic: str | None = Non
     res.update({"scenario": sc.name, "agent": getattr(planner, "name", str(agent)),
                 "traffic": "idm" if bool(core.bank.reactive[0]) else "replay", "terminated_at": terminated_at,
                 "actions_clipped": int(clipped), "wall_s": round(time.perf_counter() - t0, 3)})
+    if sensors is not None:
+        res["sensors"] = sensors
+    env.close()
     return _jsonable(res)
 
 

@@ -80,23 +80,42 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     return Path(path)
 
 
+class VideoWriter:
+    """Push-style mp4 writer (H.264 via imageio-ffmpeg), atomic: ``with VideoWriter(path) as v: v.append(f)``.
+    The file appears at ``path`` only when the block ends without error and at least one frame was
+    written. Frame sizes are padded to even numbers, which H.264 requires."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 10.0):
+        self.path, self.fps, self.frames = Path(path), float(fps), 0
+
+    def __enter__(self) -> "VideoWriter":
+        import imageio.v2 as iio2
+
+        self._atomic = atomic_output(self.path, self.path.suffix or ".mp4")
+        tmp = self._atomic.__enter__()
+        self._w = iio2.get_writer(tmp, fps=self.fps, codec="libx264", quality=8, macro_block_size=1,
+                                  ffmpeg_log_level="error", pixelformat="yuv420p")
+        return self
+
+    def append(self, frame: np.ndarray) -> None:
+        h, wd = frame.shape[:2]
+        self._w.append_data(np.pad(frame, ((0, h % 2), (0, wd % 2), (0, 0)), mode="edge"))
+        self.frames += 1
+
+    def __exit__(self, exc_type, exc, tb):
+        self._w.close()
+        if exc_type is None and self.frames == 0:
+            err = ValueError("no frames to encode")
+            self._atomic.__exit__(ValueError, err, None)  # removes the temporary file
+            raise err
+        return self._atomic.__exit__(exc_type, exc, tb)
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
-    """Encode uint8 frames [H, W, 3] to an mp4 (H.264 via imageio-ffmpeg) atomically.
-
-    Frame sizes are padded to even numbers, which H.264 requires.
-    """
-    import imageio.v2 as iio2
-
-    with atomic_output(path, Path(path).suffix or ".mp4") as tmp:
-        n = 0
-        with iio2.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                             ffmpeg_log_level="error", pixelformat="yuv420p") as w:
-            for frame in frames:
-                h, wd = frame.shape[:2]
-                w.append_data(np.pad(frame, ((0, h % 2), (0, wd % 2), (0, 0)), mode="edge"))
-                n += 1
-        if n == 0:
-            raise ValueError("no frames to encode")
+    """Encode uint8 frames [H, W, 3] to an mp4 atomically (see :class:`VideoWriter`)."""
+    with VideoWriter(path, fps) as v:
+        for frame in frames:
+            v.append(frame)
     return Path(path)
 
 

@@ -207,6 +207,8 @@ class JointWorldEnv(DriveEnv):
             raise ValueError("JointWorld-v0 makes its own observation extension (the cameras); pass sensors= instead")
         scs, rigs = scenario_logs(scenarios)
         self.camera = None
+        if cameras is not None and not isinstance(cameras, (str, int)) and len(cameras) == 0:
+            sensors = None  # a state-only planner's sensor config: nothing to render
         if sensors is not None:
             self.camera = CameraObservation([s.log for s in scs], rigs, sensors, cameras=cameras, fidelity=fidelity,
                                             settings=sensor)
