@@ -76,7 +76,7 @@ COMMANDS = [
     Command("log video", "cmd/log_video", "jwmsim.commands:log_video", ("log",),
             "encode a log's camera frames as an mp4"),
     Command("view", "cmd/view", "jwmsim.commands:view", ("log",),
-            "interactive pygame viewer of a log: cameras, depth, bird's-eye view"),
+            "interactive pygame viewer of a log, or (scenario=...) drive jwmsim/JointWorld-v0 in a window"),
     Command("run", "cmd/run", "jwmsim.commands:run", (),
             "closed-loop runs of an agent over a scenario suite: per-scenario table, suite score, results JSON"),
     Command("fit-scene", "cmd/fit_scene", "jwmsim.commands:fit_scene", ("log",),

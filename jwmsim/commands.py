@@ -146,8 +146,42 @@ def view(cfg: DictConfig) -> int:
     from jwmsim.log import read_log
     from jwmsim.viewer import LogViewer
 
+    if cfg.get("scenario") is not None:
+        if cfg.get("log") is not None:
+            raise SettingError("pass either a LOG (log viewer) or scenario=... (env viewer), not both")
+        return view_env(cfg)
+    if cfg.get("log") is None:
+        raise SettingError("give a LOG directory (`jwmsim view LOG`) or a scenario (`jwmsim view scenario=town:2000`)")
     log_dir = _path(cfg.log)
     LogViewer(read_log(log_dir), rig=str(cfg.rig), scale=_number(cfg, "scale"), log_dir=log_dir).run()
+    return 0
+
+
+def view_env(cfg: DictConfig) -> int:
+    """`jwmsim view scenario=...`: drive jwmsim/JointWorld-v0 in a pygame window (:class:`jwmsim.viewer.EnvViewer`)."""
+    import gymnasium as gym
+
+    import jwmsim  # noqa: F401
+    from jwmsim.viewer import EnvViewer
+
+    spec = str(cfg.scenario)
+    if ":" in spec or Path(spec).is_dir():  # a log spec: one scenario over the whole log
+        scenario = {"name": "view", "log": spec, "duration": "log", "traffic": str(cfg.traffic),
+                    "perturb": {"dy": _number(cfg, "lateral_offset", float)}}
+    else:
+        scenario = spec
+    planner = None
+    if str(cfg.agent) != "none":
+        from agents import make_agent
+
+        planner = make_agent(str(cfg.agent))
+    env = gym.make("jwmsim/JointWorld-v0", scenarios=[scenario], sensors=str(cfg.sensors), traffic=str(cfg.traffic),
+                   action=planner.action_kind if planner else "control", physical_units=planner is not None,
+                   render_mode="rgb_array", disable_env_checker=True)
+    try:
+        EnvViewer(env, planner, seed=_number(cfg, "seed")).run()
+    finally:
+        env.close()
     return 0
 
 
@@ -165,7 +199,9 @@ def run(cfg: DictConfig) -> int:
                     overwrite=_flag(cfg, "overwrite", False),
                     workers=_number(cfg, "workers", int, 1), executor=executor,
                     ray_address=str(cfg.get("ray_address", "local")),
-                    max_retries=_number(cfg, "max_retries", int, 0) if "max_retries" in cfg else 2)
+                    max_retries=_number(cfg, "max_retries", int, 0) if "max_retries" in cfg else 2,
+                    sensors=None if cfg.get("sensors") in (None, "none") else str(cfg.sensors),
+                    video=_path(cfg.video) if cfg.get("video") else None)
     return 1 if res["failed"] else 0
 
 

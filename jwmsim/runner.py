@@ -165,8 +165,18 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _worker(args: tuple) -> dict:
-    sc, agent, traffic = args
+    sc, agent, traffic = args[:3]
+    opts = args[3] if len(args) > 3 else {}
     try:
+        if opts.get("video"):
+            from jwmsim.viewer import VideoWriter
+
+            name = sc.name if hasattr(sc, "name") else str(sc)
+            with VideoWriter(Path(opts["video"]) / f"{name}.mp4") as vw:
+                return run_scenario(sc, agent, traffic, sensors=opts.get("sensors") or "oracle", cameras=None,
+                                    on_frame=lambda env: vw.append(env.render()))
+        if opts.get("sensors"):
+            return run_scenario(sc, agent, traffic, sensors=opts["sensors"], cameras=None)
         return run_scenario(sc, agent, traffic)
     except Exception as e:  # one broken scenario must not kill the suite; the row records why
         name = sc.name if hasattr(sc, "name") else str(sc)
@@ -175,7 +185,7 @@ def _worker(args: tuple) -> dict:
 
 
 def _error_row(task: tuple, error: str) -> dict:
-    sc, agent, traffic = task
+    sc, agent, traffic = task[:3]
     return {"scenario": sc.name if hasattr(sc, "name") else str(sc), "agent": agent, "traffic": traffic,
             "error": error, "score": None}
 
@@ -378,7 +388,7 @@ def format_table(rows: list[dict]) -> str:
 def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: str | None = "replay",
               out: str | Path | None = None, resume: bool = False, workers: int = 1, quiet: bool = False,
               overwrite: bool = False, executor: str | Any = "local", ray_address: str = "local",
-              max_retries: int = 2) -> dict:
+              max_retries: int = 2, sensors: str | None = None, video: str | Path | None = None) -> dict:
     """Run every scenario of a suite with a reference agent and write the results JSON.
 
     suite [--suite]: a suite name (scenarios/suites/<name>.yaml or 'synthetic') or a list of scenarios.
@@ -392,6 +402,10 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
     executor [--executor]: local | ray, or an executor object (:func:`make_executor`). ray_address
     [--ray_address]: local | auto | ray://HOST:PORT (:class:`RayExecutor`). max_retries
     [--max_retries]: Ray retries of a task whose worker died.
+    sensors [--sensors]: None (state only) or a camera backend of ``jwmsim/JointWorld-v0`` (oracle | splat |
+    joint): each row then carries the cameras' fidelity against the oracle. video [--video]: a folder; one
+    mp4 per scenario (``<scenario>.mp4``: cameras, oracle, difference, bird's-eye view, readouts), rendered
+    with ``sensors`` (the oracle when none is given).
     Prints the per-scenario table, each failed scenario's error, and the suite score (None when a
     scenario failed: see :func:`results_suite_score`); returns the results dict, whose "failed" lists the
     failed scenarios.
@@ -456,7 +470,10 @@ def run_suite(suite: str | list = "synthetic", agent: str = "expert", traffic: s
 
     bar = tqdm(total=len(scenarios), initial=len(done), desc=f"{suite_name} {agent} {traffic}", disable=quiet,
                unit="scn")
-    tasks = [(s, agent, traffic) for s in todo]
+    opts = {"sensors": sensors, "video": str(video) if video else None}
+    if video:
+        Path(video).mkdir(parents=True, exist_ok=True)
+    tasks = [(s, agent, traffic, opts) for s in todo]
     ex = make_executor(executor, workers, ray_address, max_retries) if isinstance(executor, str) else executor
     interrupted = False
     try:

@@ -445,3 +445,149 @@ def env_frame(env, scale: int = 2) -> np.ndarray:
     if cams is None:
         return right
     return np.concatenate([cams, np.full((side, 4, 3), 255, np.uint8), right], axis=1)
+
+
+def keyboard_trajectory(speed: float, accel: float, yaw_rate: float, steps: int = 8, spacing: float = 0.5
+                        ) -> np.ndarray:
+    """Ego-frame poses [steps, 3] (x m, y m, yaw rad) every ``spacing`` s of holding ``accel`` [m/s^2] and
+    ``yaw_rate`` [rad/s] from ``speed`` [m/s] (never reversing): keyboard driving in a trajectory action space."""
+    out, x, y, yaw, v, h = [], 0.0, 0.0, 0.0, max(speed, 0.0), 0.05
+    for _ in range(steps):
+        for _ in range(int(round(spacing / h))):
+            v = max(0.0, v + accel * h)
+            yaw += yaw_rate * h if v > 0.1 else 0.0
+            x, y = x + v * np.cos(yaw) * h, y + v * np.sin(yaw) * h
+        out.append((x, y, yaw))
+    return np.array(out)
+
+
+class EnvViewer:
+    """A pygame window over a closed-loop env (``jwmsim/JointWorld-v0`` or any env whose ``render()`` gives
+    rgb_array frames): each frame is :func:`env_frame` (the env's cameras, the oracle's, their difference,
+    the bird's-eye view, readouts).
+
+    planner: drives when autopilot is on (a :mod:`agents` planner, physical-unit actions); without one, or
+    with autopilot off, the keyboard drives: up / down accelerate / brake, left / right steer (each press
+    changes the held command: acceleration and steering rate, or in a trajectory action space acceleration
+    and yaw rate, turned into poses by :func:`keyboard_trajectory`). Keys: space play / pause, n one step, p autopilot on / off, r reset,
+    s screenshot (PNG in the working directory), q or escape quit.
+    """
+
+    HELP = "space play/pause  n step  arrows drive  p autopilot  r reset  s shot  q quit"
+
+    def __init__(self, env, planner=None, seed: int = 0):
+        self.env, self.planner, self.seed = env, planner, int(seed)
+        self.u = env.unwrapped
+        self.autopilot = planner is not None
+        self.playing = False
+        self.command = np.zeros(2)  # held keyboard command: accel [m/s^2], steering rate [rad/s]
+        self.episodes = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.obs, _ = self.env.reset(seed=self.seed + self.episodes)
+        self.episodes += 1
+        self.done = False
+        self.command[:] = 0.0
+        if self.planner is not None:
+            self.planner.initialize(self.u.core.bank.scenarios[int(self.u.core.state.sid[0])])
+
+    def action(self) -> np.ndarray:
+        """The next action in the env's action space: the planner's, or the held keyboard command."""
+        core = self.u.core
+        if self.autopilot and self.planner is not None:
+            from agents import planner_input_from_core
+
+            return np.asarray(self.planner.act(planner_input_from_core(core, 0, self.obs)), np.float32)
+        space = self.env.action_space
+        if core.cfg.action.kind == "trajectory":
+            return keyboard_trajectory(float(core.state.ego[0, 3]), self.command[0], self.command[1],
+                                       core.cfg.action.traj_steps).astype(np.float32)
+        bc = core.cfg.bicycle
+        if core.codec.physical:
+            return np.clip(self.command, space.low, space.high).astype(np.float32)
+        acc = self.command[0] / bc.max_accel if self.command[0] >= 0 else -self.command[0] / bc.min_accel
+        return np.clip([acc, self.command[1] / bc.max_steer_rate], -1, 1).astype(np.float32)
+
+    def step(self) -> None:
+        if self.done:
+            self.reset()
+            return
+        self.obs, _, term, trunc, _ = self.env.step(self.action())
+        self.done = bool(term or trunc)
+        if self.done:
+            self.playing = False
+
+    def handle_key(self, key: int) -> bool:
+        """Apply one key press; False means quit."""
+        import pygame
+
+        bc = self.u.core.cfg.bicycle
+        if key in (pygame.K_q, pygame.K_ESCAPE):
+            return False
+        if key == pygame.K_SPACE:
+            self.playing = not self.playing
+        elif key == pygame.K_n:
+            self.playing = False
+            self.step()
+        elif key == pygame.K_p:
+            self.autopilot = not self.autopilot and self.planner is not None
+        elif key == pygame.K_r:
+            self.reset()
+        elif key == pygame.K_UP:
+            self.autopilot, self.command[0] = False, min(self.command[0] + 0.5, bc.max_accel)
+        elif key == pygame.K_DOWN:
+            self.autopilot, self.command[0] = False, max(self.command[0] - 1.0, bc.min_accel)
+        elif key == pygame.K_LEFT:
+            self.autopilot, self.command[1] = False, min(self.command[1] + 0.05, bc.max_steer_rate)
+        elif key == pygame.K_RIGHT:
+            self.autopilot, self.command[1] = False, max(self.command[1] - 0.05, -bc.max_steer_rate)
+        elif key == pygame.K_s:
+            path = Path(f"jwmsim_env_t{int(self.u.core.state.t[0]):04d}.png")
+            write_png(path, self.env.render())
+            print(f"saved {path}")
+        return True
+
+    def run(self, max_frames: int | None = None, keys: Iterable[int] = ()) -> int:
+        """Open the window and loop until quit (or after max_frames drawn frames; keys are injected first,
+        for tests and scripted captures). Returns the number of frames drawn."""
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        import pygame
+
+        if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
+                and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+            raise ValueError("no display to open the viewer on (DISPLAY is not set); run it on a desktop or with "
+                             "X forwarding, or record a video with `jwmsim run-main` / `jwmsim run ... video=DIR`")
+        pygame.display.init()
+        pygame.font.init()
+        try:
+            img = self.env.render()
+            screen = pygame.display.set_mode((img.shape[1], img.shape[0] + 18))
+            font = pygame.font.Font(None, 18)
+            clock = pygame.time.Clock()
+            for k in keys:
+                pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=k))
+            drawn, running = 0, True
+            while running:
+                for ev in pygame.event.get():
+                    if ev.type == pygame.QUIT:
+                        running = False
+                    elif ev.type == pygame.KEYDOWN:
+                        running = self.handle_key(ev.key) and running
+                if self.playing:
+                    self.step()
+                img = self.env.render()
+                if img.shape[1] != screen.get_width() or img.shape[0] + 18 != screen.get_height():
+                    screen = pygame.display.set_mode((img.shape[1], img.shape[0] + 18))
+                screen.fill((0, 0, 0))
+                screen.blit(pygame.surfarray.make_surface(img.transpose(1, 0, 2)), (0, 0))
+                mode = "autopilot" if self.autopilot else f"keys a={self.command[0]:+.1f} w={self.command[1]:+.2f}"
+                screen.blit(font.render(f"{mode}  {self.HELP}", True, (220, 220, 220)), (4, img.shape[0] + 2))
+                pygame.display.flip()
+                drawn += 1
+                if max_frames is not None and drawn >= max_frames:
+                    break
+                clock.tick(30)
+            return drawn
+        finally:
+            pygame.quit()

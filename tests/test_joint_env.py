@@ -184,3 +184,45 @@ def test_missing_worldgen_checkpoint_names_the_fix(log_dir, tmp_path):
 
     with pytest.raises(CheckpointError, match="jwmsim train worldgen"):
         make(log_dir, sensors="joint", sensor={"worldgen": str(tmp_path)})
+
+
+def test_env_viewer_headless_drives_by_keyboard_and_autopilot(log_dir, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    import pygame
+
+    from agents import make_agent
+    from jwmsim.viewer import EnvViewer
+
+    env = gym.make("jwmsim/JointWorld-v0", scenarios=[scenario(log_dir)], sensors="splat", render_mode="rgb_array",
+                   action="trajectory", physical_units=True, disable_env_checker=True)
+    v = EnvViewer(env, make_agent("idm"))
+    t0 = int(env.unwrapped.core.state.t[0])
+    drawn = v.run(max_frames=4, keys=[pygame.K_n, pygame.K_UP, pygame.K_n, pygame.K_p, pygame.K_n])
+    assert drawn == 4 and int(env.unwrapped.core.state.t[0]) == t0 + 3
+    assert v.command[0] > 0 and v.autopilot  # UP took over from the planner, p handed it back
+    env.close()
+
+
+def test_keyboard_trajectory_is_the_forward_integral():
+    from jwmsim.viewer import keyboard_trajectory
+
+    straight = keyboard_trajectory(10.0, 0.0, 0.0)
+    np.testing.assert_allclose(straight[:, 0], 5.0 * np.arange(1, 9), atol=1e-9)
+    np.testing.assert_allclose(straight[:, 1:], 0.0, atol=1e-12)
+    turn = keyboard_trajectory(10.0, 0.0, 0.2)
+    np.testing.assert_allclose(turn[-1, 2], 0.8, atol=1e-9)  # 4 s of 0.2 rad/s
+    r = 10.0 / 0.2  # a circle of radius v / yaw rate
+    np.testing.assert_allclose(np.hypot(turn[:, 0], turn[:, 1] - r), r, rtol=0.02)
+    stop = keyboard_trajectory(2.0, -4.0, 0.0)
+    assert np.all(np.diff(stop[:, 0]) >= 0) and stop[-1, 0] < 1.0  # brakes to a stop, never reverses
+
+
+def test_run_suite_writes_one_video_per_scenario(log_dir, tmp_path):
+    from jwmsim.runner import run_suite
+
+    res = run_suite([scenario(log_dir, duration=0.5)], agent="idm", traffic="idm", out=tmp_path / "r.json",
+                    quiet=True, sensors="splat", video=tmp_path / "videos")
+    assert not res["failed"]
+    assert (tmp_path / "videos" / "joint-2000.mp4").stat().st_size > 1000
+    row, = res["scenarios"]
+    assert row["fidelity"]["psnr_mean"] > 5.0

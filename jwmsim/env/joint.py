@@ -150,8 +150,9 @@ class CameraObservation(ObservationExtension):
         pose, agents = st.ego[0, :3].copy(), self.agents(core)
         frame = self._start_frame + int(st.t[0])
         sensor = self._oracle[1] if self.kind == "oracle" else self.sensor
+        t0 = time.perf_counter()
         out = sensor.render(pose, agents, frame)
-        self.timings = dict(getattr(sensor, "timings", {}))
+        self.timings = dict(getattr(sensor, "timings", None) or {"render": time.perf_counter() - t0})
         self.last = {"images": out.images}
         if self.fidelity and self._town is not None:
             from jwmsim.sensors.fidelity import frame_fidelity
