@@ -97,6 +97,8 @@ COMMANDS = [
             "train WorldGen: stage=autoencoder|bidirectional|teacher_forcing|ode|dmd (resumable)"),
     Command("worldgen make-data", "cmd/worldgen_make_data", "jwmsim.worldgen.commands:make_data", (),
             "cache WorldGen training clips: oracle ground truth + forward-warped priors with holes"),
+    Command("worldgen export", "cmd/worldgen_export", "jwmsim.worldgen.commands:export", (),
+            "copy trained WorldGen stages' weights (fp16, no optimizer state) into the package defaults"),
     Command("eval worldgen", "cmd/eval_worldgen", "jwmsim.worldgen.commands:eval_worldgen", (),
             "evaluate WorldGen on town test seeds: filled/observed PSNR, SSIM, FD, stability, speed"),
 ]

@@ -149,3 +149,25 @@ def test_stage_commands_train_and_resume(tmp_path):
         m = json.loads((out / stage / "checkpoint.json").read_text())
         assert m["kind"] == f"worldgen-{stage}" and m["step"] == 1
         assert all(np.isfinite(v) for k, v in m["history"][0].items() if k != "step")
+
+
+def test_export_keeps_fp16_weights_and_history_without_optimizer_state(tmp_path):
+    from safetensors.torch import load_file
+
+    from jwmsim.worldgen.checkpoint import export_weights
+
+    m, opt = _trained()
+    critic = WorldGenDiT(TINY)
+    save_checkpoint(tmp_path / "run" / "dmd" / "checkpoint", {"model": m, "critic": critic},
+                    {"kind": "worldgen-dmd", "step": 3, "history": [{"step": 1, "loss": 0.5}],
+                     "model_config": TINY.to_dict()}, {"opt": opt})
+    export_weights(tmp_path / "run" / "dmd" / "checkpoint", tmp_path / "w" / "dmd" / "checkpoint")
+    t = load_file(str(tmp_path / "w" / "dmd" / "checkpoint.safetensors"))
+    assert t and all(k.startswith("model.") and v.dtype == torch.float16 for k, v in t.items())
+    assert not (tmp_path / "w" / "dmd" / "checkpoint.optim.safetensors").exists()
+    meta = json.loads((tmp_path / "w" / "dmd" / "checkpoint.json").read_text())
+    assert meta["history"] == [{"step": 1, "loss": 0.5}] and "optim" not in meta
+    m2 = WorldGenDiT(TINY)
+    load_checkpoint(tmp_path / "w" / "dmd" / "checkpoint", {"model": m2}, kind="worldgen-dmd")
+    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3)  # fp16 rounding only

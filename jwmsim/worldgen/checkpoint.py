@@ -141,4 +141,28 @@ def load_checkpoint(stem: str | os.PathLike, modules: dict[str, torch.nn.Module]
     return meta
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_meta", "CheckpointError"]
+def export_weights(stem: str | os.PathLike, dest: str | os.PathLike, module: str = "model", half: bool = True,
+                   note: dict | None = None) -> Path:
+    """Copy checkpoint ``stem``'s ``module`` weights (fp16 when ``half``: what the committed defaults store)
+    and its JSON (step, config, loss history; no optimizer state) to checkpoint ``dest``: loadable by
+    :func:`load_checkpoint` without optimizers. Returns the JSON path."""
+    from safetensors.torch import save_file
+
+    stem, dest = Path(stem), Path(dest)
+    meta = read_meta(stem)
+    tensors = _load_tensors(stem.with_suffix(".safetensors"), "")
+    keep = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in tensors.items()
+            if k.startswith(module + ".")}
+    if not keep:
+        raise CheckpointError(f"{stem}.safetensors has no {module!r} tensors")
+    if module != "model":
+        keep = {"model." + k[len(module) + 1:]: v for k, v in keep.items()}
+    meta.pop("optim", None)
+    meta["exported"] = {"from": str(stem), "module": module, "dtype": "float16" if half else "float32", **(note or {})}
+    _atomic(dest.with_suffix(".safetensors"), lambda p: save_file(keep, p))
+    text = json.dumps(meta, indent=1, sort_keys=True, default=float) + "\n"
+    _atomic(dest.with_suffix(".json"), lambda p: Path(p).write_text(text))
+    return dest.with_suffix(".json")
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_meta", "export_weights", "CheckpointError"]

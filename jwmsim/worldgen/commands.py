@@ -47,3 +47,22 @@ def eval_worldgen(cfg: DictConfig) -> int:
     path = evaluate(cfg)
     print(f"worldgen eval: results in {path}")
     return 0
+
+
+def export(cfg: DictConfig) -> int:
+    """`jwmsim worldgen export`: the DiT stages' weights of a run folder as the package defaults (fp16)."""
+    from pathlib import Path
+
+    from jwmsim.cli import UsageError
+    from jwmsim.worldgen.checkpoint import export_weights
+    from jwmsim.worldgen.train import STAGES
+
+    stages = list(cfg.stages)
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise UsageError(f"stages {bad} are not DiT stages; valid: {', '.join(STAGES)}")
+    src, dest = Path(str(cfg.out)), Path(str(cfg.dest))
+    for s in stages:
+        path = export_weights(src / s / "checkpoint", dest / s / "checkpoint", half=bool(cfg.half))
+        print(f"worldgen export: {src / s / 'checkpoint'} -> {path.with_suffix('.safetensors')}")
+    return 0
