@@ -34,6 +34,19 @@ def test_make_clips_from_a_town_log(test_log):
     assert np.array_equal(again["gt"], c["gt"]) and np.array_equal(again["prior"], c["prior"])
 
 
+def test_worldrec_prior_is_a_second_source(test_log):
+    """prior=worldrec: the committed WorldRec's render of the keyframes recorded before each target frame."""
+    from jwmsim.worldgen.data import WorldRecPrior
+
+    p = ClipParams(frames=2, max_lookahead=2, n_sources=2, source_stride=2, p_on_path=1.0)
+    c = make_clips(test_log, 1, p, seed=0, prior_fn=WorldRecPrior())
+    assert c["prior"].shape == (1, 2, 3, 96, 160, 3) and c["prior"].dtype == np.uint8
+    cover = c["alpha"].mean() / 255.0
+    assert 0.5 < cover <= 1.0  # on the logged path the reconstructed world covers most of the view
+    err = np.abs(c["prior"].astype(float) - c["gt"].astype(float)).mean()
+    assert err < 40.0  # close to the oracle's view (a random image would be ~80 grey levels off)
+
+
 def test_rollout_curve_runs_and_plots(test_log, tmp_path):
     torch.manual_seed(0)
     model = WorldGenDiT(DiTConfig(width=32, depth=1, heads=2, rope_dims=8))

@@ -154,20 +154,14 @@ class SplatSensor:
 
     def render_world(self, ego_xy_yaw: np.ndarray, agents: AgentBoxes | None, frame: int | None):
         """(rgb [C, H, W, 3] float tensor in [0, 1], alpha [C, H, W] tensor) of the world at the pose."""
-        import torch
-
-        from jwmsim.splat.rasterize import rasterize
-
         pose = np.asarray(ego_xy_yaw, np.float64)
         if pose.shape != (3,) or not np.isfinite(pose).all():
             raise ValueError(f"ego_xy_yaw must be 3 finite numbers (x m, y m, yaw rad), got {pose}")
         fusion = self.advance(self.fused_upto if frame is None else frame)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            scene = self.world.scene(self.agent_poses(agents))
-            r = rasterize(scene, cameras=self.rig, ego_to_world=se2_to_se3(pose), background=self.background)
+        rgb, alpha = self.world.render(self.rig, se2_to_se3(pose), self.agent_poses(agents), self.background)
         self.timings = {"fusion": fusion, "raster": time.perf_counter() - t0}
-        return r.rgb.clamp(0, 1), r.alpha.reshape(r.rgb.shape[:3]).clamp(0, 1)
+        return rgb, alpha
 
     def render(self, ego_xy_yaw: np.ndarray, agents: AgentBoxes | None = None, frame: int | None = None) -> Frame:
         rgb, alpha = self.render_world(ego_xy_yaw, agents, frame)

@@ -6,8 +6,8 @@ a per-clip lateral shift (up to +-2 m, ego +y) and heading change (up to +-10 de
 oracle's render at those poses with the agents at that time. The prior of a target frame at time t is
 the z-buffered forward warp of the logged frames at t - L, t - L - stride, ... (L: a per-clip look-ahead
 in frames, so the target is ahead of everything the prior saw); target pixels that nothing projects to
-are holes (alpha = 0). A second prior source (WorldRec renders) plugs in as ``prior_fn`` without
-touching the rest.
+are holes (alpha = 0). The second prior source, WorldRec renders (:class:`WorldRecPrior`, ``prior=worldrec``),
+plugs in as ``prior_fn`` without touching the rest.
 
 Frames, units, image layout: :mod:`jwmsim.geometry`. Cached clips are uint8 npz files, one per log::
 
@@ -284,17 +284,53 @@ def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
+class WorldRecPrior:
+    """``prior_fn`` of WorldRec renders (the joint env's prior): the Gaussian world fused from the window of
+    ``window`` keyframes (every ``stride`` frames) recorded BEFORE the target frame, rendered at the target
+    pose with the agents at their logged boxes; alpha = the render's coverage. weights: WorldRec weights
+    (default: the committed ones). The world of the last keyframe window is kept, so consecutive frames of
+    a clip share it."""
+
+    def __init__(self, weights: str | os.PathLike | None = None, stride: int = 3, window: int = 4, device="cpu"):
+        from importlib import resources
+
+        from jwmsim.worldrec.fusion import load_model
+
+        path = weights or str(resources.files("jwmsim.worldrec").joinpath("weights/worldrec.safetensors"))
+        self.model = load_model(path, device)
+        self.stride, self.window = int(stride), int(window)
+        self._key, self._world = None, None
+
+    def __call__(self, log, t: int, rig, ego_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from jwmsim.worldrec.fusion import AgentPoses, World
+
+        last = max(0, t - 1) - max(0, t - 1) % self.stride
+        key = (log.meta.log_id, last)
+        if key != self._key:
+            self._world = World(self.model, window=self.window)
+            lo = max(0, last - (self.window - 1) * self.stride)
+            self._world.update(log, list(range(lo, last + 1, self.stride)))
+            self._key = key
+        rgb, alpha = self._world.render(rig, ego_to_world, AgentPoses.from_log(log, t))
+        return (rgb * 255.0 + 0.5).to(torch.uint8).cpu().numpy(), alpha.cpu().numpy().astype(np.float32)
+
+
 def make_data(dataset: str | os.PathLike, out: str | os.PathLike, split: str = "train", n_logs: int | None = None,
               clips_per_log: int = 24, params: ClipParams | None = None, seed: int = 0, prior: str = "warp",
               prior_fn: PriorFn | None = None, progress: bool = True) -> Path:
     """Cache clips of the town dataset's ``split`` logs under ``out/split`` (resumable: finished logs with the
-    same parameters are kept). Returns that folder. prior: 'warp' (reprojection of logged frames); another
-    source is passed as prior_fn and recorded under the name ``prior``."""
+    same parameters are kept). Returns that folder. prior: 'warp' (reprojection of logged frames) or
+    'worldrec' (:class:`WorldRecPrior`); another source is passed as prior_fn and recorded under the name
+    ``prior``."""
     params = params or ClipParams()
     params.check()
-    if prior != "warp" and prior_fn is None:
-        raise ValueError(f"prior={prior!r} needs its render function (prior_fn); the built-in source is 'warp' "
-                         "(WorldRec renders plug in as prior_fn once a WorldRec checkpoint exists)")
+    if prior == "worldrec" and prior_fn is None:
+        prior_fn = WorldRecPrior()
+    if prior not in ("warp", "worldrec") and prior_fn is None:
+        raise ValueError(f"prior={prior!r} needs its render function (prior_fn); the built-in sources are 'warp' "
+                         "(reprojection of logged frames) and 'worldrec' (renders of the WorldRec world)")
     root = Path(dataset)
     seeds = split_seeds(root, split)  # never trust a folder name for the split
     if n_logs is not None:

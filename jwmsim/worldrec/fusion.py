@@ -289,6 +289,15 @@ class World:
         g = dict(self.gaussians())
         return place_tracked(g, g.pop("track"), agents)
 
+    @torch.no_grad()
+    def render(self, cameras, ego_to_world, agents: AgentPoses | None = None, background=(0.0, 0.0, 0.0)):
+        """(rgb [C, H, W, 3] in [0, 1], alpha [C, H, W]) of the world seen by ``cameras`` (jwmsim.geometry
+        Cameras) at ego pose ``ego_to_world`` [4, 4], agents at ``agents`` (None: static world only)."""
+        from jwmsim.splat.rasterize import rasterize
+
+        r = rasterize(self.scene(agents), cameras=cameras, ego_to_world=ego_to_world, background=background)
+        return r.rgb.clamp(0, 1), r.alpha.reshape(r.rgb.shape[:3]).clamp(0, 1)
+
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike) -> None:
