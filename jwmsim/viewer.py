@@ -300,48 +300,63 @@ class LogViewer:
     def run(self, max_frames: int | None = None, keys: Iterable[int] = ()) -> int:
         """Open the window and loop until quit (or after max_frames drawn frames; keys are injected
         first — both for tests and scripted captures). Returns the number of frames drawn."""
-        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-        import pygame
 
-        if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
-                and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
-            # SDL would fall back to an invisible window and run until killed
-            raise ValueError("no display to open the viewer on (DISPLAY is not set); run it on a desktop or with "
-                             "X forwarding, or export the log with `jwmsim log video LOG`")
-        pygame.display.init()  # not pygame.init(): the audio mixer is not needed and spews ALSA errors headless
-        pygame.font.init()
-        try:
-            first = self.frame_image(self.t)
-            screen = pygame.display.set_mode((first.shape[1], first.shape[0] + 18))
-            font = pygame.font.Font(None, 18)
-            clock = pygame.time.Clock()
-            for k in keys:
-                pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=k))
-            drawn, running = 0, True
-            while running:
-                for ev in pygame.event.get():
-                    if ev.type == pygame.QUIT:
-                        running = False
-                    elif ev.type == pygame.KEYDOWN:
-                        running = self.handle_key(ev.key) and running
-                img = self.frame_image(self.t)
-                if img.shape[1] != screen.get_width() or img.shape[0] + 18 != screen.get_height():
-                    screen = pygame.display.set_mode((img.shape[1], img.shape[0] + 18))
-                screen.fill((0, 0, 0))
-                screen.blit(pygame.surfarray.make_surface(img.transpose(1, 0, 2)), (0, 0))
-                status = f"{self.log.meta.log_id}  t={self.log.timestamps[self.t]:.1f}s ({self.t})  {self.HELP}"
-                screen.blit(font.render(status, True, (220, 220, 220)), (4, img.shape[0] + 2))
-                pygame.display.flip()
-                drawn += 1
-                if max_frames is not None and drawn >= max_frames:
-                    break
-                if self.playing:
-                    self.t = min(self.t + 1, self.log.num_frames - 1)
-                    self.playing = self.t < self.log.num_frames - 1
-                clock.tick(self.log.meta.rate_hz if self.playing else 30)
-            return drawn
-        finally:
-            pygame.quit()
+        def advance() -> None:
+            if self.playing:
+                self.t = min(self.t + 1, self.log.num_frames - 1)
+                self.playing = self.t < self.log.num_frames - 1
+
+        return window_loop(lambda: self.frame_image(self.t), self.handle_key,
+                           lambda: f"{self.log.meta.log_id}  t={self.log.timestamps[self.t]:.1f}s ({self.t})  {self.HELP}",
+                           advance, lambda: self.log.meta.rate_hz if self.playing else 30,
+                           "export the log with `jwmsim log video LOG`", max_frames, keys)
+
+
+def window_loop(frame, handle_key, status, advance, fps, hint: str, max_frames: int | None = None,
+                keys: Iterable[int] = ()) -> int:
+    """The pygame window loop of the viewers: draw ``frame()`` [H, W, 3] with the ``status()`` line below,
+    pass key presses to ``handle_key(key) -> keep running``, then ``advance()``, at ``fps()`` frames per
+    second; until quit or ``max_frames`` drawn frames (``keys`` are injected first, for tests and scripted
+    captures). Returns the number of frames drawn. hint: what to do instead when there is no display."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+        # SDL would fall back to an invisible window and run until killed
+        raise ValueError(f"no display to open the viewer on (DISPLAY is not set); run it on a desktop or with "
+                         f"X forwarding, or {hint}")
+    pygame.display.init()  # not pygame.init(): the audio mixer is not needed and spews ALSA errors headless
+    pygame.font.init()
+    try:
+        first = frame()
+        screen = pygame.display.set_mode((first.shape[1], first.shape[0] + 18))
+        font = pygame.font.Font(None, 18)
+        clock = pygame.time.Clock()
+        for k in keys:
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=k))
+        drawn, running = 0, True
+        while running:
+            for ev in pygame.event.get():
+                if ev.type == pygame.QUIT:
+                    running = False
+                elif ev.type == pygame.KEYDOWN:
+                    running = handle_key(ev.key) and running
+            img = frame()
+            if img.shape[1] != screen.get_width() or img.shape[0] + 18 != screen.get_height():
+                screen = pygame.display.set_mode((img.shape[1], img.shape[0] + 18))
+            screen.fill((0, 0, 0))
+            screen.blit(pygame.surfarray.make_surface(img.transpose(1, 0, 2)), (0, 0))
+            screen.blit(font.render(status(), True, (220, 220, 220)), (4, img.shape[0] + 2))
+            pygame.display.flip()
+            drawn += 1
+            if max_frames is not None and drawn >= max_frames:
+                break
+            advance()
+            clock.tick(fps())
+        return drawn
+    finally:
+        pygame.quit()
 
 
 # ----------------------------------------------------------------------------- closed-loop env frames
@@ -551,43 +566,11 @@ class EnvViewer:
     def run(self, max_frames: int | None = None, keys: Iterable[int] = ()) -> int:
         """Open the window and loop until quit (or after max_frames drawn frames; keys are injected first,
         for tests and scripted captures). Returns the number of frames drawn."""
-        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-        import pygame
 
-        if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
-                and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
-            raise ValueError("no display to open the viewer on (DISPLAY is not set); run it on a desktop or with "
-                             "X forwarding, or record a video with `jwmsim run-main` / `jwmsim run ... video=DIR`")
-        pygame.display.init()
-        pygame.font.init()
-        try:
-            img = self.env.render()
-            screen = pygame.display.set_mode((img.shape[1], img.shape[0] + 18))
-            font = pygame.font.Font(None, 18)
-            clock = pygame.time.Clock()
-            for k in keys:
-                pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=k))
-            drawn, running = 0, True
-            while running:
-                for ev in pygame.event.get():
-                    if ev.type == pygame.QUIT:
-                        running = False
-                    elif ev.type == pygame.KEYDOWN:
-                        running = self.handle_key(ev.key) and running
-                if self.playing:
-                    self.step()
-                img = self.env.render()
-                if img.shape[1] != screen.get_width() or img.shape[0] + 18 != screen.get_height():
-                    screen = pygame.display.set_mode((img.shape[1], img.shape[0] + 18))
-                screen.fill((0, 0, 0))
-                screen.blit(pygame.surfarray.make_surface(img.transpose(1, 0, 2)), (0, 0))
-                mode = "autopilot" if self.autopilot else f"keys a={self.command[0]:+.1f} w={self.command[1]:+.2f}"
-                screen.blit(font.render(f"{mode}  {self.HELP}", True, (220, 220, 220)), (4, img.shape[0] + 2))
-                pygame.display.flip()
-                drawn += 1
-                if max_frames is not None and drawn >= max_frames:
-                    break
-                clock.tick(30)
-            return drawn
-        finally:
-            pygame.quit()
+        def status() -> str:
+            mode = "autopilot" if self.autopilot else f"keys a={self.command[0]:+.1f} w={self.command[1]:+.2f}"
+            return f"{mode}  {self.HELP}"
+
+        return window_loop(self.env.render, self.handle_key, status, lambda: self.step() if self.playing else None,
+                           lambda: 30, "record a video with `jwmsim run-main` / `jwmsim run ... video=DIR`",
+                           max_frames, keys)
