@@ -12,11 +12,15 @@ data in ``jwmsim/scenarios/``, :data:`SCENARIO_DIR`):
   the log (real logs are short: 9.1 s for Waymo, 11 s for AV2);
 * ``route``: ``log`` (the log's route) or a list of lane ids;
 * ``traffic``: ``replay`` | ``idm``;
-* ``perturb``: ego start perturbation (``dx``, ``dy`` [m] in the ego frame, ``dyaw`` [rad], ``dv`` [m/s]).
+* ``perturb``: ego start perturbation (``dx``, ``dy`` [m] in the ego frame, ``dyaw`` [rad], ``dv`` [m/s]);
+* ``inject``: a list of injected agents -- a cut-in, a crossing pedestrian or animal, a stalled vehicle,
+  explicit timed waypoints -- added to the log's agents when the scenario is built (schema, units and
+  defaults: :mod:`jwmsim.inject`); they work on every kind of log above.
 
 Suites (``jwmsim/scenarios/suites/<name>.yaml``, or any yaml path) list scenarios by name or inline; a
 name is looked up beside the suite file first (``<suite dir>/<name>.yaml``, then its parent folder), then
-among the shipped scenarios. An inline scenario whose log is a glob over real logs (``waymo:/data/*.tfrecord*``,
+among the shipped scenarios. Wherever a suite is asked for (``jwmsim run suite=...``), the name or path of
+a single scenario file also works: a suite of that one scenario. An inline scenario whose log is a glob over real logs (``waymo:/data/*.tfrecord*``,
 ``av2:/data/val/*``) or a Waymo file without ``#ID`` expands into one scenario per real scenario, named
 ``<name>-<scenario id>`` (:func:`expand_real_logs`). :func:`load_scenario` and :func:`load_suite` raise errors that name the file
 and list the valid choices.
@@ -28,13 +32,14 @@ fallback suites use: a straight road, a curve and a four-way intersection with a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from jwmsim.geometry import DT, default_rig, se2_to_se3
+from jwmsim.inject import parse_injections
 from jwmsim.map import Lane, RoadMap, Route, interpolate_polyline, polyline_arclength
 
 SYNTHETIC_KINDS = ("straight", "curve", "intersection")
@@ -204,7 +209,8 @@ TRAFFIC_CHOICES = ("replay", "idm")
 @dataclass(frozen=True)
 class ScenarioConfig:
     """One scenario (see the module docstring). start / duration [s] (duration "log": to the log's end);
-    perturb: dx, dy [m], dyaw [rad], dv [m/s]."""
+    perturb: dx, dy [m], dyaw [rad], dv [m/s]; inject: injected agents (:mod:`jwmsim.inject`; mappings are
+    parsed into :class:`jwmsim.inject.Injection` objects, errors name the field: ``inject[0].gap ...``)."""
 
     name: str
     log: str
@@ -213,8 +219,13 @@ class ScenarioConfig:
     route: Any = "log"
     traffic: str = "replay"
     perturb: dict = field(default_factory=dict)
+    inject: tuple = ()
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "inject", parse_injections(self.inject))
+        except ValueError as e:
+            raise ValueError(f"scenario {self.name!r}: {e}") from None
         for k in ("start", "duration"):
             v = getattr(self, k)
             if k == "duration" and v == "log":
@@ -261,13 +272,18 @@ class ScenarioConfig:
                 raise ValueError(f"scenario {d['name']!r}: perturb values must be numbers, got {d['perturb']!r}") from None
         elif "perturb" in d:
             d["perturb"] = {}
+        if "inject" in d and d["inject"] is None:
+            d["inject"] = ()
         if not isinstance(d["name"], str) or not isinstance(d["log"], str):
             raise ValueError(f"scenario {d['name']!r}: name and log must be strings, got log={d['log']!r}")
         return cls(**d)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "inject"}
+        d["perturb"] = dict(self.perturb)
         d["route"] = list(self.route) if self.route != "log" else "log"
+        if self.inject:  # left out when empty: files without injections read as before
+            d["inject"] = [inj.to_dict() for inj in self.inject]
         return d
 
 
@@ -331,7 +347,8 @@ BUILTIN_SUITES = {"synthetic": synthetic_suite}
 
 
 def load_suite(name_or_path: str, root: Path = SCENARIO_DIR) -> list[ScenarioConfig]:
-    """A suite: a built-in name, `root`/suites/<name>.yaml (the shipped suites), or a yaml path.
+    """A suite: a built-in name, `root`/suites/<name>.yaml (the shipped suites), or a yaml path; a scenario
+    name (`root`/<name>.yaml) or a scenario file's path gives a suite of that one scenario.
 
     A suite file is ``{name: ..., scenarios: [<scenario name> | {inline scenario}, ...]}``. A scenario
     name is looked up beside the suite file, then in its parent folder, then in `root`.
@@ -341,10 +358,14 @@ def load_suite(name_or_path: str, root: Path = SCENARIO_DIR) -> list[ScenarioCon
     p = Path(str(name_or_path)).expanduser()
     if p.suffix not in (".yaml", ".yml"):
         p = Path(root) / "suites" / f"{name_or_path}.yaml"
+        if not p.exists() and (Path(root) / f"{name_or_path}.yaml").is_file():
+            return [load_scenario(str(name_or_path), root)]  # a single scenario by name: a suite of one
     if not p.exists():
         raise ValueError(f"unknown suite {name_or_path!r}; valid suites: {', '.join(available_suites(root))}, "
-                         "or a path to a .yaml file")
+                         f"a scenario name ({', '.join(available_scenarios(root))}), or a path to a .yaml file")
     d = _yaml_load(p)
+    if isinstance(d, dict) and "log" in d and "scenarios" not in d:
+        return [load_scenario(str(p), root)]  # a scenario file: a suite of one
     if isinstance(d, dict):
         d.pop("seed_source", None)
     if not isinstance(d, dict) or not isinstance(d.get("scenarios"), list):
@@ -542,12 +563,18 @@ def scenario_data(sc: ScenarioConfig, sim_cfg=None):
 
     sim_cfg = sim_cfg or SimConfig()
     key = (sc.name, sc.log, sc.start, sc.duration, str(sc.route), sc.traffic, str(sorted(sc.perturb.items())),
-           sim_cfg)
+           sc.inject, sim_cfg)
     if key not in _DATA_CACHE:
         log = load_log(sc.log)
-        _DATA_CACHE[key] = ScenarioData.from_log(
-            log, sc.start, None if sc.duration == "log" else sc.duration, None if sc.route == "log" else list(sc.route), Perturbation(**sc.perturb),
-            sim_cfg, name=sc.name, traffic=sc.traffic)
+        try:
+            _DATA_CACHE[key] = ScenarioData.from_log(
+                log, sc.start, None if sc.duration == "log" else sc.duration,
+                None if sc.route == "log" else list(sc.route), Perturbation(**sc.perturb), sim_cfg, name=sc.name,
+                traffic=sc.traffic, inject=sc.inject)
+        except ValueError as e:
+            if str(e).startswith("inject"):  # an injection that does not fit this log: say which scenario
+                raise ValueError(f"scenario {sc.name!r}: {e}") from None
+            raise
     return _DATA_CACHE[key]
 
 

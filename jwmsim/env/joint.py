@@ -139,8 +139,11 @@ class CameraObservation(ObservationExtension):
         A = st.agent_xy.shape[1]
         all_ids = np.full(A, -1, np.int64)
         all_ids[:len(ids)] = ids
+        size = bank.agent_size[sid]
+        if bank.agent_height is not None:  # the log's heights and the injected agents' (NaN: by type)
+            size = np.concatenate([size, bank.agent_height[sid][:, None]], 1)
         return AgentBoxes(ids=all_ids, types=bank.agent_type[sid], xy=st.agent_xy[row], yaw=st.agent_yaw[row],
-                          size=bank.agent_size[sid], valid=st.agent_valid[row] & (all_ids >= 0))
+                          size=size, valid=st.agent_valid[row] & (all_ids >= 0))
 
     def observe(self, core, rows: np.ndarray) -> dict[str, np.ndarray]:
         st = core.state

@@ -53,6 +53,7 @@ class MetricsHub:
         self.tracker = MetricsTracker([_map_index(m) for m in bank.maps], B, self.params, config, dt=sim_cfg.dt,
                                       capacity=cap)
         self._refs: dict[int, object] = {}
+        self._ids: dict[int, np.ndarray] = {}
 
     def ref(self, sid: int):
         if sid not in self._refs:
@@ -63,7 +64,18 @@ class MetricsHub:
     def start_rows(self, rows: np.ndarray, st: SimState) -> None:
         """Start new episodes on rows (bool mask [B]) at their current scenarios; nothing is recorded yet."""
         ids = np.flatnonzero(rows)
-        self.tracker.reset(ids, [self.ref(int(st.sid[b])) for b in ids], map_ids=self.bank.map_index[st.sid[ids]])
+        self.tracker.reset(ids, [self.ref(int(st.sid[b])) for b in ids], track_ids=[self.track_ids(int(st.sid[b]))
+                                                                                   for b in ids],
+                           map_ids=self.bank.map_index[st.sid[ids]])
+
+    def track_ids(self, sid: int) -> np.ndarray:
+        """[A] the track ids of scenario sid's agent slots (-1 for padding), for the collision report."""
+        if sid not in self._ids:
+            ids = np.asarray(self.bank.scenarios[sid].agent_ids, np.int64)
+            out = np.full(self.bank.num_agents, -1, np.int64)
+            out[:len(ids)] = ids
+            self._ids[sid] = out
+        return self._ids[sid]
 
     def record_rows(self, rows: np.ndarray, st: SimState) -> dict[str, np.ndarray]:
         """Record the rows' (bool mask [B]) current states of st (full-B arrays); the tracker's per-step

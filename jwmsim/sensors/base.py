@@ -30,11 +30,13 @@ class AgentBoxes:
     valid: np.ndarray
 
     def heights(self) -> np.ndarray:
-        """[A] box heights [m]: the size's third column, else :data:`DEFAULT_HEIGHT` by type."""
+        """[A] box heights [m]: the size's third column (where finite and > 0), else :data:`DEFAULT_HEIGHT` by type."""
         size = np.asarray(self.size, np.float64)
+        by_type = np.array([DEFAULT_HEIGHT[AGENT_TYPES[int(k)]] for k in self.types], np.float64)
         if size.ndim == 2 and size.shape[1] >= 3:
-            return size[:, 2].copy()
-        return np.array([DEFAULT_HEIGHT[AGENT_TYPES[int(k)]] for k in self.types], np.float64)
+            h = size[:, 2]
+            return np.where(np.isfinite(h) & (h > 0), h, by_type)
+        return by_type
 
     def for_oracle(self) -> tuple:
         """(ids, type names, centres [A, 3], yaws, sizes [A, 3]) of the valid agents, boxes on the ground."""

@@ -23,6 +23,7 @@ import numpy as np
 
 from jwmsim.datatypes import EgoParams
 from jwmsim.geometry import DT, wrap_angle
+from jwmsim.inject import expand_injections, parse_injections
 from jwmsim.map import RoadMap, polyline_arclength, resample_polyline
 from jwmsim.sim import traffic as traffic_mod
 from jwmsim.sim.control import ActionConfig, track
@@ -76,7 +77,9 @@ class ScenarioData:
     same continued 4 s past the window (log, else constant velocity). init [5]: ego start
     state (expert[0] plus the perturbation). agent_xy [T, A, 2] m box centres, agent_yaw [T, A] rad,
     agent_vel [T, A, 2] m/s (world), agent_valid [T, A], agent_size [A, 2] (length, width) m,
-    agent_type [A] (jwmsim.datatypes.AgentType codes). paths: IDM paths. route_xy [R, 2] route
+    agent_type [A] (jwmsim.datatypes.AgentType codes), agent_ids [A] track ids, agent_height [A] m box
+    heights (for the camera sensors; None: by type). Injected agents (:mod:`jwmsim.inject`) come after the
+    logged ones; ``num_injected`` says how many. paths: IDM paths. route_xy [R, 2] route
     centreline resampled every route_ds m, route_vlim [R] m/s its lane speed limits. lane_segs [G, Q, 2]: every lane centreline cut into
     segments of Q points (for observations). road_map: the map (for metrics and off-road checks).
     """
@@ -102,6 +105,8 @@ class ScenarioData:
     timestamps: np.ndarray
     reactive: bool = False
     expert_plan: np.ndarray | None = None
+    agent_height: np.ndarray | None = None
+    num_injected: int = 0
 
     @property
     def num_steps(self) -> int:
@@ -110,12 +115,15 @@ class ScenarioData:
     @classmethod
     def from_log(cls, log, start: float = 0.0, duration: float | None = None, route_lane_ids=None,
                  perturb: Perturbation = Perturbation(), cfg: SimConfig = SimConfig(), name: str | None = None,
-                 traffic: str | None = None) -> "ScenarioData":
+                 traffic: str | None = None, inject=()) -> "ScenarioData":
         """Cut the window [start, start + duration] s (relative to the first timestamp) out of a DriveLog.
 
         The log must be sampled at the simulation rate (cfg.dt). route_lane_ids: None for the log's route.
         traffic: 'replay' | 'idm' (None: cfg.traffic.mode). IDM paths are built either way, so a bank
-        can run a scenario in both modes (:meth:`ScenarioBank.with_traffic`).
+        can run a scenario in both modes (:meth:`ScenarioBank.with_traffic`). inject: injected agents
+        (:class:`jwmsim.inject.Injection` objects or their yaml mappings), expanded here from the logged ego
+        and the route (:func:`jwmsim.inject.expand_injections`) and appended to the agents: always kept
+        (whatever ``cfg.agent_radius``), always replayed (never IDM).
         """
         traffic = cfg.traffic.mode if traffic is None else traffic
         if traffic not in traffic_mod.TRAFFIC_MODES:
@@ -173,6 +181,27 @@ class ScenarioData:
         lane_lim = np.array([log.road_map.lane(i).speed_limit for i in route.lane_ids])
         which = np.searchsorted(np.cumsum(lane_len), polyline_arclength(route_xy), side="right")
         route_vlim = lane_lim[np.minimum(which, len(lane_lim) - 1)]
+        agent_xy = np.where(valid[..., None], center, 0.0)
+        agent_yaw = np.where(valid, ag.yaw[sl], 0.0)
+        agent_vel = np.where(valid[..., None], vel, 0.0)
+        agent_size = ag.size[:, :2].copy()
+        agent_height = (ag.size[:, 2].astype(np.float64) if ag.size.shape[1] >= 3
+                        else np.full(len(ag.ids), np.nan))
+        agent_type = ag.types.astype(np.int64)
+        agent_ids = ag.ids.astype(np.int64)
+        injections = parse_injections(list(inject))
+        if injections:
+            inj = expand_injections(injections, ts[sl] - ts[i0], poses, route_xy, log.road_map, route.lane_ids,
+                                    cfg.ego, existing_ids=log.agents.ids)
+            agent_xy = np.concatenate([agent_xy, inj.xy], 1)
+            agent_yaw = np.concatenate([agent_yaw, inj.yaw], 1)
+            agent_vel = np.concatenate([agent_vel, inj.vel], 1)
+            valid = np.concatenate([valid, inj.valid], 1)
+            agent_size = np.concatenate([agent_size, inj.size[:, :2]], 0)
+            agent_height = np.concatenate([agent_height, inj.size[:, 2]], 0)
+            agent_type = np.concatenate([agent_type, inj.types], 0)
+            agent_ids = np.concatenate([agent_ids, inj.ids], 0)
+            paths = paths.with_replayed(len(injections))
         segs, seg_speed = _lane_segments(log.road_map, cfg.lane_seg_points, cfg.lane_seg_spacing)
         # keep the segments that can be observed in this scenario: near the logged ego path
         mid = segs[:, cfg.lane_seg_points // 2]
@@ -182,10 +211,9 @@ class ScenarioData:
             near |= (np.linalg.norm(mid[:, None] - path[None, k:k + 64], axis=-1) < cfg.lane_obs_radius).any(1)
         segs, seg_speed = segs[near], seg_speed[near]
         return cls(name=name or log.meta.log_id, dt=cfg.dt, expert=expert, init=init,
-                   agent_xy=np.where(valid[..., None], center, 0.0), agent_yaw=np.where(valid, ag.yaw[sl], 0.0),
-                   agent_vel=np.where(valid[..., None], vel, 0.0), agent_valid=valid,
-                   agent_size=ag.size[:, :2].copy(), agent_type=ag.types.astype(np.int64),
-                   agent_ids=ag.ids.astype(np.int64), paths=paths, route_xy=route_xy, route_vlim=route_vlim,
+                   agent_xy=agent_xy, agent_yaw=agent_yaw, agent_vel=agent_vel, agent_valid=valid,
+                   agent_size=agent_size, agent_type=agent_type, agent_ids=agent_ids, agent_height=agent_height,
+                   num_injected=len(injections), paths=paths, route_xy=route_xy, route_vlim=route_vlim,
                    route_lane_ids=list(route.lane_ids), lane_segs=segs, lane_speed=seg_speed,
                    road_map=log.road_map, timestamps=ts[sl] - ts[i0], reactive=traffic == "idm",
                    expert_plan=plan)
@@ -235,6 +263,7 @@ class ScenarioBank:
     """S scenarios padded to common shapes. Fields as :class:`ScenarioData` with a leading [S].
 
     num_steps [S]; padded time steps repeat the last one; padded agents are never valid.
+    agent_height [S, A] m: box heights (NaN where unknown).
     maps: the RoadMaps, map_index [S] into it (scenarios of one log share one map).
     """
 
@@ -267,6 +296,8 @@ class ScenarioBank:
     map_index: np.ndarray
     scenarios: list
     reactive: np.ndarray
+    agent_height: np.ndarray | None = None
+    """[S, A] m box heights for the camera sensors (NaN: unknown, drawn at the type's default height)."""
 
     def with_traffic(self, mode: str) -> "ScenarioBank":
         """The same bank with every scenario's traffic set to mode ('replay' | 'idm'); shares the arrays."""
@@ -326,6 +357,8 @@ class ScenarioBank:
             lane_seg_valid=_pad([np.ones(len(s.lane_segs), bool) for s in scenarios], (0,), False),
             maps=maps, map_index=np.array(map_index, np.int64), scenarios=list(scenarios),
             reactive=np.array([s.reactive for s in scenarios], bool),
+            agent_height=_pad([np.full(len(s.agent_type), np.nan) if s.agent_height is None
+                               else np.asarray(s.agent_height, np.float64) for s in scenarios], (0,), np.nan),
         )
 
 

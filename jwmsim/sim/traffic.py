@@ -118,6 +118,18 @@ class AgentPaths:
     log_s: np.ndarray
     ds: float
 
+    def with_replayed(self, n: int) -> "AgentPaths":
+        """These paths plus n agents that are always replayed (no IDM path): scripted agents such as the
+        injected ones (:mod:`jwmsim.inject`), which follow their own tracks in both traffic modes."""
+        A, P = self.heading.shape
+        T = self.log_s.shape[0]
+        return AgentPaths(xy=np.concatenate([self.xy, np.zeros((n, P, 2))]),
+                          heading=np.concatenate([self.heading, np.zeros((n, P))]),
+                          vlim=np.concatenate([self.vlim, np.full((n, P), 10.0)]),
+                          length=np.concatenate([self.length, np.zeros(n)]),
+                          is_idm=np.concatenate([self.is_idm, np.zeros(n, bool)]),
+                          log_s=np.concatenate([self.log_s, np.zeros((T, n))], 1), ds=self.ds)
+
 
 def _lane_chain(road_map: RoadMap, lane_seq: list[int]) -> list[int]:
     """Connect a sequence of visited lane indices through the lane graph (successors, depth <= 2)."""
