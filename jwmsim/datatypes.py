@@ -94,7 +94,8 @@ class AgentType(enum.IntEnum):
 AGENT_TYPES: tuple[str, ...] = tuple(t.name.lower() for t in AgentType)
 """Agent type names by code: ("vehicle", "pedestrian", "cyclist", "animal", "object")."""
 
-# Animals have no nuPlan class; they move like agents and are hit like VRUs (any at-fault hit -> 0).
+# Animals have no nuPlan class; they move like agents and are hit like VRUs (any at-fault hit -> 0), large
+# (horse, deer) or small (dog) alike: the subtypes are box sizes (jwmsim.inject.AGENT_PRESETS), not codes.
 MOVING_AGENT_TYPES = (AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.CYCLIST, AgentType.ANIMAL)
 VRU_TYPES = (AgentType.PEDESTRIAN, AgentType.CYCLIST, AgentType.ANIMAL)
 VEHICLE_TYPES = (AgentType.VEHICLE,)
@@ -104,7 +105,7 @@ _TYPE_NAMES = {
     "vehicle": AgentType.VEHICLE, "car": AgentType.VEHICLE, "truck": AgentType.VEHICLE, "bus": AgentType.VEHICLE,
     "pedestrian": AgentType.PEDESTRIAN, "ped": AgentType.PEDESTRIAN, "person": AgentType.PEDESTRIAN,
     "cyclist": AgentType.CYCLIST, "bicycle": AgentType.CYCLIST, "bike": AgentType.CYCLIST,
-    "animal": AgentType.ANIMAL,
+    "animal": AgentType.ANIMAL, "horse": AgentType.ANIMAL, "deer": AgentType.ANIMAL, "dog": AgentType.ANIMAL,
     "object": AgentType.OBJECT, "static": AgentType.OBJECT, "static_object": AgentType.OBJECT,
     "generic_object": AgentType.OBJECT, "traffic_cone": AgentType.OBJECT, "cone": AgentType.OBJECT,
     "barrier": AgentType.OBJECT, "czone_sign": AgentType.OBJECT, "sign": AgentType.OBJECT,

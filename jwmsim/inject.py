@@ -435,7 +435,7 @@ def _motion(xy: np.ndarray, dt: float, yaw_still: np.ndarray, min_speed: float =
     return vel, yaw
 
 
-def _route_widths(road_map, route_lane_ids: Sequence[int], path: RoutePath, s: np.ndarray) -> np.ndarray:
+def _route_widths(road_map, route_lane_ids: Sequence[int], s: np.ndarray) -> np.ndarray:
     """[N] m width of the route lane at progress s [N] (the last lane's past the end)."""
     lanes = [road_map.lane(i) for i in route_lane_ids]
     ends = np.cumsum([l.length for l in lanes])
@@ -500,7 +500,7 @@ def expand_injections(injections: Sequence[Injection], timestamps: np.ndarray, e
             s_a = anchor + cum - float(np.interp(t_end, ts, cum))
             sign = 1.0 if inj.side == "left" else -1.0
             s_start = float(np.interp(inj.start, ts, s_a))
-            offset = inj.lane_offset or float(_route_widths(road_map, route_lane_ids, path, np.array([s_start]))[0])
+            offset = inj.lane_offset or float(_route_widths(road_map, route_lane_ids, np.array([s_start]))[0])
             lat = sign * offset * (1.0 - _quintic((ts - inj.start) / inj.duration))
             p, head = path.at(s_a, lat)
             if not _has_room(road_map, path.at(np.array([s_start]), np.array([sign * offset]))[0])[0]:
