@@ -166,16 +166,17 @@ float vnoise(vec2 x, uint s) {  // value noise in [0, 1]
 """
 
 _COND_COMMON = """
-// Weather and lighting (jwmsim.conditions): compiled only into the conditions variant of the programs
-// (#define COND), so the clear-daylight programs are exactly the ones without conditions.
+// Weather and lighting (jwmsim.conditions): compiled only into the conditions variants of the programs
+// (#define COND, and FOG / RAIN / NIGHT for the effects a variant draws), so the clear-daylight programs
+// are exactly the ones without conditions and each variant shades only what its effects need.
 uniform vec3 u_fog_color;      // fog colour as lit by the scene's light
 uniform float u_fog;           // fog extinction [1/m] (rain haze included)
 uniform float u_rain;          // rain intensity 0..1
 uniform vec3 u_streak_color;   // colour of the rain streaks
 uniform int u_frame;           // frame index: seeds the rain streaks
 uniform vec3 u_view;           // camera index in this call, its first GL row, its height [px]
+#ifdef RAIN
 vec3 rain_streaks(vec3 c) {    // slanted streaks in image space, a new pattern per frame and camera
-    if (u_rain <= 0.0) return c;
     float x = gl_FragCoord.x - 0.5;
     float y = gl_FragCoord.y - 0.5 - u_view.y;       // image row v (GL rows are image rows)
     float H = u_view.z;
@@ -194,6 +195,7 @@ vec3 rain_streaks(vec3 c) {    // slanted streaks in image space, a new pattern 
     }
     return mix(c, u_streak_color, a);
 }
+#endif
 """
 
 
@@ -262,7 +264,7 @@ layout(location = 0) out vec4 f_rgb;
 layout(location = 1) out float f_depth;
 layout(location = 2) out uint f_semantic;
 layout(location = 3) out int f_instance;
-#ifdef COND
+#ifdef NIGHT
 uniform float u_lit_windows;   // fraction of windows lit (0 by day)
 uniform vec3 u_window_light;   // emitted colour of a lit window
 uniform float u_head;          // 1: the ego's headlights are on
@@ -300,7 +302,7 @@ void main() {
     vec3 view = to_cam / max(dist, 1e-6);
     if (dot(n, view) < 0.0) n = -n;  // faces are double-sided: light the side we see
     float gloss = 0.0;               // mix toward a sky reflection (glass)
-#ifdef COND
+#ifdef NIGHT
     vec3 emit = vec3(0.0);           // light of lit windows
 #endif
 
@@ -320,7 +322,7 @@ void main() {
             if (wx < hw && wy < hh) {
                 albedo = glass * (0.7 + 0.6 * hash2(ci, seed + 11U));
                 gloss = 0.25;
-#ifdef COND
+#ifdef NIGHT
                 if (hash2(ci, seed + 23U) < u_lit_windows)
                     emit = u_window_light * (0.4 + 0.5 * hash2(ci, seed + 29U));
 #endif
@@ -334,7 +336,7 @@ void main() {
         vec2 q = v_world.xy;
         float k = 0.55 * vnoise(q * 0.15, 3U) + 0.3 * vnoise(q * 1.3, 4U) + 0.15 * vnoise(q * 6.0, 5U);
         albedo *= 0.82 + 0.36 * k;
-#ifdef COND
+#ifdef RAIN
         albedo *= 1.0 - 0.35 * u_rain;  // wet road: darker, and it mirrors the sky
         gloss = 0.3 * u_rain;
 #endif
@@ -361,16 +363,18 @@ void main() {
     float diffuse = max(dot(n, u_sun_dir), 0.0);
     vec3 ambient = mix(u_ambient_ground, u_ambient_sky, 0.5 + 0.5 * n.z);
     vec3 c = albedo * (u_sun_color * diffuse + ambient);
-#ifdef COND
+#ifdef NIGHT
     if (u_head > 0.0) c += albedo * headlight(n);
 #endif
     c = mix(c, u_horizon * (0.55 + 0.45 * (1.0 - abs(dot(n, view)))), gloss);
-#ifdef COND
+#ifdef NIGHT
     c += emit;
 #endif
     c = mix(c, u_horizon, 1.0 - exp(-dist * u_haze));  // aerial perspective
-#ifdef COND
+#ifdef FOG
     c = mix(c, u_fog_color, 1.0 - exp(-dist * u_fog));  // fog: depth-dependent extinction
+#endif
+#ifdef RAIN
     c = rain_streaks(c);
 #endif
     f_rgb = vec4(clamp(c, 0.0, 1.0), 1.0);
@@ -394,7 +398,7 @@ uniform vec3 u_sun_color;
 uniform vec3 u_zenith;
 uniform vec3 u_horizon;
 uniform float u_sun_cos;       // cos of the sun disc's angular radius
-#ifdef COND
+#ifdef FOG
 uniform float u_sky_range;     // distance [m] at which the sky takes the fog (the far plane)
 #endif
 layout(location = 0) out vec4 f_rgb;
@@ -410,8 +414,10 @@ void main() {
     float cs = dot(d, u_sun_dir);
     c += u_sun_color * 0.25 * pow(max(cs, 0.0), 64.0);
     if (cs > u_sun_cos) c = vec3(1.0, 0.98, 0.9);
-#ifdef COND
+#ifdef FOG
     c = mix(c, u_fog_color, 1.0 - exp(-u_fog * u_sky_range));  // the sky is fog at the far plane
+#endif
+#ifdef RAIN
     c = rain_streaks(c);
 #endif
     f_rgb = vec4(clamp(c, 0.0, 1.0), 1.0);
@@ -430,12 +436,23 @@ _VERTEX_ATTRS = ("in_pos", "in_normal", "in_color", "in_uv", "in_seed", "in_ids"
 _INSTANCE_DTYPE = np.dtype([("center", "<f4", 3), ("yaw", "<f4"), ("size", "<f4", 3), ("instance", "<i4")])
 
 
-def _fragment_source(body: str, cond: bool) -> str:
-    """The fragment shader of ``body``: plain (clear daylight, the source as it always was) or with the
-    conditions code compiled in (``#define COND``)."""
-    if not cond:
+def _variant_key(cond: Conditions) -> tuple[bool, bool, bool] | None:
+    """The shader variant drawing ``cond``: None (clear daylight, sun angles included: they are uniforms)
+    or which effects it compiles in (fog, rain, night); rain brings its haze, so it needs fog too."""
+    if not cond.has_effects:
+        return None
+    return (cond.fog_density > 0 or cond.rain > 0, cond.rain > 0, cond.night)
+
+
+def _fragment_source(body: str, variant: tuple[bool, bool, bool] | None) -> str:
+    """The fragment shader of ``body``: plain (variant None: clear daylight, the source as it always was)
+    or with the conditions code of the variant's effects compiled in (``#define COND`` and FOG / RAIN /
+    NIGHT)."""
+    if variant is None:
         return _COMMON + body
-    return _COMMON.replace("#version 330\n", "#version 330\n#define COND\n", 1) + _COND_COMMON + body
+    defines = "#define COND\n" + "".join(f"#define {name}\n" for name, on in zip(("FOG", "RAIN", "NIGHT"), variant)
+                                          if on)
+    return _COMMON.replace("#version 330\n", "#version 330\n" + defines, 1) + _COND_COMMON + body
 
 
 def _interleave(mesh: Mesh) -> np.ndarray:
@@ -723,14 +740,14 @@ class OracleRenderer:
         sky_vbo = track(ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], dtype="f4").tobytes()))  # one big triangle
         self._gl = {"ctx": ctx, "vbo": vbo, "ibo": ibo, "sky_vbo": sky_vbo, "variants": {}, "agents": agents,
                     "objects": objects, "inst_tex": None, "flush": _gl_flush()}
-        self._variant(self._gl, False)
+        self._variant(self._gl, None)
         return self._gl
 
-    def _variant(self, gl: dict[str, Any], cond: bool) -> dict[str, Any]:
-        """The programs and vertex arrays of one shader variant: False = clear daylight (made at setup),
-        True = with the conditions code (fog, rain, night; compiled on first use). Each keeps the uniform
-        values it last received in "set", so unchanged settings cost nothing per frame."""
-        var = gl["variants"].get(cond)
+    def _variant(self, gl: dict[str, Any], key: tuple[bool, bool, bool] | None) -> dict[str, Any]:
+        """The programs and vertex arrays of one shader variant (:func:`_variant_key`): None = clear
+        daylight (made at setup), else the effects (fog, rain, night) compiled in (on first use). Each
+        keeps the uniform values it last received in "set", so unchanged settings cost nothing per frame."""
+        var = gl["variants"].get(key)
         if var is not None:
             return var
         ctx, objects = gl["ctx"], gl["objects"]
@@ -739,10 +756,10 @@ class OracleRenderer:
             objects.append(obj)
             return obj
 
-        prog = track(ctx.program(vertex_shader=_COMMON + _VERTEX, fragment_shader=_fragment_source(_FRAGMENT, cond)))
+        prog = track(ctx.program(vertex_shader=_COMMON + _VERTEX, fragment_shader=_fragment_source(_FRAGMENT, key)))
         prog_agent = track(ctx.program(vertex_shader=_COMMON + "#define AGENT\n" + _VERTEX,
-                                       fragment_shader=_fragment_source(_FRAGMENT, cond)))
-        prog_sky = track(ctx.program(vertex_shader=_SKY_VERTEX, fragment_shader=_fragment_source(_SKY_FRAGMENT, cond)))
+                                       fragment_shader=_fragment_source(_FRAGMENT, key)))
+        prog_sky = track(ctx.program(vertex_shader=_SKY_VERTEX, fragment_shader=_fragment_source(_SKY_FRAGMENT, key)))
         static = None
         if gl["vbo"] is not None:
             static = track(ctx.vertex_array(prog, [(gl["vbo"], _VERTEX_FORMAT, *_VERTEX_ATTRS)],
@@ -751,12 +768,12 @@ class OracleRenderer:
         self._set(prog_agent, "u_instances", 0)  # texture unit 0
         var = {"prog": prog, "prog_agent": prog_agent, "prog_sky": prog_sky, "static": static, "sky": sky,
                "set": {}}
-        gl["variants"][cond] = var
+        gl["variants"][key] = var
         scene, sky_u = self._shading(Conditions())
         self._apply(var, scene, sky_u)
         for name, slot in gl["agents"].items():  # agent types already uploaded get this variant's arrays too
             if slot["capacity"]:
-                self._agent_vao(gl, name, cond)
+                self._agent_vao(gl, name, key)
         return var
 
     def _shading(self, cond: Conditions) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -935,8 +952,9 @@ class OracleRenderer:
         gl = self._setup()
         ctx = gl["ctx"]
         cond = self.conditions if conditions is None else conditions
-        effects = cond.has_effects
-        var = self._variant(gl, effects)
+        key = _variant_key(cond)
+        effects = key is not None
+        var = self._variant(gl, key)
         scene_u, sky_u = self._shading(cond)
         if effects:
             if scene_u["u_head"]:
@@ -950,7 +968,7 @@ class OracleRenderer:
         # All buffer uploads happen before the first draw: writing a buffer that queued draws still use
         # would make llvmpipe flush and wait in the middle of the frame.
         planes = _frustum_planes(world_to_clip)
-        agent_draws = self._upload_agents(gl, poses, planes, effects)
+        agent_draws = self._upload_agents(gl, poses, planes, key)
         chunk_lists = self._visible_chunks(planes, world_to_cam)
 
         fbo.use()
@@ -1035,7 +1053,7 @@ class OracleRenderer:
         return out
 
     def _upload_agents(self, gl: dict[str, Any], poses: AgentPoses | None, planes: np.ndarray,
-                       variant: bool = False) -> list[list[tuple[Any, int, int]]]:
+                       variant: tuple[bool, bool, bool] | None = None) -> list[list[tuple[Any, int, int]]]:
         """Upload the agents each camera may see (culled by their oriented mesh bounds) into the instance
         texture; returns per camera the draws (vertex array, slot base, instance count) to issue.
 
@@ -1136,7 +1154,7 @@ class OracleRenderer:
         for variant in gl["variants"]:
             self._agent_vao(gl, name, variant)
 
-    def _agent_vao(self, gl: dict[str, Any], name: str, variant: bool):
+    def _agent_vao(self, gl: dict[str, Any], name: str, variant: tuple[bool, bool, bool] | None):
         """The vertex array of agent type ``name``'s buffers for the shader variant's agent program."""
         slot = gl["agents"][name]
         vao = slot["vaos"].get(variant)
