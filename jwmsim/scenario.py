@@ -12,7 +12,9 @@ data in ``jwmsim/scenarios/``, :data:`SCENARIO_DIR`):
   the log (real logs are short: 9.1 s for Waymo, 11 s for AV2);
 * ``route``: ``log`` (the log's route) or a list of lane ids;
 * ``traffic``: ``replay`` | ``idm``;
-* ``perturb``: ego start perturbation (``dx``, ``dy`` [m] in the ego frame, ``dyaw`` [rad], ``dv`` [m/s]).
+* ``perturb``: ego start perturbation (``dx``, ``dy`` [m] in the ego frame, ``dyaw`` [rad], ``dv`` [m/s]);
+* ``conditions``: weather and lighting of the oracle's images (:class:`jwmsim.conditions.Conditions`: a
+  preset name like ``fog`` / ``night`` or a mapping of fields; absent: clear daylight).
 
 Suites (``jwmsim/scenarios/suites/<name>.yaml``, or any yaml path) list scenarios by name or inline; a
 name is looked up beside the suite file first (``<suite dir>/<name>.yaml``, then its parent folder), then
@@ -213,8 +215,16 @@ class ScenarioConfig:
     route: Any = "log"
     traffic: str = "replay"
     perturb: dict = field(default_factory=dict)
+    conditions: Any = None
 
     def __post_init__(self) -> None:
+        if self.conditions is not None:
+            from jwmsim.conditions import Conditions
+
+            try:
+                Conditions.coerce(self.conditions)
+            except ValueError as e:
+                raise ValueError(f"scenario {self.name!r}: {e}") from None
         for k in ("start", "duration"):
             v = getattr(self, k)
             if k == "duration" and v == "log":
@@ -268,6 +278,8 @@ class ScenarioConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["route"] = list(self.route) if self.route != "log" else "log"
+        if d["conditions"] is None:
+            del d["conditions"]
         return d
 
 

@@ -153,6 +153,8 @@ def test_conditions_change_rgb_only(oracle, clear, cond):
         assert out[k].dtype == clear[k].dtype
         assert np.array_equal(out[k], clear[k]), f"{cond}: {k} changed"
     assert out["rgb"].shape == clear["rgb"].shape and not np.array_equal(out["rgb"], clear["rgb"])
+    again = oracle.render(default_rig(), POSE, AGENTS)  # and clear daylight afterwards is exactly clear again
+    assert all(np.array_equal(again[k], clear[k]) for k in clear)
 
 
 def test_fog_follows_koschmieder_per_pixel(oracle, clear):
@@ -284,7 +286,14 @@ def _hashes(root):
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_make_log_records_conditions_byte_identical(gl, tmp_path):
+@pytest.fixture(scope="module")
+def clear_log(gl, tmp_path_factory):
+    from jwmsim.town.make_log import make_log
+
+    return make_log(3, 0.5, tmp_path_factory.mktemp("cond_logs") / "clear", eval_shifts=(1.0,))
+
+
+def test_make_log_records_conditions_byte_identical(clear_log, tmp_path):
     from jwmsim.log import read_log, validate_log
     from jwmsim.town.make_log import make_log
 
@@ -292,7 +301,7 @@ def test_make_log_records_conditions_byte_identical(gl, tmp_path):
     cond = {"rain": 0.8, "night": True, "sun_azimuth_deg": 45.0}
     a = make_log(3, 0.5, tmp_path / "a", conditions=cond, **kw)
     b = make_log(3, 0.5, tmp_path / "b", conditions=Conditions.coerce(cond), **kw)
-    c = make_log(3, 0.5, tmp_path / "c", **kw)
+    c = clear_log
     assert _hashes(a) == _hashes(b)
     assert validate_log(a) == [] and validate_log(c) == []
     la, lc = read_log(a), read_log(c)
@@ -323,3 +332,36 @@ def test_cli_conditions(tmp_path, capsys):
     assert cli.main(["town", "make-log", "--out", str(tmp_path / "x"), "conditions.preset=storm"]) == 2
     assert "unknown conditions preset 'storm'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_scenario_conditions_reach_the_oracle_backend(clear_log):
+    import gymnasium as gym
+
+    import jwmsim  # noqa: F401  (registers the env ids)
+    from jwmsim.env.joint import camera_key
+    from jwmsim.scenario import ScenarioConfig, load_scenario
+
+    def sc(**kw):
+        return {"name": "cond-3", "log": str(clear_log), "start": 0.0, "duration": 0.4, **kw}
+
+    # one env, three scenarios of the same log: its own conditions, the env's default, explicitly clear
+    env = gym.make("jwmsim/JointWorld-v0", scenarios=[sc(name="night", conditions="night"), sc(name="default"),
+                                                      sc(name="clear", conditions={"preset": "clear"})],
+                   sensors="oracle", cameras=["front"], conditions="night_fog", disable_env_checker=True)
+    try:
+        y = {}
+        for name in ("night", "default", "clear", "night"):
+            obs, _ = env.reset(seed=0, options={"scenario": name})
+            y.setdefault(name, []).append(_luma(obs[camera_key("front")]))
+    finally:
+        env.close()
+    assert np.array_equal(y["night"][0], y["night"][1])  # back to the night after the others
+    assert y["night"][0].mean() < 0.3 * y["clear"][0].mean()
+    assert y["default"][0].mean() < 0.3 * y["clear"][0].mean()  # the env's night_fog
+    assert not np.array_equal(y["default"][0], y["night"][0])
+    assert load_scenario(sc(conditions={"fog_visibility": 100})).conditions == {"fog_visibility": 100}
+    assert "conditions" not in ScenarioConfig(name="a", log="town:1").to_dict()
+    with pytest.raises(ValueError, match="scenario 'cond-3': unknown conditions preset 'storm'"):
+        load_scenario(sc(conditions="storm"))
+    with pytest.raises(ValueError, match="need sensors='oracle'"):
+        gym.make("jwmsim/JointWorld-v0", scenarios=[sc(conditions="fog")], sensors="splat", disable_env_checker=True)

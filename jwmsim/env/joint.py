@@ -26,9 +26,10 @@ fidelity
     (``info["episode"]["fidelity"]``) holds the means and the curves. Not for ``sensors="oracle"``.
 conditions
     weather and lighting of the oracle backend's images (:class:`jwmsim.conditions.Conditions`, a preset
-    name such as ``"fog"`` / ``"night"``, or a mapping of fields; None: clear daylight). Only with
-    ``sensors="oracle"`` for now: the Gaussian sensors rebuild their world from the log's clear-daylight
-    frames, so they cannot show other conditions (refused at make).
+    name such as ``"fog"`` / ``"night"``, or a mapping of fields; None: clear daylight) for the scenarios
+    that do not set their own (a scenario file's ``conditions:`` wins). Only with ``sensors="oracle"`` for
+    now: the Gaussian sensors rebuild their world from the log's clear-daylight frames, so they cannot show
+    other conditions (refused at make).
 sensor
     a dict of backend settings (:class:`jwmsim.sensors.gaussian.SplatSensor` /
     :class:`~jwmsim.sensors.gaussian.JointSensor`: weights, worldgen, stage, steps, device, ...).
@@ -70,18 +71,22 @@ class CameraObservation(ObservationExtension):
     log_specs: the scenarios' ``log`` fields, in bank order (their camera logs load at the first reset that
     needs them: a town log is rendered once and cached); rigs: their camera rigs; kind: sensor backend;
     cameras: names or indices; fidelity: also render the oracle (town logs) and keep per-step fidelity;
-    settings: the backend's; conditions: the oracle's weather and lighting (``kind="oracle"`` only).
+    settings: the backend's; conditions: the oracle's weather and lighting (``kind="oracle"`` only), and
+    scenario_conditions: per scenario (bank order), None where the scenario sets none.
     """
 
     def __init__(self, log_specs: list[str], rigs: list, kind: str, cameras=None, fidelity: bool = True,
-                 settings: dict | None = None, conditions=None):
+                 settings: dict | None = None, conditions=None, scenario_conditions: list | None = None):
         from jwmsim.conditions import Conditions
         from jwmsim.sensors import make_sensor
 
         self.conditions = Conditions.coerce(conditions)
-        if kind != "oracle" and not self.conditions.is_clear:
-            raise ValueError(f"conditions ({self.conditions.describe()}) need sensors='oracle': the {kind} sensor "
-                             "rebuilds its world from the log's clear-daylight frames")
+        own = list(scenario_conditions or [None] * len(log_specs))
+        self.scenario_conditions = [self.conditions if c is None else Conditions.coerce(c) for c in own]
+        for c in {self.conditions, *self.scenario_conditions}:
+            if kind != "oracle" and not c.is_clear:
+                raise ValueError(f"conditions ({c.describe()}) need sensors='oracle': the {kind} sensor rebuilds "
+                                 "its world from the log's clear-daylight frames")
 
         self.log_specs, self.kind = list(log_specs), kind
         self._logs: dict[str, Any] = {}
@@ -141,6 +146,8 @@ class CameraObservation(ObservationExtension):
         if self.sensor is not None:
             self.sensor.reset(ep)
         self.reset_seconds = time.perf_counter() - t0
+        if self._oracle is not None:  # the scenario's weather and lighting
+            self._oracle[1].conditions = self.scenario_conditions[int(core.state.sid[0])]
         self._start_frame, self._town = ep.start_frame, ep.town_seed
         self.curve, self.last, self._key = [], {}, None
 
@@ -224,7 +231,8 @@ class JointWorldEnv(DriveEnv):
             sensors = None  # a state-only planner's sensor config: nothing to render
         if sensors is not None:
             self.camera = CameraObservation([s.log for s in scs], rigs, sensors, cameras=cameras, fidelity=fidelity,
-                                            settings=sensor, conditions=conditions)
+                                            settings=sensor, conditions=conditions,
+                                            scenario_conditions=[s.conditions for s in scs])
         super().__init__(scenarios=scs, observation_extension=self.camera, **drive)
         self.render_mode = render_mode
         self.timing = bool(timing)

@@ -20,7 +20,8 @@ class OracleSensor:
     town_seed: the procedural town to draw (the town of the scenario's log). rig: cameras (default rig);
     cameras: names or indices of the rig's cameras to render (default all). conditions: weather and
     lighting (:class:`jwmsim.conditions.Conditions`, a preset name or a mapping; None: clear daylight); the
-    rain streaks follow ``render``'s frame index. Use as a context manager, or call close().
+    rain streaks follow ``render``'s frame index; set :attr:`conditions` (a Conditions) to change them between
+    renders. Use as a context manager, or call close().
     """
 
     kind = "oracle"
@@ -50,7 +51,7 @@ class OracleSensor:
         if pose.shape != (3,) or not np.isfinite(pose).all():
             raise ValueError(f"ego_xy_yaw must be 3 finite numbers (x m, y m, yaw rad), got {pose}")
         out = self._oracle.render(self.rig, se2_to_se3(pose), None if agents is None else agents.for_oracle(),
-                                  frame=0 if frame is None else max(0, int(frame)))
+                                  conditions=self.conditions, frame=0 if frame is None else max(0, int(frame)))
         return Frame(images=out["rgb"], depth=out["depth"], semantic=out["semantic"], instance=out["instance"])
 
     def close(self) -> None:
