@@ -178,7 +178,8 @@ def test_fog_follows_koschmieder_per_pixel(oracle, clear):
         # the same law seen as contrast: far pixels keep less of their own colour than near ones
         near, far = (~sky) & (d < 12), (~sky) & (d > 40)
         if near.sum() > 50 and far.sum() > 50:
-            moved = 1 - np.abs(fog["rgb"][c] - 255 * F).sum(-1) / np.maximum(np.abs(clear["rgb"][c] - 255 * F).sum(-1), 1)
+            gap = np.maximum(np.abs(clear["rgb"][c] - 255 * F).sum(-1), 1)
+            moved = 1 - np.abs(fog["rgb"][c] - 255 * F).sum(-1) / gap
             assert moved[far].mean() > moved[near].mean() + 0.3
             assert _luma(fog["rgb"][c])[far].std() < 0.5 * _luma(clear["rgb"][c])[far].std()
 

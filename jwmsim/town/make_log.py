@@ -144,7 +144,8 @@ def make_log(seed: int, seconds: float, out_dir: str | os.PathLike, rig: Sequenc
 
 
 def _render_frames(town, r: TrafficResult, log: DriveLog, writer: LogWriter, with_depth: bool,
-                   with_semantic: bool, with_instance: bool, progress: bool, conditions: Conditions | None = None) -> None:
+                   with_semantic: bool, with_instance: bool, progress: bool,
+                   conditions: Conditions | None = None) -> None:
     """Render every frame of every rig (one render call per frame) and stream it to the writer."""
     rigs = [("main", log.rig)] + list(log.eval_rigs.items())
     sizes = {(c.width, c.height) for _, cams in rigs for c in cams}

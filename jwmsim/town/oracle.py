@@ -24,6 +24,15 @@ instance, which was slower). All C cameras of a call are drawn into one framebuf
 (camera c owns rows c*H .. c*H+H-1), so each of the four attachments is read back with one call.
 Speed: benchmarks/bench_oracle.py (3 cameras of 96x160 of a town-sized mesh, readback included).
 
+Conditions (:class:`jwmsim.conditions.Conditions`: fog, rain, night, sun angle) change the RGB image only.
+The sun angle is a uniform of the daylight programs; fog (Koschmieder: exp(-density x range) of the
+surface's colour is kept), rain (overcast light, wet road, image-space streaks seeded by the frame index
+and camera) and night (ambient light scaled down, the ego's headlights as a cone from
+:data:`HEADLAMP_IN_EGO`, lit FACADE windows as emissive) are compiled into extra program variants
+(``#define COND`` + FOG / RAIN / NIGHT) on first use. The clear-daylight programs are compiled from the
+original source, so their images do not change. Cost: fog ~3 %, rain or night ~10 %, both ~20-25 % of a
+frame (``benchmarks/results/oracle_conditions.json``).
+
 Usage::
 
     from jwmsim.town.oracle import OracleRenderer
@@ -654,8 +663,8 @@ class OracleRenderer:
     :meth:`render_views`. lighting: :class:`Lighting` (sun, sky, haze). near, far [m]: clipping planes.
     conditions: weather and lighting (:class:`jwmsim.conditions.Conditions`, a preset name, a mapping or
     None: clear daylight), the default of every render call (each call may pass its own). They change the
-    RGB image only; fog, rain and night run a second set of shader programs (compiled on first use), so
-    clear daylight draws exactly as without conditions.
+    RGB image only; fog, rain and night run extra shader programs, one set per combination of effects
+    (compiled on first use), so clear daylight draws exactly as without conditions.
 
     GL resources are made on the first render and kept until :meth:`release` (or the end of a ``with``
     block); the GL context itself is shared by the process (:func:`get_context`).
@@ -825,7 +834,8 @@ class OracleRenderer:
     def _apply(self, var: dict[str, Any], scene: dict[str, Any], sky: dict[str, Any]) -> None:
         """Set the uniforms whose value changed since the variant last received them."""
         last = var["set"]
-        for progs, values, tag in (((var["prog"], var["prog_agent"]), scene, "scene"), ((var["prog_sky"],), sky, "sky")):
+        groups = (((var["prog"], var["prog_agent"]), scene, "scene"), ((var["prog_sky"],), sky, "sky"))
+        for progs, values, tag in groups:
             for name, value in values.items():
                 if last.get((tag, name)) != value:
                     for p in progs:
