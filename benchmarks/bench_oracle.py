@@ -9,8 +9,12 @@ its log's ego path and agents (parked cars included) at every step, as make_log 
 
     .venv/bin/python benchmarks/bench_oracle.py                     # scenes x LP_NUM_THREADS, child processes
     .venv/bin/python benchmarks/bench_oracle.py --single --scene synthetic   # one process, prints JSON
+    .venv/bin/python benchmarks/bench_oracle.py --threads default --conditions clear,fog,rain,night,night_rain \
+        --out benchmarks/results/oracle_conditions.json          # weather and lighting (jwmsim.conditions)
 
 Writes benchmarks/results/oracle_render.json: {"command", "machine", "date", "figures", "loadavg"}.
+With conditions other than clear, each run also times clear and the conditions frame by frame interleaved
+(the same poses, the same machine load): ``interleaved_median_ms_clear`` / ``..._with_conditions``.
 Other engineers share the 2 cores: the load average before and after is recorded beside the figures.
 """
 
@@ -148,7 +152,8 @@ def real_town_scene(seed: int, seconds: float = 20.0):
     return f"town_seed_{seed}", static_mesh(town), lighting(town), pose, agents_at, n
 
 
-def measure(frames: int, warmup: int, scene: str) -> dict:
+def measure(frames: int, warmup: int, scene: str, conditions: str = "clear") -> dict:
+    from jwmsim.conditions import CLEAR, Conditions
     from jwmsim.geometry import default_rig
     from jwmsim.town.oracle import OracleRenderer, get_context
 
@@ -160,21 +165,34 @@ def measure(frames: int, warmup: int, scene: str) -> dict:
     t0 = time.perf_counter()
     ctx = get_context()
     t_ctx = time.perf_counter() - t0
-    r = OracleRenderer(static, lighting=light)
+    cond = Conditions.coerce(conditions)
+    r = OracleRenderer(static, lighting=light, conditions=cond)
     n_agents = [len(agents_at(i)[0]) for i in range(n_poses)]
 
     t0 = time.perf_counter()
     r.render(rig, pose(0), agents_at(0))
     t_first = time.perf_counter() - t0
     for i in range(warmup):
-        r.render(rig, pose(i), agents_at(i))
+        r.render(rig, pose(i), agents_at(i), frame=i)
     totals, cpu = [], []
     for i in range(frames):
         a = agents_at(i)
         t0, c0 = time.perf_counter(), time.process_time()
-        r.render(rig, pose(i), a)
+        r.render(rig, pose(i), a, frame=i)
         totals.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)  # all threads of this process: Python + llvmpipe workers
+
+    # Conditions against clear daylight, interleaved frame by frame (same poses, same machine load)
+    versus = {}
+    if not cond.is_clear:
+        clear_ms, cond_ms = [], []
+        for i in range(min(frames, 150)):
+            a = agents_at(i)
+            for c, acc in ((CLEAR, clear_ms), (cond, cond_ms)):
+                t0 = time.perf_counter()
+                r.render(rig, pose(i), a, conditions=c, frame=i)
+                acc.append(time.perf_counter() - t0)
+        versus = {"interleaved_median_ms_clear": clear_ms, "interleaved_median_ms_with_conditions": cond_ms}
 
     # The same frames without the glFlush between cameras (it lets llvmpipe rasterize camera c while
     # camera c+1 is set up), interleaved with the default so both see the same machine load.
@@ -184,7 +202,7 @@ def measure(frames: int, warmup: int, scene: str) -> dict:
         for flag, acc in ((False, no_flush), (True, with_flush)):
             r.flush_per_camera = flag
             t0 = time.perf_counter()
-            r.render(rig, pose(i), a)
+            r.render(rig, pose(i), a, frame=i)
             acc.append(time.perf_counter() - t0)
     r.flush_per_camera = True
 
@@ -200,7 +218,7 @@ def measure(frames: int, warmup: int, scene: str) -> dict:
         poses = AgentPoses.coerce(agents_at(i))
         w2c = np.stack([c.world_to_cam(pose(i)) for c in rig])
         t0 = time.perf_counter()
-        fbo = r._draw(K, w2c, poses, w, h)
+        fbo = r._draw(K, w2c, poses, w, h, cond, i, pose(i))
         t1 = time.perf_counter()
         ctx.finish()
         t2 = time.perf_counter()
@@ -217,6 +235,7 @@ def measure(frames: int, warmup: int, scene: str) -> dict:
         "static_vertices": static.num_vertices,
         "static_triangles": static.num_faces,
         "scene": name,
+        "conditions": cond.describe(),
         "agents_per_frame_mean": round(float(np.mean(n_agents)), 1),
         "cameras": len(rig),
         "image": [rig[0].height, rig[0].width],
@@ -230,6 +249,7 @@ def measure(frames: int, warmup: int, scene: str) -> dict:
         "split_median_ms_queue_draws_python_and_vertex_stage": ms(queue),
         "split_median_ms_finish_rasterize_and_shade": ms(finish),
         "split_median_ms_readback_4_attachments": ms(read),
+        **{k: ms(v) for k, v in versus.items()},
         "first_frame_s_incl_upload_and_shader_compile": round(t_first, 3),
         "context_creation_s": round(t_ctx, 3),
         "scene_build_s": round(t_build, 3),
@@ -246,14 +266,16 @@ def main() -> None:
     ap.add_argument("--scene", default="synthetic", help="for --single: 'synthetic' or a town seed")
     ap.add_argument("--scenes", default="synthetic,2000",
                     help="scenes to sweep: 'synthetic' and/or town seeds (2000 = jwmsim.town.TEST_SEEDS[0])")
+    ap.add_argument("--conditions", default="clear",
+                    help="comma-separated jwmsim.conditions presets to sweep (for --single: one), e.g. clear,fog,night")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "oracle_render.json"))
     args = ap.parse_args()
     if args.single:
-        print(json.dumps(measure(args.frames, args.warmup, args.scene)))
+        print(json.dumps(measure(args.frames, args.warmup, args.scene, args.conditions)))
         return
     load_before = os.getloadavg()
     runs = []
-    for scene in args.scenes.split(","):
+    for scene, cond in [(s, c) for s in args.scenes.split(",") for c in args.conditions.split(",")]:
         for t in args.threads.split(","):
             env = dict(os.environ)
             if t == "default":
@@ -262,13 +284,14 @@ def main() -> None:
                 env["LP_NUM_THREADS"] = t
             la = os.getloadavg()
             out = subprocess.run([sys.executable, __file__, "--single", "--frames", str(args.frames), "--warmup",
-                                  str(args.warmup), "--scene", scene], env=env, capture_output=True, text=True,
+                                  str(args.warmup), "--scene", scene, "--conditions", cond], env=env,
+                                 capture_output=True, text=True,
                                  check=True)
             res = json.loads(out.stdout.strip().splitlines()[-1])
             res["loadavg_at_start"] = [round(x, 2) for x in la]
             runs.append(res)
             print(json.dumps(res), flush=True)
-    synthetic = [r for r in runs if r["scene"] == "synthetic"] or runs
+    synthetic = [r for r in runs if r["scene"] == "synthetic" and r["conditions"] == "clear"] or runs
     best = min(synthetic, key=lambda r: r["median_ms_per_3cam_frame"])
     result = {
         "command": " ".join([".venv/bin/python benchmarks/bench_oracle.py", *sys.argv[1:]]),
@@ -285,6 +308,12 @@ def main() -> None:
                                                                  for r in synthetic),
             "note": "wall-clock medians include waiting for the 2 shared cores (see loadavg); the CPU time of "
                     "all threads of the process is the work one frame takes",
+            "conditions_vs_clear_interleaved": [
+                {"scene": r["scene"], "conditions": r["conditions"], "LP_NUM_THREADS": r["LP_NUM_THREADS"],
+                 "median_ms_clear": r["interleaved_median_ms_clear"],
+                 "median_ms_with_conditions": r["interleaved_median_ms_with_conditions"],
+                 "ratio": round(r["interleaved_median_ms_with_conditions"] / r["interleaved_median_ms_clear"], 3)}
+                for r in runs if "interleaved_median_ms_clear" in r],
             "runs": runs,
         },
         "loadavg": {"before": [round(x, 2) for x in load_before],

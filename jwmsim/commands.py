@@ -71,6 +71,23 @@ def _floats(cfg: DictConfig, key: str, length: int | None = None, example: str =
     return out
 
 
+def _conditions(cfg: DictConfig, key: str = "conditions"):
+    """cfg.conditions (a preset name or a mapping of fields, null = from the preset) as a Conditions, or a
+    SettingError naming the bad field (`conditions.rain must be in [0, 1], got 2.0`)."""
+    from jwmsim.conditions import Conditions
+
+    v = cfg.get(key)
+    if isinstance(v, DictConfig):
+        v = OmegaConf.to_container(v, resolve=True)
+        if isinstance(v.get("night"), str) or isinstance(v.get("headlights"), str):  # night=yes on the CLI
+            v = {**v, **{k: parse_bool(v[k], f"{key}.{k}") for k in ("night", "headlights")
+                         if isinstance(v.get(k), str)}}
+    try:
+        return Conditions.coerce(v)
+    except ValueError as e:
+        raise SettingError(str(e)) from None
+
+
 def town_make_log(cfg: DictConfig) -> int:
     from jwmsim.geometry import default_rig
     from jwmsim.town.make_log import make_log
@@ -81,7 +98,8 @@ def town_make_log(cfg: DictConfig) -> int:
     out = make_log(seed=_number(cfg, "seed"), seconds=_number(cfg, "seconds", float), out_dir=_path(cfg.out),
                    rig=default_rig(width=_number(cfg, "width"), height=_number(cfg, "height")),
                    eval_shifts=tuple(_floats(cfg, "eval_shifts")), with_depth=_flag(cfg, "with_depth"),
-                   overwrite=_flag(cfg, "overwrite"), progress=_flag(cfg, "progress", True))
+                   overwrite=_flag(cfg, "overwrite"), progress=_flag(cfg, "progress", True),
+                   conditions=_conditions(cfg))
     print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -16,6 +16,8 @@ data in ``jwmsim/scenarios/``, :data:`SCENARIO_DIR`):
 * ``inject``: a list of injected agents -- a cut-in, a crossing pedestrian or animal, a stalled vehicle,
   explicit timed waypoints -- added to the log's agents when the scenario is built (schema, units and
   defaults: :mod:`jwmsim.inject`); they work on every kind of log above.
+* ``conditions``: weather and lighting of the oracle's images (:class:`jwmsim.conditions.Conditions`: a
+  preset name like ``fog`` / ``night`` or a mapping of fields; absent: clear daylight).
 
 Suites (``jwmsim/scenarios/suites/<name>.yaml``, or any yaml path) list scenarios by name or inline; a
 name is looked up beside the suite file first (``<suite dir>/<name>.yaml``, then its parent folder), then
@@ -220,12 +222,20 @@ class ScenarioConfig:
     traffic: str = "replay"
     perturb: dict = field(default_factory=dict)
     inject: tuple = ()
+    conditions: Any = None
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "inject", parse_injections(self.inject))
         except ValueError as e:
             raise ValueError(f"scenario {self.name!r}: {e}") from None
+        if self.conditions is not None:
+            from jwmsim.conditions import Conditions
+
+            try:
+                Conditions.coerce(self.conditions)
+            except ValueError as e:
+                raise ValueError(f"scenario {self.name!r}: {e}") from None
         for k in ("start", "duration"):
             v = getattr(self, k)
             if k == "duration" and v == "log":
@@ -284,6 +294,8 @@ class ScenarioConfig:
         d["route"] = list(self.route) if self.route != "log" else "log"
         if self.inject:  # left out when empty: files without injections read as before
             d["inject"] = [inj.to_dict() for inj in self.inject]
+        if d["conditions"] is None:
+            del d["conditions"]
         return d
 
 

@@ -24,6 +24,12 @@ fidelity
     with a town log, also render the oracle at the same pose and time and report ``info["fidelity"]``:
     PSNR / SSIM per camera, and PSNR on the pixels the Gaussian world leaves empty; the episode summary
     (``info["episode"]["fidelity"]``) holds the means and the curves. Not for ``sensors="oracle"``.
+conditions
+    weather and lighting of the oracle backend's images (:class:`jwmsim.conditions.Conditions`, a preset
+    name such as ``"fog"`` / ``"night"``, or a mapping of fields; None: clear daylight) for the scenarios
+    that do not set their own (a scenario file's ``conditions:`` wins). Only with ``sensors="oracle"`` for
+    now: the Gaussian sensors rebuild their world from the log's clear-daylight frames, so they cannot show
+    other conditions (refused at make).
 sensor
     a dict of backend settings (:class:`jwmsim.sensors.gaussian.SplatSensor` /
     :class:`~jwmsim.sensors.gaussian.JointSensor`: weights, worldgen, stage, steps, device, ...).
@@ -65,12 +71,22 @@ class CameraObservation(ObservationExtension):
     log_specs: the scenarios' ``log`` fields, in bank order (their camera logs load at the first reset that
     needs them: a town log is rendered once and cached); rigs: their camera rigs; kind: sensor backend;
     cameras: names or indices; fidelity: also render the oracle (town logs) and keep per-step fidelity;
-    settings: the backend's.
+    settings: the backend's; conditions: the oracle's weather and lighting (``kind="oracle"`` only), and
+    scenario_conditions: per scenario (bank order), None where the scenario sets none.
     """
 
     def __init__(self, log_specs: list[str], rigs: list, kind: str, cameras=None, fidelity: bool = True,
-                 settings: dict | None = None):
+                 settings: dict | None = None, conditions=None, scenario_conditions: list | None = None):
+        from jwmsim.conditions import Conditions
         from jwmsim.sensors import make_sensor
+
+        self.conditions = Conditions.coerce(conditions)
+        own = list(scenario_conditions or [None] * len(log_specs))
+        self.scenario_conditions = [self.conditions if c is None else Conditions.coerce(c) for c in own]
+        for c in {self.conditions, *self.scenario_conditions}:
+            if kind != "oracle" and not c.is_clear:
+                raise ValueError(f"conditions ({c.describe()}) need sensors='oracle': the {kind} sensor rebuilds "
+                                 "its world from the log's clear-daylight frames")
 
         self.log_specs, self.kind = list(log_specs), kind
         self._logs: dict[str, Any] = {}
@@ -103,7 +119,8 @@ class CameraObservation(ObservationExtension):
         if self._oracle is None or self._oracle[0] != town_seed:
             if self._oracle is not None:
                 self._oracle[1].close()
-            self._oracle = (town_seed, OracleSensor(town_seed, self.full_rig, cameras=self.cam_index))
+            self._oracle = (town_seed, OracleSensor(town_seed, self.full_rig, cameras=self.cam_index,
+                                                    conditions=self.conditions))
         return self._oracle[1]
 
     def episode(self, core, row: int = 0) -> SensorEpisode:
@@ -129,6 +146,8 @@ class CameraObservation(ObservationExtension):
         if self.sensor is not None:
             self.sensor.reset(ep)
         self.reset_seconds = time.perf_counter() - t0
+        if self._oracle is not None:  # the scenario's weather and lighting
+            self._oracle[1].conditions = self.scenario_conditions[int(core.state.sid[0])]
         self._start_frame, self._town = ep.start_frame, ep.town_seed
         self.curve, self.last, self._key = [], {}, None
 
@@ -202,7 +221,7 @@ class JointWorldEnv(DriveEnv):
 
     def __init__(self, scenarios: Any = "town_test", sensors: str | None = "joint", cameras=None,
                  fidelity: bool = True, sensor: dict | None = None, timing: bool = False, render_mode: str | None = None,
-                 **drive: Any):
+                 conditions: Any = None, **drive: Any):
         if sensors not in SENSOR_CHOICES:
             raise ValueError(f"sensors={sensors!r} is not a backend; valid: joint, splat, oracle, or None (state only)")
         if render_mode not in (None, "rgb_array"):
@@ -215,7 +234,8 @@ class JointWorldEnv(DriveEnv):
             sensors = None  # a state-only planner's sensor config: nothing to render
         if sensors is not None:
             self.camera = CameraObservation([s.log for s in scs], rigs, sensors, cameras=cameras, fidelity=fidelity,
-                                            settings=sensor)
+                                            settings=sensor, conditions=conditions,
+                                            scenario_conditions=[s.conditions for s in scs])
         super().__init__(scenarios=scs, observation_extension=self.camera, **drive)
         self.render_mode = render_mode
         self.timing = bool(timing)

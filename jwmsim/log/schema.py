@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from jwmsim.conditions import Conditions
 from jwmsim.datatypes import EgoParams
 from jwmsim.geometry import Camera
 from jwmsim.map import RoadMap, Route
@@ -88,13 +89,20 @@ class Frame:
 
 @dataclass
 class LogMeta:
-    """Identity and provenance of a log. rate_hz: frame rate [Hz]; town_seed: seed of a town log."""
+    """Identity and provenance of a log. rate_hz: frame rate [Hz]; town_seed: seed of a town log; extra:
+    source-specific fields (town logs: ``conditions``, ``sun_direction``, ``generator_version``, ...)."""
 
     log_id: str
     source: str = "town"
     rate_hz: float = 10.0
     town_seed: int | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def conditions(self) -> Conditions:
+        """Weather and lighting the frames were rendered under (``extra["conditions"]``); clear daylight when
+        the log does not say (logs made before conditions existed, real logs). ValueError if malformed."""
+        return Conditions.coerce(self.extra.get("conditions"))
 
 
 class FrameSource:

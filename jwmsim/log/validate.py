@@ -65,6 +65,15 @@ def validate_log(log_dir: str | Path, check_frames: bool = True) -> list[str]:
         for i, cam in enumerate(rig):
             problems += check_camera(cam, f"eval rig {rig_name!r} camera {i}")
 
+    extra = manifest.get("extra") or {}
+    if isinstance(extra, dict) and "conditions" in extra:
+        from jwmsim.conditions import Conditions
+
+        try:
+            Conditions.coerce(extra["conditions"])
+        except ValueError as e:
+            problems.append(f"manifest.json: extra.conditions cannot be read ({e})")
+
     map_path = log_dir / manifest["files"]["map"]
     road_map = None
     if not map_path.is_file():

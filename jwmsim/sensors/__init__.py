@@ -29,9 +29,10 @@ def make_sensor(kind: str, rig, cameras=None, town_seed: int | None = None, **se
         if town_seed is None:
             raise ValueError("the oracle sensor needs a town log (its town seed); this log has none: use "
                              "sensors='splat' or 'joint'")
+        conditions = settings.pop("conditions", None)
         if settings:
-            raise ValueError(f"the oracle sensor takes no settings, got {sorted(settings)}")
-        return OracleSensor(int(town_seed), rig, cameras=cameras)
+            raise ValueError(f"the oracle sensor takes no settings but conditions, got {sorted(settings)}")
+        return OracleSensor(int(town_seed), rig, cameras=cameras, conditions=conditions)
     if kind == "splat":
         from jwmsim.sensors.gaussian import SplatSensor
 

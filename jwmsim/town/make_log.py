@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jwmsim.conditions import Conditions, sun_angles, sun_direction
 from jwmsim.datatypes import EgoParams, agent_type_index
 from jwmsim.geometry import DT, Camera, default_rig, se2_to_se3
 from jwmsim.log.schema import AgentTracks, DriveLog, EgoTrack, Frame, LogMeta
@@ -54,9 +55,24 @@ def _ego(r: TrafficResult) -> EgoTrack:
                          acceleration=np.stack([a_lon, v * yaw_rate], -1), yaw_rate=yaw_rate)
 
 
+def _sun(town, conditions: Conditions) -> list[float]:
+    """The sun direction the frames are lit by: the town's, or the conditions' azimuth / elevation."""
+    sun = np.asarray(town.sun_direction, np.float64)
+    if conditions.sets_sun:
+        az, el = sun_angles(sun)
+        sun = np.asarray(sun_direction(az if conditions.sun_azimuth_deg is None else conditions.sun_azimuth_deg,
+                                       el if conditions.sun_elevation_deg is None else conditions.sun_elevation_deg))
+    return [round(float(v), 6) for v in sun]
+
+
 def build_log(seed: int, seconds: float, rig: Sequence[Camera] | None = None,
-              eval_shifts: Sequence[float] = (-2.0, -1.0, 1.0, 2.0), traffic_seed: int | None = None):
-    """(town, traffic result, DriveLog without frames) of a town seed. Raises TrafficError on a bad seed."""
+              eval_shifts: Sequence[float] = (-2.0, -1.0, 1.0, 2.0), traffic_seed: int | None = None,
+              conditions: Conditions | None = None):
+    """(town, traffic result, DriveLog without frames) of a town seed. Raises TrafficError on a bad seed.
+
+    conditions: the weather and lighting the frames are rendered under, recorded in
+    ``meta.extra["conditions"]`` (:attr:`jwmsim.log.schema.LogMeta.conditions`)."""
+    conditions = Conditions.coerce(conditions)
     rig = list(default_rig() if rig is None else rig)
     town = generate_town(seed)
     ego_params = EgoParams()
@@ -65,7 +81,8 @@ def build_log(seed: int, seconds: float, rig: Sequence[Camera] | None = None,
     meta = LogMeta(log_id=f"town{seed:05d}-{seconds:g}s", source="town", rate_hz=1.0 / DT, town_seed=int(seed),
                    extra={"generator_version": GENERATOR_VERSION,
                           "traffic_seed": int(seed if traffic_seed is None else traffic_seed),
-                          "sun_direction": [round(float(v), 6) for v in town.sun_direction],
+                          "sun_direction": _sun(town, conditions),
+                          "conditions": conditions.to_dict(),
                           "parked_cars": "agents of type vehicle with zero speed, valid while within "
                                          f"{LOG_RADIUS:g} m of the ego",
                           "agent_valid": f"agent exists and is within {LOG_RADIUS:g} m of the ego"})
@@ -87,17 +104,21 @@ def _shifted(rig: Sequence[Camera], shift: float) -> list[Camera]:
 def make_log(seed: int, seconds: float, out_dir: str | os.PathLike, rig: Sequence[Camera] | None = None,
              eval_shifts: Sequence[float] = (-2.0, -1.0, 1.0, 2.0), with_depth: bool = True,
              with_semantic: bool = True, with_instance: bool = True, render: bool = True,
-             overwrite: bool = False, traffic_seed: int | None = None, progress: bool = False) -> Path:
+             overwrite: bool = False, traffic_seed: int | None = None, progress: bool = False,
+             conditions: Conditions | str | dict | None = None) -> Path:
     """Simulate and render one town log and write it to ``out_dir`` (atomically). Returns the path.
 
     CLI: ``jwmsim town make-log --seed S --seconds T --out DIR [overwrite=true] [eval_shifts=[-2,-1,1,2]]
-    [with_depth=false] [width=160 height=96]``.
+    [with_depth=false] [width=160 height=96] [conditions.preset=night] [conditions.fog_visibility=150]``.
 
     seed: town seed (>= 0; the town, its traffic and the route follow from it). seconds [s] (> 0): log
     duration; frames at 10 Hz, T = round(seconds / 0.1) + 1. rig: cameras the models see (default:
     geometry.default_rig(), three front cameras 160x96). eval_shifts [m]: held-out evaluation rigs = the
     rig moved laterally (left +), written as rigs 'shift_+1m', ... render=False writes a state-only log
     (tracks, map, route; no frames). with_depth / with_semantic / with_instance: extra frame channels.
+    conditions: weather and lighting of the frames (:class:`jwmsim.conditions.Conditions`, a preset name or
+    a mapping; None: clear daylight); only the RGB images change, rain streaks are seeded by the frame
+    index (the log stays byte-identical for a seed); recorded in the log's ``meta.extra["conditions"]``.
     overwrite: replace an existing jwmsim log at ``out_dir`` (anything else there is refused). Raises
     ValueError on bad arguments, LogError if out_dir exists without overwrite or is
     not a log, TrafficError if the seed's traffic breaks an invariant (nothing is written).
@@ -109,20 +130,22 @@ def make_log(seed: int, seconds: float, out_dir: str | os.PathLike, rig: Sequenc
     if seconds > 600:
         raise ValueError(f"seconds={seconds}: logs longer than 600 s are not supported (the ego route would need "
                          "to revisit lanes); make several logs instead")
+    conditions = Conditions.coerce(conditions)
     out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
     check_replaceable(out_dir, overwrite)  # before minutes of rendering, not after
     eval_shifts = tuple(float(s) for s in eval_shifts)
     if len(set(eval_shifts)) != len(eval_shifts) or any(not math.isfinite(s) or s == 0 for s in eval_shifts):
         raise ValueError(f"eval_shifts must be distinct, finite and non-zero [m], got {eval_shifts}")
-    town, r, log = build_log(int(seed), float(seconds), rig, eval_shifts, traffic_seed)
+    town, r, log = build_log(int(seed), float(seconds), rig, eval_shifts, traffic_seed, conditions)
     with LogWriter(out_dir, overwrite=overwrite) as writer:
         if render:
-            _render_frames(town, r, log, writer, with_depth, with_semantic, with_instance, progress)
+            _render_frames(town, r, log, writer, with_depth, with_semantic, with_instance, progress, conditions)
         return writer.finish(log)
 
 
 def _render_frames(town, r: TrafficResult, log: DriveLog, writer: LogWriter, with_depth: bool,
-                   with_semantic: bool, with_instance: bool, progress: bool) -> None:
+                   with_semantic: bool, with_instance: bool, progress: bool,
+                   conditions: Conditions | None = None) -> None:
     """Render every frame of every rig (one render call per frame) and stream it to the writer."""
     rigs = [("main", log.rig)] + list(log.eval_rigs.items())
     sizes = {(c.width, c.height) for _, cams in rigs for c in cams}
@@ -157,7 +180,7 @@ def _render_frames(town, r: TrafficResult, log: DriveLog, writer: LogWriter, wit
     worker.start()
     try:
         _render_loop(town, r, log.agents, it, rigs, counts, K, cam_to_ego, w, h, q, failure, with_depth,
-                     with_semantic, with_instance)
+                     with_semantic, with_instance, conditions)
     finally:
         q.put(None)
         worker.join()
@@ -166,14 +189,14 @@ def _render_frames(town, r: TrafficResult, log: DriveLog, writer: LogWriter, wit
 
 
 def _render_loop(town, r, tracks: AgentTracks, it, rigs, counts, K, cam_to_ego, w, h, q, failure, with_depth,
-                 with_semantic, with_instance) -> None:
+                 with_semantic, with_instance, conditions: Conditions | None = None) -> None:
     """Draw exactly the log's valid tracks at each frame: images never show an agent the log lacks."""
     from jwmsim.datatypes import AGENT_TYPES
     from jwmsim.town.scene import renderer
 
     names = np.array([AGENT_TYPES[k] for k in tracks.types])
 
-    with renderer(town, width=w, height=h) as oracle:
+    with renderer(town, width=w, height=h, conditions=conditions) as oracle:
         for t in it:
             if failure:
                 return
@@ -181,7 +204,8 @@ def _render_loop(town, r, tracks: AgentTracks, it, rigs, counts, K, cam_to_ego, 
             world_to_cam = np.linalg.inv(ego_to_world @ cam_to_ego)
             v = tracks.valid[t]
             agents = (tracks.ids[v], names[v], tracks.center[t, v], tracks.yaw[t, v], tracks.size[v])
-            out = oracle.render_views(K, world_to_cam, agents, width=w, height=h)
+            out = oracle.render_views(K, world_to_cam, agents, width=w, height=h, frame=int(t),
+                                      ego_to_world=ego_to_world)
             k = 0
             for (name, _), n in zip(rigs, counts):
                 sl = slice(k, k + n)

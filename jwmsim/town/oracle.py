@@ -24,6 +24,15 @@ instance, which was slower). All C cameras of a call are drawn into one framebuf
 (camera c owns rows c*H .. c*H+H-1), so each of the four attachments is read back with one call.
 Speed: benchmarks/bench_oracle.py (3 cameras of 96x160 of a town-sized mesh, readback included).
 
+Conditions (:class:`jwmsim.conditions.Conditions`: fog, rain, night, sun angle) change the RGB image only.
+The sun angle is a uniform of the daylight programs; fog (Koschmieder: exp(-density x range) of the
+surface's colour is kept), rain (overcast light, wet road, image-space streaks seeded by the frame index
+and camera) and night (ambient light scaled down, the ego's headlights as a cone from
+:data:`HEADLAMP_IN_EGO`, lit FACADE windows as emissive) are compiled into extra program variants
+(``#define COND`` + FOG / RAIN / NIGHT) on first use. The clear-daylight programs are compiled from the
+original source, so their images do not change. Cost: fog ~3 %, rain or night ~10 %, both ~20-25 % of a
+frame (``benchmarks/results/oracle_conditions.json``).
+
 Usage::
 
     from jwmsim.town.oracle import OracleRenderer
@@ -45,6 +54,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from jwmsim.conditions import Conditions, sun_angles, sun_direction
 from jwmsim.datatypes import AGENT_TYPES
 from jwmsim.geometry import Camera
 from jwmsim.town.mesh import SEMANTIC_CLASSES, SEMANTIC_NAMES, Mesh, default_agent_meshes
@@ -53,6 +63,8 @@ NEAR = 0.1
 """Near clipping plane [m]: geometry closer to a camera than this is not drawn."""
 FAR = 500.0
 """Far clipping plane [m]: geometry farther (camera z) than this shows sky."""
+HEADLAMP_IN_EGO = (3.9, 0.0, 0.7)
+"""Where the ego's headlights shine from, in the ego frame [m] (rear axle origin; near the front bumper)."""
 
 _INSTALL_HINT = (
     "The oracle renderer needs an OpenGL 3.3 context through EGL (headless). On Debian/Ubuntu install the "
@@ -162,6 +174,40 @@ float vnoise(vec2 x, uint s) {  // value noise in [0, 1]
 }
 """
 
+_COND_COMMON = """
+// Weather and lighting (jwmsim.conditions): compiled only into the conditions variants of the programs
+// (#define COND, and FOG / RAIN / NIGHT for the effects a variant draws), so the clear-daylight programs
+// are exactly the ones without conditions and each variant shades only what its effects need.
+uniform vec3 u_fog_color;      // fog colour as lit by the scene's light
+uniform float u_fog;           // fog extinction [1/m] (rain haze included)
+uniform float u_rain;          // rain intensity 0..1
+uniform vec3 u_streak_color;   // colour of the rain streaks
+uniform int u_frame;           // frame index: seeds the rain streaks
+uniform vec3 u_view;           // camera index in this call, its first GL row, its height [px]
+#ifdef RAIN
+vec3 rain_streaks(vec3 c) {    // slanted streaks in image space, a new pattern per frame and camera
+    float x = gl_FragCoord.x - 0.5;
+    float y = gl_FragCoord.y - 0.5 - u_view.y;       // image row v (GL rows are image rows)
+    float H = u_view.z;
+    uint s = hash_u(uint(u_frame) * 0x9E3779B1U + uint(u_view.x) * 0x85EBCA77U + 0x5BD1E995U);
+    float a = 0.0;
+    for (int k = 0; k < 2; ++k) {                    // two layers: short near-lens drops, longer ones
+        float pitch = (k == 0) ? 3.0 : 5.0;          // px between streak columns
+        float len = H * ((k == 0) ? 0.10 : 0.18);    // streak length [px]
+        float xs = x + 0.18 * y + 1.5 * float(k);    // slanted columns, one px wide
+        float col = floor(xs / pitch);
+        ivec2 key = ivec2(int(col), k);
+        if (xs - col * pitch < 1.0 && hash2(key, s) < 0.12 + 0.33 * u_rain) {
+            float t = (y - (hash2(key, s + 1U) * (H + len) - len)) / len;
+            if (t >= 0.0 && t < 1.0) a = max(a, (0.35 + 0.65 * t) * (0.18 + 0.22 * u_rain));
+        }
+    }
+    return mix(c, u_streak_color, a);
+}
+#endif
+"""
+
+
 _VERTEX = """
 uniform mat4 u_world_to_clip;
 uniform vec4 u_cam_z;          // row 2 of world_to_cam: camera z [m] = dot(u_cam_z, (p, 1))
@@ -227,6 +273,27 @@ layout(location = 0) out vec4 f_rgb;
 layout(location = 1) out float f_depth;
 layout(location = 2) out uint f_semantic;
 layout(location = 3) out int f_instance;
+#ifdef NIGHT
+uniform float u_lit_windows;   // fraction of windows lit (0 by day)
+uniform vec3 u_window_light;   // emitted colour of a lit window
+uniform float u_head;          // 1: the ego's headlights are on
+uniform vec3 u_head_color;     // headlight intensity (RGB) at 0 m
+uniform vec3 u_head_pos;       // headlamp position (world) [m]
+uniform vec3 u_head_fwd;       // ego axes (world): forward, left, up
+uniform vec3 u_head_left;
+uniform vec3 u_head_up;
+vec3 headlight(vec3 n) {       // low beams: a cone 60 deg wide, 20 deg high, aimed 2 deg down
+    vec3 d = v_world - u_head_pos;
+    float ahead = dot(d, u_head_fwd);
+    if (ahead < 0.5) return vec3(0.0);
+    float r = length(d);
+    float ax = dot(d, u_head_left) / ahead / 0.577;
+    float ay = (dot(d, u_head_up) / ahead + 0.035) / 0.176;
+    float spot = 1.0 - smoothstep(0.45, 1.0, ax * ax + ay * ay);
+    float lambert = 0.35 + 0.65 * max(dot(n, -d / r), 0.0);  // wrapped: grazing road still catches light
+    return u_head_color * (spot * lambert / (1.0 + r * r / 400.0));  // half at 20 m
+}
+#endif
 
 const vec3 PAINTS[10] = vec3[10](
     vec3(0.92, 0.92, 0.90), vec3(0.08, 0.08, 0.09), vec3(0.62, 0.64, 0.66), vec3(0.35, 0.36, 0.38),
@@ -244,6 +311,9 @@ void main() {
     vec3 view = to_cam / max(dist, 1e-6);
     if (dot(n, view) < 0.0) n = -n;  // faces are double-sided: light the side we see
     float gloss = 0.0;               // mix toward a sky reflection (glass)
+#ifdef NIGHT
+    vec3 emit = vec3(0.0);           // light of lit windows
+#endif
 
     if (v_material == 1) {  // FACADE: one window per 3 x 3 uv cell (a bay by a storey), see mesh.FACADE
         float ww = 0.36 + 0.30 * hash2(ivec2(3, 7), seed);      // window width / bay
@@ -261,6 +331,10 @@ void main() {
             if (wx < hw && wy < hh) {
                 albedo = glass * (0.7 + 0.6 * hash2(ci, seed + 11U));
                 gloss = 0.25;
+#ifdef NIGHT
+                if (hash2(ci, seed + 23U) < u_lit_windows)
+                    emit = u_window_light * (0.4 + 0.5 * hash2(ci, seed + 29U));
+#endif
             } else {
                 albedo = mix(albedo, vec3(0.85, 0.85, 0.82), 0.6);  // window frame
             }
@@ -271,6 +345,10 @@ void main() {
         vec2 q = v_world.xy;
         float k = 0.55 * vnoise(q * 0.15, 3U) + 0.3 * vnoise(q * 1.3, 4U) + 0.15 * vnoise(q * 6.0, 5U);
         albedo *= 0.82 + 0.36 * k;
+#ifdef RAIN
+        albedo *= 1.0 - 0.35 * u_rain;  // wet road: darker, and it mirrors the sky
+        gloss = 0.3 * u_rain;
+#endif
     } else if (v_material == 3) {  // PAINT
         albedo *= 0.9 + 0.1 * vnoise(v_world.xy * 3.0, 6U);
     } else if (v_material == 4) {  // FOLIAGE
@@ -294,8 +372,20 @@ void main() {
     float diffuse = max(dot(n, u_sun_dir), 0.0);
     vec3 ambient = mix(u_ambient_ground, u_ambient_sky, 0.5 + 0.5 * n.z);
     vec3 c = albedo * (u_sun_color * diffuse + ambient);
+#ifdef NIGHT
+    if (u_head > 0.0) c += albedo * headlight(n);
+#endif
     c = mix(c, u_horizon * (0.55 + 0.45 * (1.0 - abs(dot(n, view)))), gloss);
+#ifdef NIGHT
+    c += emit;
+#endif
     c = mix(c, u_horizon, 1.0 - exp(-dist * u_haze));  // aerial perspective
+#ifdef FOG
+    c = mix(c, u_fog_color, 1.0 - exp(-dist * u_fog));  // fog: depth-dependent extinction
+#endif
+#ifdef RAIN
+    c = rain_streaks(c);
+#endif
     f_rgb = vec4(clamp(c, 0.0, 1.0), 1.0);
     f_depth = dot(u_cam_z, vec4(v_world, 1.0));
     f_semantic = uint(v_ids.x >> 8);
@@ -317,6 +407,9 @@ uniform vec3 u_sun_color;
 uniform vec3 u_zenith;
 uniform vec3 u_horizon;
 uniform float u_sun_cos;       // cos of the sun disc's angular radius
+#ifdef FOG
+uniform float u_sky_range;     // distance [m] at which the sky takes the fog (the far plane)
+#endif
 layout(location = 0) out vec4 f_rgb;
 layout(location = 1) out float f_depth;
 layout(location = 2) out uint f_semantic;
@@ -330,6 +423,12 @@ void main() {
     float cs = dot(d, u_sun_dir);
     c += u_sun_color * 0.25 * pow(max(cs, 0.0), 64.0);
     if (cs > u_sun_cos) c = vec3(1.0, 0.98, 0.9);
+#ifdef FOG
+    c = mix(c, u_fog_color, 1.0 - exp(-u_fog * u_sky_range));  // the sky is fog at the far plane
+#endif
+#ifdef RAIN
+    c = rain_streaks(c);
+#endif
     f_rgb = vec4(clamp(c, 0.0, 1.0), 1.0);
     f_depth = uintBitsToFloat(0x7F800000U);   // +inf
     f_semantic = 0U;
@@ -344,6 +443,25 @@ _VERTEX_DTYPE = np.dtype([("pos", "<f4", 3), ("normal", "<f4", 3), ("color", "<f
 _VERTEX_FORMAT = "3f 3f 3f 2f 1f 2f 1i"
 _VERTEX_ATTRS = ("in_pos", "in_normal", "in_color", "in_uv", "in_seed", "in_ids", "in_instance")
 _INSTANCE_DTYPE = np.dtype([("center", "<f4", 3), ("yaw", "<f4"), ("size", "<f4", 3), ("instance", "<i4")])
+
+
+def _variant_key(cond: Conditions) -> tuple[bool, bool, bool] | None:
+    """The shader variant drawing ``cond``: None (clear daylight, sun angles included: they are uniforms)
+    or which effects it compiles in (fog, rain, night); rain brings its haze, so it needs fog too."""
+    if not cond.has_effects:
+        return None
+    return (cond.fog_density > 0 or cond.rain > 0, cond.rain > 0, cond.night)
+
+
+def _fragment_source(body: str, variant: tuple[bool, bool, bool] | None) -> str:
+    """The fragment shader of ``body``: plain (variant None: clear daylight, the source as it always was)
+    or with the conditions code of the variant's effects compiled in (``#define COND`` and FOG / RAIN /
+    NIGHT)."""
+    if variant is None:
+        return _COMMON + body
+    defines = "#define COND\n" + "".join(f"#define {name}\n" for name, on in zip(("FOG", "RAIN", "NIGHT"), variant)
+                                          if on)
+    return _COMMON.replace("#version 330\n", "#version 330\n" + defines, 1) + _COND_COMMON + body
 
 
 def _interleave(mesh: Mesh) -> np.ndarray:
@@ -518,12 +636,35 @@ class Lighting:
     haze_distance: float = 600.0
 
 
+# What the conditions do to the light (see jwmsim.conditions.Conditions for the user's view).
+_NIGHT_ZENITH = (0.010, 0.014, 0.035)
+_NIGHT_HORIZON = (0.040, 0.045, 0.062)
+_OVERCAST = (0.56, 0.58, 0.61)             # rain sky by day
+_OVERCAST_NIGHT = (0.045, 0.047, 0.055)    # rain sky by night
+_RAIN_HAZE = 0.003                         # extinction [1/m] added by rain of intensity 1 (1 km visibility)
+_HEADLIGHT = (3.0, 2.85, 2.55)            # headlight intensity at the lamp (RGB), falls off with range
+_WINDOW_LIGHT = (1.0, 0.8, 0.5)            # lit window at night
+_LOW_SUN_DEG = 10.0                        # direct sunlight fades out below this elevation
+
+
+def _scaled(rgb, k: float) -> tuple[float, float, float]:
+    return tuple(float(v) * k for v in rgb)
+
+
+def _mixed(a, b, t: float) -> tuple[float, float, float]:
+    return tuple(float(x) * (1.0 - t) + float(y) * t for x, y in zip(a, b))
+
+
 class OracleRenderer:
     """Exact rasterizer of one town: a static mesh plus instanced agents, for any set of pinhole cameras.
 
     static_mesh: the town (world frame). agent_meshes: type name -> canonical unit-box mesh
     (default :func:`jwmsim.town.mesh.default_agent_meshes`). width, height [px]: the default image size of
     :meth:`render_views`. lighting: :class:`Lighting` (sun, sky, haze). near, far [m]: clipping planes.
+    conditions: weather and lighting (:class:`jwmsim.conditions.Conditions`, a preset name, a mapping or
+    None: clear daylight), the default of every render call (each call may pass its own). They change the
+    RGB image only; fog, rain and night run extra shader programs, one set per combination of effects
+    (compiled on first use), so clear daylight draws exactly as without conditions.
 
     GL resources are made on the first render and kept until :meth:`release` (or the end of a ``with``
     block); the GL context itself is shared by the process (:func:`get_context`).
@@ -531,7 +672,7 @@ class OracleRenderer:
 
     def __init__(self, static_mesh: Mesh, agent_meshes: dict[str, Mesh] | None = None, width: int = 160,
                  height: int = 96, lighting: Lighting | None = None, near: float = NEAR, far: float = FAR,
-                 cull_back_faces: bool = True):
+                 cull_back_faces: bool = True, conditions: Conditions | str | Mapping | None = None):
         if not isinstance(static_mesh, Mesh):
             raise ValueError(f"static_mesh must be a jwmsim.town.mesh.Mesh, got {type(static_mesh).__name__}")
         if width <= 0 or height <= 0:
@@ -549,6 +690,7 @@ class OracleRenderer:
         if sd.shape != (3,) or np.linalg.norm(sd) == 0:
             raise ValueError(f"lighting.sun_direction must be a non-zero 3-vector, got {sd}")
         self._sun = sd / np.linalg.norm(sd)
+        self.conditions = Conditions.coerce(conditions)
         self.near, self.far = float(near), float(far)
         self.cull_back_faces = bool(cull_back_faces)
         self.flush_per_camera = True  # glFlush between cameras (see _gl_flush); benchmarks compare both
@@ -594,43 +736,111 @@ class OracleRenderer:
             objects.append(obj)
             return obj
 
-        prog = track(ctx.program(vertex_shader=_COMMON + _VERTEX, fragment_shader=_COMMON + _FRAGMENT))
-        prog_agent = track(ctx.program(vertex_shader=_COMMON + "#define AGENT\n" + _VERTEX,
-                                       fragment_shader=_COMMON + _FRAGMENT))
-        prog_sky = track(ctx.program(vertex_shader=_SKY_VERTEX, fragment_shader=_COMMON + _SKY_FRAGMENT))
-
-        static = None
+        vbo = ibo = None
         if self.static_mesh.num_faces:
             ch = self._chunks
             vbo = track(ctx.buffer(ch.vertices.tobytes()))
             ibo = track(ctx.buffer(ch.indices.tobytes()))
-            static = track(ctx.vertex_array(prog, [(vbo, _VERTEX_FORMAT, *_VERTEX_ATTRS)], index_buffer=ibo,
-                                            index_element_size=4))
         agents = {}
         for name, mesh in self.agent_meshes.items():
             if mesh.num_faces:  # GL buffers are made (and grown) by _agent_capacity
                 agents[name] = {"mesh": _interleave(mesh), "faces": mesh.faces.astype(np.int32), "capacity": 0,
-                                "vao": None, "bounds": mesh.bounds().astype(np.float64)}
+                                "vaos": {}, "bounds": mesh.bounds().astype(np.float64)}
         sky_vbo = track(ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], dtype="f4").tobytes()))  # one big triangle
-        sky = track(ctx.vertex_array(prog_sky, [(sky_vbo, "2f", "in_xy")]))
-
-        L = self.lighting
-        for p in (prog, prog_agent):
-            self._set(p, "u_sun_dir", tuple(self._sun))
-            self._set(p, "u_sun_color", L.sun_color)
-            self._set(p, "u_ambient_sky", L.ambient_sky)
-            self._set(p, "u_ambient_ground", L.ambient_ground)
-            self._set(p, "u_horizon", L.horizon)
-            self._set(p, "u_haze", 1.0 / L.haze_distance if L.haze_distance > 0 else 0.0)
-        self._set(prog_sky, "u_sun_dir", tuple(self._sun))
-        self._set(prog_sky, "u_sun_color", L.sun_color)
-        self._set(prog_sky, "u_zenith", L.zenith)
-        self._set(prog_sky, "u_horizon", L.horizon)
-        self._set(prog_sky, "u_sun_cos", math.cos(math.radians(L.sun_radius_deg)))
-        self._set(prog_agent, "u_instances", 0)  # texture unit 0
-        self._gl = {"ctx": ctx, "prog": prog, "prog_agent": prog_agent, "prog_sky": prog_sky, "static": static,
-                    "agents": agents, "sky": sky, "objects": objects, "inst_tex": None, "flush": _gl_flush()}
+        self._gl = {"ctx": ctx, "vbo": vbo, "ibo": ibo, "sky_vbo": sky_vbo, "variants": {}, "agents": agents,
+                    "objects": objects, "inst_tex": None, "flush": _gl_flush()}
+        self._variant(self._gl, None)
         return self._gl
+
+    def _variant(self, gl: dict[str, Any], key: tuple[bool, bool, bool] | None) -> dict[str, Any]:
+        """The programs and vertex arrays of one shader variant (:func:`_variant_key`): None = clear
+        daylight (made at setup), else the effects (fog, rain, night) compiled in (on first use). Each
+        keeps the uniform values it last received in "set", so unchanged settings cost nothing per frame."""
+        var = gl["variants"].get(key)
+        if var is not None:
+            return var
+        ctx, objects = gl["ctx"], gl["objects"]
+
+        def track(obj):
+            objects.append(obj)
+            return obj
+
+        prog = track(ctx.program(vertex_shader=_COMMON + _VERTEX, fragment_shader=_fragment_source(_FRAGMENT, key)))
+        prog_agent = track(ctx.program(vertex_shader=_COMMON + "#define AGENT\n" + _VERTEX,
+                                       fragment_shader=_fragment_source(_FRAGMENT, key)))
+        prog_sky = track(ctx.program(vertex_shader=_SKY_VERTEX, fragment_shader=_fragment_source(_SKY_FRAGMENT, key)))
+        static = None
+        if gl["vbo"] is not None:
+            static = track(ctx.vertex_array(prog, [(gl["vbo"], _VERTEX_FORMAT, *_VERTEX_ATTRS)],
+                                            index_buffer=gl["ibo"], index_element_size=4))
+        sky = track(ctx.vertex_array(prog_sky, [(gl["sky_vbo"], "2f", "in_xy")]))
+        self._set(prog_agent, "u_instances", 0)  # texture unit 0
+        var = {"prog": prog, "prog_agent": prog_agent, "prog_sky": prog_sky, "static": static, "sky": sky,
+               "set": {}}
+        gl["variants"][key] = var
+        scene, sky_u = self._shading(Conditions())
+        self._apply(var, scene, sky_u)
+        for name, slot in gl["agents"].items():  # agent types already uploaded get this variant's arrays too
+            if slot["capacity"]:
+                self._agent_vao(gl, name, key)
+        return var
+
+    def _shading(self, cond: Conditions) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Uniform values (scene programs, sky program) of the lighting under ``cond``. Clear daylight gives
+        exactly the values of :class:`Lighting` (the renderer's rendering without conditions)."""
+        L = self.lighting
+        haze = 1.0 / L.haze_distance if L.haze_distance > 0 else 0.0
+        sun_cos = math.cos(math.radians(L.sun_radius_deg))
+        if cond.is_clear:
+            sun = tuple(self._sun)
+            scene = {"u_sun_dir": sun, "u_sun_color": L.sun_color, "u_ambient_sky": L.ambient_sky,
+                     "u_ambient_ground": L.ambient_ground, "u_horizon": L.horizon, "u_haze": haze}
+            sky = {"u_sun_dir": sun, "u_sun_color": L.sun_color, "u_zenith": L.zenith, "u_horizon": L.horizon,
+                   "u_sun_cos": sun_cos}
+            return scene, sky
+        sun, sun_k = tuple(self._sun), 1.0
+        if cond.sets_sun:
+            az, el = sun_angles(self._sun)
+            az = az if cond.sun_azimuth_deg is None else cond.sun_azimuth_deg
+            el = el if cond.sun_elevation_deg is None else cond.sun_elevation_deg
+            sun = sun_direction(az, el)
+            sun_k = min(1.0, max(0.0, math.sin(math.radians(el)) / math.sin(math.radians(_LOW_SUN_DEG))))
+        r = cond.rain
+        light = 1.0 - 0.4 * r  # ambient light (and what lights the fog)
+        sun_k *= 1.0 - 0.85 * r
+        zenith, horizon, grey = L.zenith, L.horizon, _OVERCAST
+        streak = _scaled((0.80, 0.82, 0.85), 1.0 - 0.3 * r)
+        if cond.night:
+            sun_k, light = 0.0, light * cond.night_ambient
+            zenith, horizon, grey = _NIGHT_ZENITH, _NIGHT_HORIZON, _OVERCAST_NIGHT
+            streak = (0.22, 0.23, 0.25)
+        if r > 0:
+            zenith = _scaled(_mixed(zenith, grey, min(1.0, 2.0 * r)), 1.0 - 0.35 * r)
+            horizon = _scaled(_mixed(horizon, grey, min(1.0, 2.0 * r)), 1.0 - 0.35 * r)
+        sun_color = _scaled(L.sun_color, sun_k)
+        no_disc = cond.night or r > 0 or sun_k == 0.0
+        fog = cond.fog_density + _RAIN_HAZE * r
+        fog_color = _scaled(cond.fog_color, light)
+        head = 1.0 if (cond.night and cond.headlights) else 0.0
+        common = {"u_fog": fog, "u_fog_color": fog_color, "u_rain": r, "u_streak_color": streak}
+        scene = {"u_sun_dir": sun, "u_sun_color": sun_color, "u_ambient_sky": _scaled(L.ambient_sky, light),
+                 "u_ambient_ground": _scaled(L.ambient_ground, light), "u_horizon": horizon, "u_haze": haze,
+                 "u_lit_windows": cond.lit_windows if cond.night else 0.0, "u_window_light": _WINDOW_LIGHT,
+                 "u_head": head, "u_head_color": _HEADLIGHT, **common}
+        sky = {"u_sun_dir": sun, "u_sun_color": sun_color, "u_zenith": zenith, "u_horizon": horizon,
+               "u_sun_cos": 2.0 if no_disc else sun_cos, "u_sky_range": self.far, **common}
+        return scene, sky
+
+    def _apply(self, var: dict[str, Any], scene: dict[str, Any], sky: dict[str, Any]) -> None:
+        """Set the uniforms whose value changed since the variant last received them."""
+        last = var["set"]
+        groups = (((var["prog"], var["prog_agent"]), scene, "scene"), ((var["prog_sky"],), sky, "sky"))
+        for progs, values, tag in groups:
+            for name, value in values.items():
+                if last.get((tag, name)) != value:
+                    for p in progs:
+                        self._set(p, name, value)
+                    last[(tag, name)] = value
 
     @staticmethod
     def _set(prog, name: str, value) -> None:
@@ -661,12 +871,16 @@ class OracleRenderer:
 
     # -- rendering
 
-    def render(self, cameras: Sequence[Camera], ego_to_world: np.ndarray, agents: Any = None) -> dict[str, np.ndarray]:
+    def render(self, cameras: Sequence[Camera], ego_to_world: np.ndarray, agents: Any = None,
+               conditions: Conditions | str | Mapping | None = None, frame: int = 0) -> dict[str, np.ndarray]:
         """Render the rig ``cameras`` (all the same size) mounted on the ego at ``ego_to_world`` [4, 4].
 
         agents: None or (ids [A], types [A], centers [A, 3] m, yaws [A] rad, sizes [A, 3] m) in the world
-        frame (see :class:`AgentPoses`). Returns rgb uint8 [C, H, W, 3], depth float32 [C, H, W] (camera z
-        [m], inf for sky), semantic uint8 [C, H, W], instance int32 [C, H, W].
+        frame (see :class:`AgentPoses`). conditions: this call's weather and lighting (None: the
+        renderer's :attr:`conditions`); frame: the frame index (>= 0), which seeds the rain streaks (the
+        same frame gives the same image). Returns rgb uint8 [C, H, W, 3], depth float32 [C, H, W] (camera z
+        [m], inf for sky), semantic uint8 [C, H, W], instance int32 [C, H, W]; only rgb depends on the
+        conditions.
         """
         if not len(cameras):
             raise ValueError("render() needs at least one Camera")
@@ -680,13 +894,19 @@ class OracleRenderer:
         (w, h), = sizes
         K = np.stack([c.K for c in cameras])
         w2c = np.stack([c.world_to_cam(ego_to_world) for c in cameras])
-        return self.render_views(K, w2c, agents, width=w, height=h)
+        return self.render_views(K, w2c, agents, width=w, height=h, conditions=conditions, frame=frame,
+                                 ego_to_world=ego_to_world)
 
     def render_views(self, K: np.ndarray, world_to_cam: np.ndarray, agents: Any = None,
-                     width: int | None = None, height: int | None = None) -> dict[str, np.ndarray]:
+                     width: int | None = None, height: int | None = None,
+                     conditions: Conditions | str | Mapping | None = None, frame: int = 0,
+                     ego_to_world: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Render C arbitrary views: K [3, 3] (shared) or [C, 3, 3], world_to_cam [C, 4, 4] (or [4, 4]).
 
-        width, height [px] default to the renderer's. Same outputs as :meth:`render`.
+        width, height [px] default to the renderer's. conditions, frame: as in :meth:`render`.
+        ego_to_world [4, 4]: where the ego's headlights are at night (from :data:`HEADLAMP_IN_EGO`); None:
+        at the first view's camera, aimed along its viewing direction levelled to the horizon. Same outputs
+        as :meth:`render`.
         """
         w = self.width if width is None else int(width)
         h = self.height if height is None else int(height)
@@ -710,14 +930,47 @@ class OracleRenderer:
         if h * C > 16384 or w > 16384:
             raise ValueError(f"{C} views of {w}x{h} exceed the framebuffer limit: render fewer views per call")
         poses = AgentPoses.coerce(agents)
-        fbo = self._draw(K, world_to_cam, poses, w, h)
+        cond = self.conditions if conditions is None else Conditions.coerce(conditions)
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
+            raise ValueError(f"frame must be a non-negative integer (the frame index), got {frame!r}")
+        if ego_to_world is not None:
+            ego_to_world = np.asarray(ego_to_world, dtype=np.float64)
+            if ego_to_world.shape != (4, 4) or not np.all(np.isfinite(ego_to_world)):
+                raise ValueError(f"ego_to_world must be a finite [4, 4] pose, got shape {ego_to_world.shape}")
+        fbo = self._draw(K, world_to_cam, poses, w, h, cond, int(frame), ego_to_world)
         return self._read(fbo, C, h, w)
 
-    def _draw(self, K: np.ndarray, world_to_cam: np.ndarray, poses: "AgentPoses | None", w: int, h: int):
+    def _headlamp(self, world_to_cam: np.ndarray, ego_to_world: np.ndarray | None) -> dict[str, Any]:
+        """Headlight uniforms: lamp position and ego axes (world) from the ego pose (or the first view)."""
+        if ego_to_world is None:  # the first camera, levelled: forward = its z axis on the ground plane
+            cam_to_world = np.linalg.inv(world_to_cam[0])
+            fwd = cam_to_world[:3, 2] * np.array([1.0, 1.0, 0.0])
+            fwd = fwd / np.linalg.norm(fwd) if np.linalg.norm(fwd) > 1e-9 else np.array([1.0, 0.0, 0.0])
+            up = np.array([0.0, 0.0, 1.0])
+            left, pos = np.cross(up, fwd), cam_to_world[:3, 3]
+        else:
+            R = ego_to_world[:3, :3]
+            fwd, left, up = R[:, 0], R[:, 1], R[:, 2]
+            pos = ego_to_world[:3, :3] @ np.asarray(HEADLAMP_IN_EGO) + ego_to_world[:3, 3]
+        t = lambda v: tuple(float(x) for x in v)  # noqa: E731
+        return {"u_head_pos": t(pos), "u_head_fwd": t(fwd), "u_head_left": t(left), "u_head_up": t(up)}
+
+    def _draw(self, K: np.ndarray, world_to_cam: np.ndarray, poses: "AgentPoses | None", w: int, h: int,
+              conditions: Conditions | None = None, frame: int = 0, ego_to_world: np.ndarray | None = None):
         """Queue the drawing of all views into the stacked framebuffer (validated inputs); returns it."""
         C = len(world_to_cam)
         gl = self._setup()
         ctx = gl["ctx"]
+        cond = self.conditions if conditions is None else conditions
+        key = _variant_key(cond)
+        effects = key is not None
+        var = self._variant(gl, key)
+        scene_u, sky_u = self._shading(cond)
+        if effects:
+            if scene_u["u_head"]:
+                scene_u.update(self._headlamp(world_to_cam, ego_to_world))
+            scene_u["u_frame"] = sky_u["u_frame"] = frame
+        self._apply(var, scene_u, sky_u)
         fb = self._framebuffer(w, h, C)
         fbo = fb["fbo"]
         world_to_clip = np.stack([projection_from_K(K[c], w, h, self.near, self.far) @ world_to_cam[c]
@@ -725,7 +978,7 @@ class OracleRenderer:
         # All buffer uploads happen before the first draw: writing a buffer that queued draws still use
         # would make llvmpipe flush and wait in the middle of the frame.
         planes = _frustum_planes(world_to_clip)
-        agent_draws = self._upload_agents(gl, poses, planes)
+        agent_draws = self._upload_agents(gl, poses, planes, key)
         chunk_lists = self._visible_chunks(planes, world_to_cam)
 
         fbo.use()
@@ -741,8 +994,8 @@ class OracleRenderer:
         else:
             ctx.disable(ctx.CULL_FACE)
         fbo.clear(depth=1.0)
-        prog, prog_agent, prog_sky = gl["prog"], gl["prog_agent"], gl["prog_sky"]
-        static = gl["static"]
+        prog, prog_agent, prog_sky = var["prog"], var["prog_agent"], var["prog_sky"]
+        static = var["static"]
         for c in range(C):
             vp = (0, c * h, w, h)
             fbo.viewport = vp
@@ -755,6 +1008,9 @@ class OracleRenderer:
                 p["u_world_to_clip"].write(clip_bytes)
                 p["u_cam_z"].write(cam_z)
                 self._set(p, "u_cam_pos", cam_pos)
+            if effects:  # the rain streaks' camera: its index and rows in the stacked framebuffer
+                for p in (prog, prog_agent, prog_sky):
+                    self._set(p, "u_view", (float(c), float(c * h), float(h)))
             # near things first, so the early depth test rejects what they hide: agents (small, usually
             # near), then the static chunks front to back, then the sky where nothing was drawn
             if agent_draws[c]:
@@ -770,7 +1026,7 @@ class OracleRenderer:
             ctx.depth_func = "<="  # the sky triangle sits at the far plane: passes where the clear survived
             if self.cull_back_faces:
                 ctx.disable(ctx.CULL_FACE)  # the sky triangle's winding is not worth reasoning about
-            gl["sky"].render(ctx.TRIANGLES)
+            var["sky"].render(ctx.TRIANGLES)
             if self.cull_back_faces:
                 ctx.enable(ctx.CULL_FACE)
             if self.flush_per_camera and gl["flush"] is not None and c + 1 < C:
@@ -806,8 +1062,8 @@ class OracleRenderer:
             out.append(list(zip(ch.first[order].tolist(), ch.count[order].tolist())))
         return out
 
-    def _upload_agents(self, gl: dict[str, Any], poses: AgentPoses | None,
-                       planes: np.ndarray) -> list[list[tuple[Any, int, int]]]:
+    def _upload_agents(self, gl: dict[str, Any], poses: AgentPoses | None, planes: np.ndarray,
+                       variant: tuple[bool, bool, bool] | None = None) -> list[list[tuple[Any, int, int]]]:
         """Upload the agents each camera may see (culled by their oriented mesh bounds) into the instance
         texture; returns per camera the draws (vertex array, slot base, instance count) to issue.
 
@@ -853,10 +1109,11 @@ class OracleRenderer:
         for name, sel in by_type.items():
             slot = gl["agents"][name]
             self._agent_capacity(gl, name, len(sel))
+            vao = self._agent_vao(gl, name, variant)
             for c in range(C):
                 shown = sel[vis[c, sel]]
                 if len(shown):
-                    draws[c].append((slot["vao"], int(base[c]), len(shown) * 3 * len(slot["faces"])))
+                    draws[c].append((vao, int(base[c]), len(shown) * 3 * len(slot["faces"])))
                     rows[c].append(packed[shown])
                     base[c] += len(shown)
         width = int(base.max())
@@ -894,17 +1151,31 @@ class OracleRenderer:
         verts = np.tile(mesh, cap)
         verts["instance"] = np.repeat(np.arange(cap, dtype=np.int32), V)  # the slot of each vertex copy
         idx = (faces[None] + (np.arange(cap, dtype=np.int32) * V)[:, None, None]).reshape(-1)
-        for key in ("vao", "vbo", "ibo"):
-            if slot.get(key) is not None:
-                gl["objects"].remove(slot[key])
-                slot[key].release()
+        old = list(slot["vaos"].values()) + [slot.get("vbo"), slot.get("ibo")]
+        for obj in old:
+            if obj is not None:
+                gl["objects"].remove(obj)
+                obj.release()
+        slot["vaos"] = {}
         slot["vbo"] = ctx.buffer(verts.tobytes())
         slot["ibo"] = ctx.buffer(idx.astype(np.int32).tobytes())
-        slot["vao"] = ctx.vertex_array(gl["prog_agent"], [(slot["vbo"], _VERTEX_FORMAT, *_VERTEX_ATTRS)],
-                                       index_buffer=slot["ibo"], index_element_size=4)
-        gl["objects"] += [slot["vbo"], slot["ibo"], slot["vao"]]
+        gl["objects"] += [slot["vbo"], slot["ibo"]]
         slot["capacity"] = cap
+        for variant in gl["variants"]:
+            self._agent_vao(gl, name, variant)
+
+    def _agent_vao(self, gl: dict[str, Any], name: str, variant: tuple[bool, bool, bool] | None):
+        """The vertex array of agent type ``name``'s buffers for the shader variant's agent program."""
+        slot = gl["agents"][name]
+        vao = slot["vaos"].get(variant)
+        if vao is None:
+            prog = gl["variants"][variant]["prog_agent"]
+            vao = gl["ctx"].vertex_array(prog, [(slot["vbo"], _VERTEX_FORMAT, *_VERTEX_ATTRS)],
+                                         index_buffer=slot["ibo"], index_element_size=4)
+            gl["objects"].append(vao)
+            slot["vaos"][variant] = vao
+        return vao
 
 
-__all__ = ["OracleRenderer", "OracleUnavailableError", "AgentPoses", "Lighting", "get_context",
-           "projection_from_K", "NEAR", "FAR", "SEMANTIC_CLASSES"]
+__all__ = ["OracleRenderer", "OracleUnavailableError", "AgentPoses", "Lighting", "Conditions", "get_context",
+           "projection_from_K", "NEAR", "FAR", "HEADLAMP_IN_EGO", "SEMANTIC_CLASSES"]

@@ -140,11 +140,15 @@ def agent_meshes() -> dict[str, M.Mesh]:
     return M.default_agent_meshes()
 
 
-def renderer(town: Town, width: int = 160, height: int = 96):
-    """An :class:`~jwmsim.town.oracle.OracleRenderer` of the town (static mesh, agent meshes, its sun)."""
+def renderer(town: Town, width: int = 160, height: int = 96, conditions=None):
+    """An :class:`~jwmsim.town.oracle.OracleRenderer` of the town (static mesh, agent meshes, its sun).
+
+    conditions: weather and lighting of every render (:class:`jwmsim.conditions.Conditions`, a preset name,
+    a mapping; None: clear daylight under the town's sun); a render call may pass its own."""
     from jwmsim.town.oracle import OracleRenderer
 
-    return OracleRenderer(static_mesh(town), agent_meshes(), width=width, height=height, lighting=_lighting(town))
+    return OracleRenderer(static_mesh(town), agent_meshes(), width=width, height=height, lighting=_lighting(town),
+                          conditions=conditions)
 
 
 __all__ = ["static_mesh", "agent_meshes", "renderer", "lighting"]
