@@ -226,3 +226,14 @@ def test_run_suite_writes_one_video_per_scenario(log_dir, tmp_path):
     assert (tmp_path / "videos" / "joint-2000.mp4").stat().st_size > 1000
     row, = res["scenarios"]
     assert row["fidelity"]["psnr_mean"] > 5.0
+
+
+def test_committed_worldgen_defaults_load():
+    """The committed WorldGen stages (fp16 package defaults) load and fit the rig the joint sensor renders."""
+    from jwmsim.sensors.gaussian import load_generator
+
+    for stage in ("bidirectional", "teacher_forcing", "ode", "dmd"):
+        model, ae, meta = load_generator(stage=stage)
+        assert meta["kind"] == f"worldgen-{stage}" and meta["step"] > 0
+        assert (model.cfg.cameras, model.cfg.latent_h * 4, model.cfg.latent_w * 4) == (3, 96, 160)
+        assert all(torch.isfinite(p).all() for p in model.parameters())
