@@ -70,30 +70,34 @@ def speed(args) -> None:
 
     import jwmsim  # noqa: F401
 
+    from agents import make_agent, planner_input_from_core
+
     log = long_log()
     load0 = os.getloadavg()
     figures = {}
-    rng = np.random.default_rng(0)
     for backend in args.backends:
         env = gym.make("jwmsim/JointWorld-v0", scenarios=[{"name": "bench-2000", "log": str(log), "duration": 60.0,
                                                           "traffic": "idm", "perturb": {"dy": 1.0}}],
-                       sensors=backend, fidelity=False, disable_env_checker=True)
+                       sensors=backend, fidelity=False, action="trajectory", physical_units=True,
+                       terminate_on_failure=False, disable_env_checker=True)
         u = env.unwrapped
         resets = []
         for k in range(3):
             t0 = time.perf_counter()
-            env.reset(seed=k)
+            obs, _ = env.reset(seed=k)
             resets.append(time.perf_counter() - t0)
+        planner = make_agent("idm")  # one whole 60 s drive: the world grows as the ego moves on
+        planner.initialize(u.core.bank.scenarios[0])
         steps = args.rss_steps if backend == "joint" else args.steps
         rows, rss = [], []
         for i in range(steps):
-            a = np.array([0.1 + 0.1 * rng.standard_normal(), 0.05 * rng.standard_normal()], np.float32)
-            _, _, term, trunc, _ = env.step(np.clip(a, -1, 1))
+            a = np.asarray(planner.act(planner_input_from_core(u.core, 0, obs)), np.float32)
+            obs, _, term, trunc, _ = env.step(a)
             rows.append(dict(u.last_timing))
             if i == 9:
                 rss.append(rss_mb())
             if term or trunc:
-                env.reset(seed=100 + i)
+                break
         rss.append(rss_mb())
         keys = sorted({k for r in rows for k in r})
         med = {k: float(np.median([r.get(k, 0.0) for r in rows])) for k in keys}
@@ -111,8 +115,8 @@ def speed(args) -> None:
         env.close()
     res = {"command": "python benchmarks/bench_joint.py " + " ".join(sys.argv[1:]),
            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(args.threads),
-           "loadavg_before": load0, "loadavg_after": os.getloadavg(), "scenario": "test seed 2000, 60 s log, 1 m off "
-           "lane, IDM traffic, random gentle actions; fidelity off", "goals_s": {"joint": 0.3, "splat": 0.08,
+           "loadavg_before": load0, "loadavg_after": os.getloadavg(), "scenario": "test seed 2000, 60 s log, ego 1 m off "
+           "lane driven by the IDM planner (one episode, not terminated), IDM traffic; fidelity off", "goals_s": {"joint": 0.3, "splat": 0.08,
                                                                                  "reset": 5.0, "rss_growth_mb": 200},
            "figures": figures}
     write(Path(args.out or RESULTS / "joint_env_speed.json"), res)
