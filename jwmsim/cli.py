@@ -101,6 +101,10 @@ COMMANDS = [
             "copy trained WorldGen stages' weights (fp16, no optimizer state) into the package defaults"),
     Command("eval worldgen", "cmd/eval_worldgen", "jwmsim.worldgen.commands:eval_worldgen", (),
             "evaluate WorldGen on town test seeds: filled/observed PSNR, SSIM, FD, stability, speed"),
+    Command("train policy", "cmd/train_policy", "agents.commands:train_policy", (),
+            "behaviour-clone the camera planner on oracle images of town train seeds (resumable)"),
+    Command("eval sensors", "cmd/eval_sensors", "agents.commands:eval_sensors", (),
+            "sensor-gap table: planners' closed-loop scores with oracle, splat and joint cameras"),
 ]
 
 

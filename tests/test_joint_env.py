@@ -34,7 +34,7 @@ def log_dir(tmp_path_factory):
 def worldgen_dir(tmp_path_factory):
     """A WorldGen run folder: the committed autoencoder and a tiny random causal DiT as the 'dmd' stage."""
     from jwmsim.sensors.gaussian import default_worldgen_dir
-    from jwmsim.worldgen.checkpoint import save_checkpoint
+    from jwmsim.checkpoint import save_checkpoint
     from jwmsim.worldgen.dit import DiTConfig, WorldGenDiT
 
     d = tmp_path_factory.mktemp("worldgen")
@@ -180,7 +180,7 @@ def test_errors_at_make_time(log_dir, tmp_path):
 
 
 def test_missing_worldgen_checkpoint_names_the_fix(log_dir, tmp_path):
-    from jwmsim.worldgen.checkpoint import CheckpointError
+    from jwmsim.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="jwmsim train worldgen"):
         make(log_dir, sensors="joint", sensor={"worldgen": str(tmp_path)})

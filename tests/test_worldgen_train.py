@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from jwmsim.cli import main
-from jwmsim.worldgen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from jwmsim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from jwmsim.worldgen.dit import DiTConfig, WorldGenDiT
 from jwmsim.worldgen.evaluate import frechet_distance, inpaint, region_metrics, temporal_error
 
@@ -154,7 +154,7 @@ def test_stage_commands_train_and_resume(tmp_path):
 def test_export_keeps_fp16_weights_and_history_without_optimizer_state(tmp_path):
     from safetensors.torch import load_file
 
-    from jwmsim.worldgen.checkpoint import export_weights
+    from jwmsim.checkpoint import export_weights
 
     m, opt = _trained()
     critic = WorldGenDiT(TINY)

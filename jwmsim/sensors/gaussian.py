@@ -202,7 +202,7 @@ def _to_uint8(rgb) -> np.ndarray:
 def load_generator(worldgen_dir: str | Path | None = None, stage: str = "dmd", device="cpu"):
     """(causal DiT, autoencoder, meta) of a WorldGen run folder ``worldgen_dir`` (default the committed
     :func:`default_worldgen_dir`): ``<dir>/autoencoder/checkpoint`` and ``<dir>/<stage>/checkpoint``.
-    Missing or corrupt files raise :class:`jwmsim.worldgen.checkpoint.CheckpointError` naming the file and
+    Missing or corrupt files raise :class:`jwmsim.checkpoint.CheckpointError` naming the file and
     the command that rebuilds it."""
     import json
 

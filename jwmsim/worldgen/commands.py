@@ -54,7 +54,7 @@ def export(cfg: DictConfig) -> int:
     from pathlib import Path
 
     from jwmsim.cli import UsageError
-    from jwmsim.worldgen.checkpoint import export_weights
+    from jwmsim.checkpoint import export_weights
     from jwmsim.worldgen.train import STAGES
 
     stages = list(cfg.stages)

@@ -154,7 +154,7 @@ ROWS = ("prior", "inpaint_cv2", "teacher_50", "teacher_forcing_4", "ode_4", "dmd
 
 
 def _load_rows(cfg, device) -> tuple[list, object, list]:
-    from jwmsim.worldgen.checkpoint import CheckpointError
+    from jwmsim.checkpoint import CheckpointError
     from jwmsim.worldgen.train import load_autoencoder, load_dit
 
     out = Path(str(cfg.out))

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from jwmsim.worldgen.autoencoder import AEConfig, Autoencoder, ae_loss
-from jwmsim.worldgen.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
+from jwmsim.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
 from jwmsim.worldgen.dit import DiTConfig, WorldGenDiT
 from jwmsim.worldgen.stages import STAGES, bidirectional_loss, dmd_step, ode_loss, teacher_forcing_loss, teacher_trajectory
 
