@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import jwmsim.procs  # noqa: F401  (fork hook: a suite forks its workers after this module ran torch)
 from agents.base import PlannerInput
 from jwmsim.map import interpolate_polyline, project_on_polyline
 from jwmsim.sensors.base import SensorConfig

@@ -52,24 +52,31 @@ class GapConfig:
 
 
 def _renders(planner_name: str) -> bool:
-    from agents import make_agent
+    """Whether a planner declares cameras (camera planners are not loaded here: no torch before the fork)."""
+    from agents import CAMERA_VARIANTS, make_agent
 
-    return make_agent(planner_name).sensor_config.renders
+    return planner_name in CAMERA_VARIANTS or make_agent(planner_name).sensor_config.renders
 
 
-def tasks_for(cfg: GapConfig) -> list[tuple]:
-    """(scenario name, planner, backend or None for state only, traffic) per run to make."""
+def suite_scenarios(cfg: GapConfig) -> list:
+    """The first cfg.scenarios ScenarioConfigs of cfg.suite."""
     from jwmsim.scenario import load_suite
 
     scs = load_suite(cfg.suite)[: cfg.scenarios]
     if len(scs) < cfg.scenarios:
         raise ValueError(f"suite {cfg.suite!r} has {len(scs)} scenarios, fewer than scenarios={cfg.scenarios}")
+    return scs
+
+
+def tasks_for(cfg: GapConfig) -> list[tuple]:
+    """(ScenarioConfig, planner, backend or None for state only, traffic) per run to make."""
+    scs = suite_scenarios(cfg)
     out = []
     for p in cfg.planners:
         backends = cfg.backends if _renders(p) else (None,)
         for b in backends:
             for tr in cfg.traffic:
-                out += [(sc.name, p, b, tr) for sc in scs]
+                out += [(sc, p, b, tr) for sc in scs]
     return out
 
 
@@ -77,15 +84,19 @@ def key_of(row: dict) -> tuple:
     return (row["scenario"], row["agent"], row.get("backend"), row["traffic"])
 
 
+def task_key(task: tuple) -> tuple:
+    return (task[0].name, *task[1:])
+
+
 def run_one(task: tuple) -> dict:
     """One closed-loop run -> a row: score, the metrics' pass / fail, the fidelity means, the ego path [T, 2]."""
     from jwmsim.runner import Recorder, run_scenario
-    from jwmsim.scenario import load_scenario
 
-    name, planner, backend, traffic = task
+    sc, planner, backend, traffic = task
+    name = sc.name
     rec = Recorder()
     try:
-        res = run_scenario(load_scenario(name), planner, traffic, sensors=backend, cameras="planner", on_step=rec)
+        res = run_scenario(sc, planner, traffic, sensors=backend, cameras="planner", on_step=rec)
     except Exception as e:  # one broken run must not end the table; its row says why
         return {"scenario": name, "agent": planner, "backend": backend, "traffic": traffic, "score": None,
                 "error": f"{type(e).__name__}: {e}"}
@@ -177,9 +188,9 @@ def first_divergence(a: list, b: list, threshold: float) -> int | None:
 def gallery(rows: list[dict], cfg: GapConfig, progress: bool = True) -> list[dict]:
     """Side-by-side videos (joint | oracle) of the gallery_n camera runs with the largest score gap."""
     from jwmsim.runner import run_scenario
-    from jwmsim.scenario import load_scenario
     from jwmsim.viewer import VideoWriter
 
+    scenarios = {sc.name: sc for sc in suite_scenarios(cfg)}
     by = {key_of(r): r for r in rows}
     cands = []
     for r in rows:
@@ -193,7 +204,7 @@ def gallery(rows: list[dict], cfg: GapConfig, progress: bool = True) -> list[dic
     for gap, j, o in cands[: cfg.gallery_n]:
         frames: dict[str, list] = {"joint": [], "oracle": []}
         for b in ("joint", "oracle"):
-            run_scenario(load_scenario(j["scenario"]), j["agent"], j["traffic"], sensors=b, cameras="planner",
+            run_scenario(scenarios[j["scenario"]], j["agent"], j["traffic"], sensors=b, cameras="planner",
                          on_frame=lambda env, b=b: frames[b].append(env.render()))
         name = f"{j['scenario']}-{j['agent']}-{j['traffic']}.mp4"
         with VideoWriter(folder / name) as vw:
@@ -220,7 +231,7 @@ def evaluate(cfg: GapConfig, progress: bool = True) -> dict:
     rows_path = Path(cfg.rows)
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_rows(rows_path)
-    todo = [t for t in tasks_for(cfg) if t not in done]
+    todo = [t for t in tasks_for(cfg) if task_key(t) not in done]
     t0 = time.perf_counter()
     ex = LocalExecutor(cfg.workers, fn=run_one)
     bar = tqdm(total=len(todo), desc="eval sensors", disable=not progress, file=sys.stdout)
@@ -238,7 +249,7 @@ def evaluate(cfg: GapConfig, progress: bool = True) -> dict:
     finally:
         ex.close()
         bar.close()
-    wanted = set(tasks_for(cfg))
+    wanted = {task_key(t) for t in tasks_for(cfg)}
     rows = [r for k, r in done.items() if k in wanted]
     summary = summarize(rows, cfg)
     summary["gallery"] = gallery(rows, cfg, progress) if cfg.gallery_n > 0 else []

@@ -6,6 +6,9 @@ called first thing in the worker (e.g. as a ``ProcessPoolExecutor`` / ``multipro
 asks Linux to SIGKILL the worker when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and closes the race
 where the parent died before the request was made by comparing the parent pid with the one it was given.
 Elsewhere (macOS, Windows) only the pid check runs.
+
+Importing this module also makes every FORKED child use one torch thread
+(:func:`one_torch_thread_in_forked_child`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,21 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def one_torch_thread_in_forked_child() -> None:
+    """A process forked after torch ran a multi-threaded CPU op hangs in its first multi-threaded op (GNU
+    OpenMP's thread pool does not survive fork: the child waits on the parent's pool threads). That is what
+    ``gymnasium.make_vec("jwmsim/JointWorld-v0", vectorization_mode="async")`` does (one env built in the
+    parent, WorldRec loaded, then the workers forked), and a suite whose parent loaded a camera planner.
+    Forked children use one torch thread, as torch's own DataLoader workers do."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=one_torch_thread_in_forked_child)
 
 
 def _prctl_pdeathsig(sig: int) -> bool:

@@ -20,8 +20,6 @@ Both expose ``timings`` (seconds of the last render: fusion, raster, generation)
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -29,24 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
+import jwmsim.procs  # noqa: F401  (registers the fork hook: forked children use one torch thread)
 from jwmsim.geometry import Camera, se2_to_se3
 from jwmsim.log.schema import Frame
 from jwmsim.sensors.base import AgentBoxes, SensorEpisode, select_cameras
-
-
-def _one_torch_thread_in_forked_child() -> None:
-    """A process forked after torch ran a multi-threaded CPU op hangs in its first multi-threaded op (GNU
-    OpenMP's thread pool does not survive fork: the child waits on the parent's pool threads). That is what
-    ``gymnasium.make_vec("jwmsim/JointWorld-v0", vectorization_mode="async")`` does: it builds one env in the
-    parent (WorldRec loaded) and forks the workers. Forked children use one torch thread, as torch's own
-    DataLoader workers do."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_one_torch_thread_in_forked_child)
 
 
 def default_worldrec_weights() -> Path:
