@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--resume", action="store_true", help="keep the finished rows of --out, run the rest")
+    ap.add_argument("--merge", default="", help="comma-separated results files of this script whose finished rows "
+                    "count as done (runs split over several processes or machines)")
+    ap.add_argument("--no-run", action="store_true", help="run nothing: rebuild the tables from the kept rows and "
+                    "list the runs still missing")
     ap.add_argument("--limit", type=int, default=0, help="only the first N scenarios of each suite (smoke runs)")
     args = ap.parse_args(argv)
 
@@ -183,11 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     done: dict[str, dict] = {}
     if args.resume and out.exists():
         done = {row_key(r): r for r in json.loads(out.read_text()).get("rows", []) if "error" not in r}
+    for f in [f for f in args.merge.split(",") if f.strip()]:
+        done.update({row_key(r): r for r in json.loads(Path(f).read_text()).get("rows", []) if "error" not in r})
     fid_seeds = [int(x) for x in args.fidelity_seeds.split(",") if x.strip()]
     tasks = [t for t in plan(agents, sensors, suite, cond_suite, fid_agent, fid_seeds, args.fidelity_duration,
                              args.video)
              if row_key({"pass": t[0], "scenario": t[1].name, "agent": t[2], "sensors": t[3]}) not in done]
     rows = dict(done)
+    missing = [row_key({"pass": t[0], "scenario": t[1].name, "agent": t[2], "sensors": t[3]}) for t in tasks]
+    if args.no_run:
+        tasks = []
     meta = {"command": " ".join(["python benchmarks/bench_long_tail.py", *(sys.argv[1:] if argv is None else argv)]),
             "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "loadavg_before": list(os.getloadavg()), "suite": args.suite, "conditions_suite": args.conditions_suite,
@@ -208,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(finished: bool) -> dict:
         ordered = sorted(rows.values(), key=lambda r: (r["pass"], r["scenario"], r["agent"], r["sensors"]))
-        data = dict(meta, rows=ordered, finished=finished, num_tasks=len(done) + len(tasks), num_done=len(rows),
+        left = [k for k in missing if k not in rows]
+        data = dict(meta, rows=ordered, finished=finished and not left, missing=left,
+                    num_tasks=len(done) + len(missing), num_done=len(rows),
                     errors=[row_key(r) for r in ordered if "error" in r],
                     wall_s=round(time.perf_counter() - t_start, 1), **summarize(ordered, agents, sensors))
         if finished:
@@ -231,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     print(data["markdown"])
     if data["errors"]:
         print(f"{len(data['errors'])} runs failed: {', '.join(data['errors'][:5])}; rerun with --resume",
+              file=sys.stderr)
+    if data["missing"]:
+        print(f"{len(data['missing'])} runs not done yet (rerun with --resume): {', '.join(data['missing'][:4])}, ...",
               file=sys.stderr)
     print(f"-> {out}", file=sys.stderr)
     return 1 if data["errors"] else 0
