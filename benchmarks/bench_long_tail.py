@@ -132,7 +132,14 @@ def summarize(rows: list[dict], agents: list[str], sensors: list[str]) -> dict:
     """The per-kind tables (jwmsim.long_tail) and the README's markdown from the rows."""
     from jwmsim.long_tail import fidelity_table, kind_table, markdown_tables
 
+    from jwmsim.long_tail import kind_of
+
     score_rows = [r for r in rows if r["pass"] in ("score", "conditions")]
+    # the clear runs of the conditions suite's seeds, as a column of their own ("<agent>/<sensors>/clear"): the
+    # conditions columns cover those seeds only
+    cond_seeds = {kind_of(r["scenario"])[1] for r in rows if r["pass"] == "conditions"}
+    score_rows += [dict(r, scenario=r["scenario"] + "-clear") for r in rows
+                   if r["pass"] == "score" and kind_of(r["scenario"])[1] in cond_seeds]
     table = kind_table(score_rows)
     fid_kind = fidelity_table([r for r in rows if r["pass"] == "fidelity"], by="kind")
     fid_cond = fidelity_table([r for r in rows if r["pass"] == "fidelity"], by="condition")
@@ -140,7 +147,8 @@ def summarize(rows: list[dict], agents: list[str], sensors: list[str]) -> dict:
     for a in agents:
         st = is_state_only(a)
         cols += [f"{a}/state"] if st else [f"{a}/{s}" for s in sensors]
-    cond_cols = sorted({c for v in table.values() for c in v if c.count("/") == 2})
+    cond_cols = sorted({c for v in table.values() for c in v if c.count("/") == 2},
+                       key=lambda c: (not c.endswith("/clear"), c))
     md = markdown_tables(table, fid_kind, fid_cond, columns=cols + cond_cols)
     return {"table": table, "fidelity_per_kind": fid_kind, "fidelity_per_condition": fid_cond, "markdown": md}
 

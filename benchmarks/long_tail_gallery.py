@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--seed", type=int, default=2000, help="the seed whose clip stands for each kind")
     ap.add_argument("--max-mb", type=float, default=0.9)
+    ap.add_argument("--sheet-scale", type=float, default=0.75)
     ap.add_argument("--crf", type=int, default=30)
     args = ap.parse_args(argv)
 
@@ -77,14 +78,22 @@ def main(argv: list[str] | None = None) -> int:
         n = len(iio.mimread(dst, memtest=False))
         print(f"{dst.name}: {dst.stat().st_size / 1e6:.2f} MB, {n} frames")
         sheet_src = Path(args.sheet_dir) / src.name if args.sheet_dir else dst
-        if sheet_src.exists():
-            frames = iio.mimread(sheet_src, memtest=False)
-            k = min(len(frames) - 1, int(round(event_time(name) * 10)))
-            tiles.append((name, k, np.asarray(frames[k])[..., :3]))
+        if not sheet_src.exists():  # no joint clip of this kind: the gallery clip's frame
+            print(f"  no {sheet_src}; the contact sheet shows {dst.name}'s frame")
+            sheet_src = dst
+        frames = iio.mimread(sheet_src, memtest=False)
+        k = min(len(frames) - 1, int(round(event_time(name) * 10)))
+        tiles.append((f"{name} ({sheet_src.parent.name})", k, np.asarray(frames[k])[..., :3]))
     if tiles:
         w = max(t[2].shape[1] for t in tiles)
         sheet = np.concatenate([np.pad(t[2], ((0, 4), (0, w - t[2].shape[1]), (0, 0)), constant_values=255)
                                 for t in tiles])
+        if args.sheet_scale != 1.0:
+            from PIL import Image
+
+            h, w = sheet.shape[:2]
+            sheet = np.asarray(Image.fromarray(sheet).resize((int(w * args.sheet_scale), int(h * args.sheet_scale)),
+                                                             Image.LANCZOS))
         p = write_png(out / "contact_sheet.png", sheet)
         print(f"{p.name}: {p.stat().st_size / 1e6:.2f} MB; rows: " + ", ".join(f"{n} @ frame {k}" for n, k, _ in tiles))
     total = sum(f.stat().st_size for f in out.iterdir()) / 1e6

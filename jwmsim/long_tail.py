@@ -242,13 +242,15 @@ def _mean(xs: Iterable[Any]) -> float | None:
 def kind_table(rows: list[dict]) -> dict:
     """{kind: {"<agent>/<sensors>": {"score", "n", "errors", "at_fault_collisions"}}} from score rows.
 
+    A condition's rows (``lt-<kind>-<seed>-<condition>``) get a column of their own, ``<agent>/<sensors>/<condition>``.
     A row: {"scenario", "agent", "sensors" ("state" for a state-only planner, else oracle | joint | ...),
     "score" (None on error), "error"?, "at_fault_collisions"?}. The mean skips error rows (counted in
     "errors"): a failed scenario is not a measured 0."""
     out: dict = {}
     for r in rows:
         kind, _, cond = kind_of(r["scenario"])
-        col = f"{r['agent']}/{r.get('sensors') or 'state'}" + ("" if cond == "clear" else f"/{cond}")
+        explicit = _NAME.match(r["scenario"])["cond"] is not None  # lt-<kind>-<seed>-clear: a column of its own
+        col = f"{r['agent']}/{r.get('sensors') or 'state'}" + (f"/{cond}" if explicit else "")
         out.setdefault(kind, {}).setdefault(col, []).append(r)
     table: dict = {}
     for kind in sorted(out, key=lambda k: (KINDS.index(k) if k in KINDS else len(KINDS), k)):
