@@ -184,3 +184,17 @@ def test_sensor_gap_summary_on_hand_made_rows():
     a = [[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]
     assert first_divergence(a, [[0.0, 0.0], [1.0, 0.2], [2.0, 0.9]], 0.5) == 2
     assert first_divergence(a, a, 0.5) is None
+
+
+def test_shipped_variants_load_and_drive_from_oracle_cameras():
+    """Every committed variant loads from agents/weights and drives 2 s of a town test log from the oracle's
+    front camera without a failure (a real closed loop through JointWorld-v0)."""
+    from agents import CAMERA_VARIANTS, make_agent
+    from jwmsim.runner import run_scenario
+
+    for v in CAMERA_VARIANTS:
+        p = make_agent(v)
+        assert p.name == v and p.sensor_config.cameras == ("front",)
+    sc = {"name": "cam-smoke", "log": "town:2000", "start": 0.0, "duration": 2.0, "route": "log", "traffic": "replay"}
+    res = run_scenario(sc, "camera", sensors="oracle")
+    assert res["terminated_at"] is None and res["score"] > 0.5
