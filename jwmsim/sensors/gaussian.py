@@ -157,9 +157,10 @@ class SplatSensor:
         sun = (getattr(log.meta, "extra", None) or {}).get("sun_direction")
         self._sun = np.asarray(sun, np.float64) if sun is not None and len(sun) == 3 else None
 
-    def missing_agents(self, agents: AgentBoxes | None):
+    def missing_agents(self, agents: AgentBoxes | None, ego_xy_yaw: np.ndarray | None = None):
         """Library Gaussians (:func:`jwmsim.assets.asset_gaussians`) for the valid agents whose track id has
-        no Gaussians in the world; None when assets are off or every agent has its own."""
+        no Gaussians in the world; None when assets are off or every agent has its own. With the ego pose
+        [3], agents whose box (+ 0.3 m) holds a camera centre are left out (module docstring of assets)."""
         if self.assets is None or agents is None or len(agents.ids) == 0:
             return None
         from jwmsim.assets import asset_gaussians
@@ -172,6 +173,16 @@ class SplatSensor:
         if not need.any():
             return None
         size = np.concatenate([np.asarray(agents.size, np.float64)[:, :2], agents.heights()[:, None]], 1)
+        if ego_xy_yaw is not None:  # a box around a camera (a collision) is seen from inside: the oracle culls
+            # its back faces and shows nothing, while Gaussians at the camera would fill the image
+            cams = se2_to_se3(np.asarray(ego_xy_yaw, np.float64)) @ np.stack([c.cam_to_ego for c in self.rig])
+            d = cams[None, :, :2, 3] - np.asarray(agents.xy, np.float64)[:, None]  # [A, C, 2]
+            c, s = np.cos(agents.yaw)[:, None], np.sin(agents.yaw)[:, None]
+            lon, lat = c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]
+            inside = ((np.abs(lon) < size[:, :1] / 2 + 0.3) & (np.abs(lat) < size[:, 1:2] / 2 + 0.3)).any(1)
+            need &= ~inside
+            if not need.any():
+                return None
         return asset_gaussians(self.assets, ids[need], np.asarray(agents.types)[need], size[need],
                                np.asarray(agents.yaw, np.float64)[need], self._sun, device=self.device)
 
@@ -214,7 +225,7 @@ class SplatSensor:
         fusion = self.advance(self.fused_upto if frame is None else frame)
         t0 = time.perf_counter()
         rgb, alpha = self.world.render(self.rig, se2_to_se3(pose), self.agent_poses(agents), self.background,
-                                       extra=self.missing_agents(agents))
+                                       extra=self.missing_agents(agents, pose))
         self.timings = {"fusion": fusion, "raster": time.perf_counter() - t0}
         return rgb, alpha
 
