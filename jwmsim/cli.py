@@ -91,6 +91,8 @@ COMMANDS = [
             "WorldRec held-out PSNR/SSIM on the town test split, Gaussian count, timings"),
     Command("reconstruct", "cmd/reconstruct", "jwmsim.worldrec.commands:reconstruct", ("log",),
             "reconstruct a log into a Gaussian world file with WorldRec"),
+    Command("assets build", "cmd/assets_build", "jwmsim.commands:assets_build", (),
+            "build the Gaussian asset library of injected agents (fitted to the oracle's renders)"),
     Command("log import", "cmd/log_import", "jwmsim.commands:log_import", ("src",),
             "convert a Waymo Open Motion or Argoverse 2 scenario into a state-only DriveLog"),
     Command("train worldgen", "cmd/train_worldgen", "jwmsim.worldgen.commands:train_worldgen", (),

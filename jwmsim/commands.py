@@ -241,6 +241,32 @@ def fit_scene(cfg: DictConfig) -> int:
     return 0
 
 
+def assets_build(cfg: DictConfig) -> int:
+    import torch
+
+    from jwmsim.assets import default_library_dir
+    from jwmsim.assets.build import build_library
+    from jwmsim.inject import AGENT_PRESETS
+
+    kinds = cfg.kinds
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    if not isinstance(kinds, (ListConfig, list, tuple)) or not kinds:
+        raise SettingError(f"kinds must be a list like kinds=[deer,dog], got {kinds!r}")
+    bad = [k for k in kinds if str(k) not in AGENT_PRESETS]
+    if bad:
+        raise SettingError(f"kinds: unknown {bad}; valid kinds: {', '.join(AGENT_PRESETS)}")
+    torch.set_num_threads(_number(cfg, "threads", int, 1))
+    out = _path(cfg.out) if cfg.out else default_library_dir()
+    index = build_library(out, [str(k) for k in kinds], gaussians=_number(cfg, "gaussians", int, 16),
+                          iters=_number(cfg, "iters", int, 1), views=_number(cfg, "views", int, 5),
+                          size=_number(cfg, "size", int, 16), batch=_number(cfg, "batch", int, 1),
+                          relight=_flag(cfg, "relight"), seed=_number(cfg, "seed", int, 0))
+    total = sum(e["built"]["seconds"] for k, e in index["kinds"].items() if k in kinds)
+    print(f"assets build: {len(kinds)} kinds in {total:.0f} s; library {out} ({len(index['kinds'])} kinds)")
+    return 0
+
+
 def splat_render(cfg: DictConfig) -> int:
     from jwmsim.splat.tools import render_to_files
 

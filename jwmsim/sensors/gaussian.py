@@ -68,12 +68,20 @@ class SplatSensor:
     (default all); weights: WorldRec weights (default :func:`default_worldrec_weights`); stride [frames],
     window [keyframes], max_queries: the fusion settings (as ``jwmsim reconstruct``); background: RGB in
     [0, 1] where nothing is drawn.
+
+    assets: appearance for valid agents whose track id has no Gaussians in the world (injected agents, or
+    logged ones the world has not seen yet): True (default) the shipped :mod:`jwmsim.assets` library, a path
+    to a library folder, or False (nothing drawn for them: the ablation). Such an agent gets the library
+    asset of its class nearest its box, scaled to its box (height from :meth:`AgentBoxes.heights`), tinted
+    with the paint the town gives its track id and lit by the log's ``extra.sun_direction``, at its simulated
+    box pose. Agents the world holds keep their WorldRec Gaussians exactly.
     """
 
     kind = "splat"
 
     def __init__(self, rig: Sequence[Camera], cameras=None, weights: str | Path | None = None, device: str = "auto",
-                 stride: int = 3, window: int = 4, max_queries: int = 60000, background=(0.0, 0.0, 0.0)):
+                 stride: int = 3, window: int = 4, max_queries: int = 60000, background=(0.0, 0.0, 0.0),
+                 assets: bool | str | Path = True):
         from jwmsim.worldrec.fusion import load_model
 
         if int(stride) < 1 or int(window) < 1 or int(max_queries) < 1:
@@ -92,6 +100,15 @@ class SplatSensor:
         self.last_alpha: np.ndarray | None = None
         self.last_prior: np.ndarray | None = None
         self._z: dict[int, float] = {}
+        self.assets = None
+        if assets is not False and assets is not None:
+            from jwmsim.assets import AssetLibrary
+
+            if not isinstance(assets, (bool, str, Path)):
+                raise ValueError(f"assets must be true, false or a library folder, got {assets!r}")
+            self.assets = AssetLibrary.load(None if assets is True else assets)
+        self._tracked: tuple | None = None  # (world gaussians object, set of track ids it holds)
+        self._sun: np.ndarray | None = None
 
     # -- the world -------------------------------------------------------------------------------------
 
@@ -121,6 +138,37 @@ class SplatSensor:
             v = np.flatnonzero(tr.valid[:, a])
             self._z[int(tr.ids[a])] = float(tr.center[v[0], a, 2]) if len(v) else float(tr.size[a, 2]) / 2.0
         self.timings = {"fusion": time.perf_counter() - t0}
+        sun = (getattr(log.meta, "extra", None) or {}).get("sun_direction")
+        self._sun = np.asarray(sun, np.float64) if sun is not None and len(sun) == 3 else None
+
+    def missing_agents(self, agents: AgentBoxes | None, ego_xy_yaw: np.ndarray | None = None):
+        """Library Gaussians (:func:`jwmsim.assets.asset_gaussians`) for the valid agents whose track id has
+        no Gaussians in the world; None when assets are off or every agent has its own. With the ego pose
+        [3], agents whose box (+ 0.3 m) holds a camera centre are left out (module docstring of assets)."""
+        if self.assets is None or agents is None or len(agents.ids) == 0:
+            return None
+        from jwmsim.assets import asset_gaussians
+
+        g = self.world.gaussians()
+        if self._tracked is None or self._tracked[0] is not g:  # recomputed once per world update
+            self._tracked = (g, set(torch_unique(g["track"])))
+        ids = np.asarray(agents.ids)
+        need = np.asarray(agents.valid, bool) & (ids >= 0) & ~np.isin(ids, list(self._tracked[1]))
+        if not need.any():
+            return None
+        size = np.concatenate([np.asarray(agents.size, np.float64)[:, :2], agents.heights()[:, None]], 1)
+        if ego_xy_yaw is not None:  # a box around a camera (a collision) is seen from inside: the oracle culls
+            # its back faces and shows nothing, while Gaussians at the camera would fill the image
+            cams = se2_to_se3(np.asarray(ego_xy_yaw, np.float64)) @ np.stack([c.cam_to_ego for c in self.rig])
+            d = cams[None, :, :2, 3] - np.asarray(agents.xy, np.float64)[:, None]  # [A, C, 2]
+            c, s = np.cos(agents.yaw)[:, None], np.sin(agents.yaw)[:, None]
+            lon, lat = c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]
+            inside = ((np.abs(lon) < size[:, :1] / 2 + 0.3) & (np.abs(lat) < size[:, 1:2] / 2 + 0.3)).any(1)
+            need &= ~inside
+            if not need.any():
+                return None
+        return asset_gaussians(self.assets, ids[need], np.asarray(agents.types)[need], size[need],
+                               np.asarray(agents.yaw, np.float64)[need], self._sun, device=self.device)
 
     def advance(self, frame: int) -> float:
         """Fuse the keyframes recorded up to log ``frame`` once a window of them is pending. Returns seconds."""
@@ -160,7 +208,8 @@ class SplatSensor:
             raise ValueError(f"ego_xy_yaw must be 3 finite numbers (x m, y m, yaw rad), got {pose}")
         fusion = self.advance(self.fused_upto if frame is None else frame)
         t0 = time.perf_counter()
-        rgb, alpha = self.world.render(self.rig, se2_to_se3(pose), self.agent_poses(agents), self.background)
+        rgb, alpha = self.world.render(self.rig, se2_to_se3(pose), self.agent_poses(agents), self.background,
+                                       extra=self.missing_agents(agents, pose))
         self.timings = {"fusion": fusion, "raster": time.perf_counter() - t0}
         return rgb, alpha
 
@@ -174,6 +223,13 @@ class SplatSensor:
     def close(self) -> None:
         self.world = None
         self.log = None
+
+
+def torch_unique(t) -> list[int]:
+    """The distinct values of an integer tensor, as Python ints."""
+    import torch
+
+    return [int(v) for v in torch.unique(t).cpu().tolist()]
 
 
 def _to_uint8(rgb) -> np.ndarray:

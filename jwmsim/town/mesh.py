@@ -128,6 +128,32 @@ car/pedestrian shirt gets its own colour from its track id. Static meshes should
 GLASS = 8
 """Dark, slightly sky-tinted glass (vehicle windows)."""
 
+AGENT_PAINTS = np.array([
+    (0.92, 0.92, 0.90), (0.08, 0.08, 0.09), (0.62, 0.64, 0.66), (0.35, 0.36, 0.38),
+    (0.62, 0.08, 0.07), (0.10, 0.22, 0.55), (0.07, 0.12, 0.26), (0.16, 0.35, 0.20),
+    (0.76, 0.70, 0.55), (0.85, 0.55, 0.10)], np.float32)
+"""[10, 3] RGB albedo factors of :data:`AGENT_PAINT`: the ``PAINTS`` table of the oracle's fragment shader
+(:mod:`jwmsim.town.oracle`; ``tests/test_assets.py`` checks the two agree on renders)."""
+
+
+def _lowbias32(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint64) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    x ^= x >> 16
+    return x
+
+
+def agent_paint(track_ids) -> np.ndarray:
+    """[A, 3] the :data:`AGENT_PAINT` colour the oracle gives agents with track ids [A] (instance id = track
+    id + 1, hashed as the shader does: ``PAINTS[hash_u(instance * 2654435761 + 17) % 10]``). Lets a Gaussian
+    asset wear the paint the town gives that track (:mod:`jwmsim.assets`)."""
+    inst = (np.asarray(track_ids, np.int64).reshape(-1) + 1).astype(np.uint64) & 0xFFFFFFFF
+    h = _lowbias32((inst * 2654435761 + 17) & 0xFFFFFFFF)
+    return AGENT_PAINTS[(h % 10).astype(np.int64)]
+
 MATERIALS: dict[str, int] = {
     "plain": PLAIN, "facade": FACADE, "asphalt": ASPHALT, "paint": PAINT, "foliage": FOLIAGE,
     "concrete": CONCRETE, "grass": GRASS, "agent_paint": AGENT_PAINT, "glass": GLASS,
@@ -905,5 +931,5 @@ __all__ = [
     "ROAD_Z", "MARKING_LIFT", "MARKING_Z", "CURB_HEIGHT",
     "Mesh", "merge", "box_mesh", "triangulate_polygon", "polygon_mesh", "polygons_mesh", "extruded_polygon",
     "quad_mesh", "FACADE_CELL", "frustum_mesh", "cylinder_mesh", "cone_mesh", "sphere_mesh", "polyline_strip",
-    "default_agent_meshes",
+    "default_agent_meshes", "AGENT_PAINTS", "agent_paint",
 ]

@@ -283,19 +283,27 @@ class World:
         return int(self.gaussians()["means"].shape[0])
 
     @torch.no_grad()
-    def scene(self, agents: AgentPoses | None = None) -> GaussianScene:
+    def scene(self, agents: AgentPoses | None = None, extra: dict | None = None) -> GaussianScene:
         """The world as a :class:`GaussianScene` with agents at ``agents`` (agents missing there are not
-        drawn; None: static world only)."""
+        drawn; None: static world only). extra: more agent Gaussians in box frames with their track ids
+        (means, quats, log_scales, opacity_logits, rgb, track; e.g. :func:`jwmsim.assets.asset_gaussians` for
+        agents the world never saw), placed like the world's own."""
         g = dict(self.gaussians())
+        if extra is not None:
+            keys = ("means", "quats", "log_scales", "opacity_logits", "rgb", "track")
+            dev = g["means"].device
+            g = {k: torch.cat([g[k], extra[k].to(dev, g[k].dtype)]) for k in keys}
         return place_tracked(g, g.pop("track"), agents)
 
     @torch.no_grad()
-    def render(self, cameras, ego_to_world, agents: AgentPoses | None = None, background=(0.0, 0.0, 0.0)):
+    def render(self, cameras, ego_to_world, agents: AgentPoses | None = None, background=(0.0, 0.0, 0.0),
+               extra: dict | None = None):
         """(rgb [C, H, W, 3] in [0, 1], alpha [C, H, W]) of the world seen by ``cameras`` (jwmsim.geometry
-        Cameras) at ego pose ``ego_to_world`` [4, 4], agents at ``agents`` (None: static world only)."""
+        Cameras) at ego pose ``ego_to_world`` [4, 4], agents at ``agents`` (None: static world only); extra:
+        as in :meth:`scene`."""
         from jwmsim.splat.rasterize import rasterize
 
-        r = rasterize(self.scene(agents), cameras=cameras, ego_to_world=ego_to_world, background=background)
+        r = rasterize(self.scene(agents, extra), cameras=cameras, ego_to_world=ego_to_world, background=background)
         return r.rgb.clamp(0, 1), r.alpha.reshape(r.rgb.shape[:3]).clamp(0, 1)
 
     # ------------------------------------------------------------------ files
