@@ -28,7 +28,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +183,7 @@ class PolicyTrainConfig:
     recovery: bool = True
     width: int = 16
     hidden: int = 256
-    steps: int = 3000
+    steps: int = 2500
     batch: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -197,7 +197,6 @@ class PolicyTrainConfig:
     snapshots: tuple = ()
     collect_workers: int = 1
     duration: float = 18.0
-    extra: dict = field(default_factory=dict)
 
 
 def bc_loss(net, batch: dict, cfg: PolicyTrainConfig, generator=None) -> tuple:
