@@ -143,7 +143,8 @@ def test_signal_during_make_log_keeps_the_old_log(tmp_path, sig, code):
         t0 = time.time()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
-        assert time.time() - t0 < 10, "the signal did not stop make-log promptly"
+        # 30 s: on a 2-core machine under a load average of ~10 stopping took 25 s (the 10 s it had allowed hold on a quiet machine)
+        assert time.time() - t0 < 30, "the signal did not stop make-log promptly"
     finally:
         if proc.poll() is None:
             proc.kill()
