@@ -127,9 +127,12 @@ def test_signal_during_make_log_keeps_the_old_log(tmp_path, sig, code):
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     stale = tmp_path / ".log.partial-999999999-old"  # left by a writer killed with SIGKILL
     stale.mkdir()
+    # SIGINT's default disposition in the child: a test run started in the background by a non-interactive
+    # shell (`bash .ci/run &`) inherits SIGINT ignored, and Python then keeps ignoring it (correctly)
     proc = subprocess.Popen([sys.executable, "-m", "jwmsim.cli", "town", "make-log", "--seed", "2000", "--seconds",
                              "8", "--out", str(out), "overwrite=true", "progress=false"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         partial = []
