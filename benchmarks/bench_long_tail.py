@@ -11,13 +11,14 @@ Runs (each one a row; a scenario that raises becomes a row with its ``error``, n
   (``sensor_config`` without cameras, e.g. IDM) sees no camera, so its score does not depend on the sensor
   backend: it runs ONCE, state-only (``sensors: state``), and the table reports that score for every
   sensor. A camera planner runs once per ``--sensors`` backend.
-* ``conditions``: every planner on ``long_tail_conditions`` (fog, rain, night): state-only, or with the
-  ``oracle`` cameras for a camera planner (``splat`` / ``joint`` refuse conditions: their Gaussian world is
-  rebuilt from the log's clear-daylight frames).
-* ``fidelity``: one ``joint`` run per ``long_tail`` scenario with ``--fidelity-agent`` (default: the
-  first agent) rendering ALL cameras: PSNR / SSIM against the oracle at the same pose and time, means over
-  cameras and steps, and PSNR on the pixels the Gaussian world leaves empty. Per condition there is no joint
-  run to measure (refused, see above); the JSON says so.
+* ``conditions``: every planner on ``long_tail_conditions`` (fog, rain, night): state-only, or once per
+  ``--sensors`` backend for a camera planner (``splat`` refuses conditions and is skipped there: it only
+  rasterizes the world rebuilt from the log's clear-daylight frames; ``joint`` passes them to WorldGen as
+  its scene attributes).
+* ``fidelity``: one ``joint`` run per ``long_tail`` and ``long_tail_conditions`` scenario with
+  ``--fidelity-agent`` (default: the first agent) rendering ALL cameras: PSNR / SSIM against the oracle
+  (under the scenario's conditions) at the same pose and time, means over cameras and steps, and PSNR on the
+  pixels the Gaussian world leaves empty.
 
 The results file is rewritten atomically after every row; ``--resume`` keeps the rows that finished.
 """
@@ -69,7 +70,8 @@ def run_task(task: tuple) -> dict:
     video = task[5] if len(task) > 5 else None
     from jwmsim.runner import run_scenario
 
-    row = {"pass": kind, "scenario": sc.name, "agent": agent, "sensors": sensors, "duration": sc.duration}
+    row = {"pass": kind, "scenario": sc.name, "agent": agent, "sensors": sensors, "duration": sc.duration,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     t0 = time.perf_counter()
     try:
         kw = dict(traffic=None, sensors=None if sensors == "state" else sensors, cameras=cameras)
@@ -91,16 +93,20 @@ def run_task(task: tuple) -> dict:
 
 def plan(agents: list[str], sensors: list[str], suite: list, cond_suite: list, fidelity_agent: str | None,
          fidelity_seeds: list[int] | None = None, fidelity_duration: float | None = None,
-         video: str | None = None) -> list:
-    """The runs (see the module docstring): (pass, scenario, agent, sensors, cameras[, video dir])."""
+         video: str | None = None, fidelity_condition_kinds: set | None = None) -> list:
+    """The runs (see the module docstring): (pass, scenario, agent, sensors, cameras[, video dir]).
+    fidelity_condition_kinds: kinds of the conditions suite that get a fidelity run (None / empty: all)."""
     import dataclasses
 
     from jwmsim.long_tail import kind_of
 
     tasks = []  # the long (camera) runs first, so that a pool of workers ends together
     if fidelity_agent:
-        for sc in suite:
-            if fidelity_seeds and kind_of(sc.name)[1] not in fidelity_seeds:
+        for sc in list(suite) + list(cond_suite):
+            kind, seed, cond = kind_of(sc.name)
+            if fidelity_seeds and seed not in fidelity_seeds:
+                continue
+            if cond != "clear" and fidelity_condition_kinds and kind not in fidelity_condition_kinds:
                 continue
             if fidelity_duration:
                 sc = dataclasses.replace(sc, duration=float(fidelity_duration))
@@ -111,7 +117,8 @@ def plan(agents: list[str], sensors: list[str], suite: list, cond_suite: list, f
             for s in (["state"] if state else sensors):
                 tasks.append(("score", sc, a, s, "planner"))
         for sc in cond_suite:
-            tasks.append(("conditions", sc, a, "state" if state else "oracle", "planner"))
+            for s in (["state"] if state else [b for b in sensors if b != "splat"]):
+                tasks.append(("conditions", sc, a, s, "planner"))
     return tasks
 
 
@@ -141,7 +148,8 @@ def summarize(rows: list[dict], agents: list[str], sensors: list[str]) -> dict:
     score_rows += [dict(r, scenario=r["scenario"] + "-clear") for r in rows
                    if r["pass"] == "score" and kind_of(r["scenario"])[1] in cond_seeds]
     table = kind_table(score_rows)
-    fid_kind = fidelity_table([r for r in rows if r["pass"] == "fidelity"], by="kind")
+    fid_kind = fidelity_table([r for r in rows if r["pass"] == "fidelity" and kind_of(r["scenario"])[2] == "clear"],
+                              by="kind")
     fid_cond = fidelity_table([r for r in rows if r["pass"] == "fidelity"], by="condition")
     cols = []
     for a in agents:
@@ -162,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fidelity-agent", default=None, help="planner of the joint fidelity pass (default: the first "
                     "agent); 'none' skips the pass")
     ap.add_argument("--fidelity-seeds", default="", help="comma-separated seeds of the fidelity pass (default: all)")
+    ap.add_argument("--fidelity-condition-kinds", default="", help="comma-separated kinds of the conditions suite "
+                    "that get a fidelity run (default: all)")
     ap.add_argument("--fidelity-duration", type=float, default=None, help="seconds of each fidelity run (default: "
                     "the scenario's)")
     ap.add_argument("--video", default=None, help="a folder: the fidelity runs also write <scenario>.mp4 there "
@@ -198,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     for f in [f for f in args.merge.split(",") if f.strip()]:
         done.update({row_key(r): r for r in json.loads(Path(f).read_text()).get("rows", []) if "error" not in r})
     fid_seeds = [int(x) for x in args.fidelity_seeds.split(",") if x.strip()]
+    fid_cond_kinds = {x.strip() for x in args.fidelity_condition_kinds.split(",") if x.strip()}
     tasks = [t for t in plan(agents, sensors, suite, cond_suite, fid_agent, fid_seeds, args.fidelity_duration,
-                             args.video)
+                             args.video, fid_cond_kinds)
              if row_key({"pass": t[0], "scenario": t[1].name, "agent": t[2], "sensors": t[3]}) not in done]
     rows = dict(done)
     missing = [row_key({"pass": t[0], "scenario": t[1].name, "agent": t[2], "sensors": t[3]}) for t in tasks]
@@ -213,12 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             "notes": {
                 "state_only": "a state-only planner (no cameras in its sensor_config, e.g. idm) runs once without "
                               "cameras; its CLS-R is the same under every sensor backend",
-                "conditions": "splat / joint refuse conditions (their world is rebuilt from the log's clear-day "
-                              "frames): conditions rows use the oracle cameras (camera planners) or none "
-                              "(state-only planners); no joint fidelity per condition exists yet",
-                "injected_agents": "splat / joint draw nothing for injected track ids until the asset library "
-                                   "lands: the joint fidelity and any joint-camera score measure today's state and "
-                                   "must be rerun then",
+                "conditions": "splat refuses conditions (it only rasterizes the world rebuilt from the log's "
+                              "clear-day frames); joint passes them to WorldGen as scene attributes "
+                              "(jwmsim.worldgen.attributes), and its fidelity is measured against the oracle "
+                              "under the same conditions",
+                "injected_agents": "splat / joint draw injected agents with the asset library (jwmsim.assets, "
+                                   "2026-12-03 night); rows without a date predate it",
                 "traffic": "CLS-R: the scenarios' IDM traffic",
             }}
     t_start = time.perf_counter()

@@ -139,9 +139,12 @@ def _find_command(argv: list[str]) -> tuple[Command, list[str]]:
 
 def _quote(override: str) -> str:
     """key=value with the value quoted when hydra's override grammar cannot lex it bare: a '#' (as in
-    ``waymo:FILE#SCENARIO_ID``) or white space. Values already quoted are left alone."""
+    ``waymo:FILE#SCENARIO_ID``) or white space. Values already quoted are left alone, and so are hydra lists
+    and dicts (``[{name: a, weights: b}]``) with spaces but no '#'."""
     key, eq, value = override.partition("=")
     if not eq or value[:1] in ("'", '"') or not any(c in value for c in "# \t"):
+        return override
+    if value[:1] in ("[", "{") and value.rstrip()[-1:] in ("]", "}") and "#" not in value:
         return override
     return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 

@@ -258,7 +258,14 @@ def assets_build(cfg: DictConfig) -> int:
         raise SettingError(f"kinds: unknown {bad}; valid kinds: {', '.join(AGENT_PRESETS)}")
     torch.set_num_threads(_number(cfg, "threads", int, 1))
     out = _path(cfg.out) if cfg.out else default_library_dir()
-    index = build_library(out, [str(k) for k in kinds], gaussians=_number(cfg, "gaussians", int, 16),
+    source = str(cfg.get("source", "oracle"))
+    if source not in ("oracle", "worldrec"):
+        raise SettingError(f"source must be oracle or worldrec, got {source!r}")
+    if source == "worldrec" and not cfg.get("dataset"):
+        raise SettingError("source=worldrec needs dataset=DIR (a `jwmsim town dataset` folder with train logs)")
+    extra = {"source": source, "dataset": _path(cfg.dataset), "logs": _number(cfg, "logs", int, 1)} \
+        if source == "worldrec" else {}
+    index = build_library(out, [str(k) for k in kinds], **extra, gaussians=_number(cfg, "gaussians", int, 16),
                           iters=_number(cfg, "iters", int, 1), views=_number(cfg, "views", int, 5),
                           size=_number(cfg, "size", int, 16), batch=_number(cfg, "batch", int, 1),
                           relight=_flag(cfg, "relight"), seed=_number(cfg, "seed", int, 0))

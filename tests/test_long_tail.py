@@ -153,17 +153,21 @@ def test_bench_plans_state_only_planners_once_and_camera_planners_per_sensor(mon
     monkeypatch.setitem(agents.AGENTS, "cam", Cam)
     b = bench()
     cond = load_suite("long_tail_conditions")[:2]
-    tasks = b.plan(["idm", "cam"], ["oracle", "joint"], suite[:3], cond, "idm", fidelity_seeds=[2000],
-                   fidelity_duration=4.0)
+    tasks = b.plan(["idm", "cam"], ["oracle", "splat", "joint"], suite[:3], cond, "idm", fidelity_seeds=[2000],
+                   fidelity_duration=4.0, fidelity_condition_kinds={kind_of(cond[0].name)[0]})
     got = [(t[0], t[1].name, t[2], t[3]) for t in tasks]
     fid = [t for t in tasks if t[0] == "fidelity"]
     assert [t[1].duration for t in fid] == [4.0] * len(fid) and all(t[4] is None for t in fid)  # all cameras
+    want_cond = [s for s in cond if kind_of(s.name)[0] == kind_of(cond[0].name)[0]]
     assert [g for g in got if g[0] == "fidelity"] == [("fidelity", s.name, "idm", "joint") for s in suite[:3]
-                                                      if kind_of(s.name)[1] == 2000]
+                                                      if kind_of(s.name)[1] == 2000] + [
+        ("fidelity", s.name, "idm", "joint") for s in want_cond]  # conditioned joint runs too (scene attributes)
     assert [g for g in got if g[2] == "idm" and g[0] == "score"] == [("score", s.name, "idm", "state")
                                                                       for s in suite[:3]]
-    assert [g[3] for g in got if g[2] == "cam" and g[0] == "score"] == ["oracle", "joint"] * 3
-    assert {g[3] for g in got if g[0] == "conditions"} == {"state", "oracle"}  # joint refuses conditions
+    assert [g[3] for g in got if g[2] == "cam" and g[0] == "score"] == ["oracle", "splat", "joint"] * 3
+    # splat cannot show conditions: conditions rows run oracle and joint cameras only
+    assert [g[3] for g in got if g[0] == "conditions" and g[2] == "cam"] == ["oracle", "joint"] * len(cond)
+    assert {g[3] for g in got if g[0] == "conditions" and g[2] == "idm"} == {"state"}
     # a failing run is an error row, not a crash
     row = b.run_task(("score", suite[0], "no_such_agent", "state", "planner"))
     assert row["score"] is None and "no_such_agent" in row["error"]

@@ -275,7 +275,7 @@ def test_oracle_sensor_and_env_take_conditions(gl):
         assert night.conditions == PRESETS["night"]
         assert np.array_equal(a.depth, b.depth) and np.array_equal(a.semantic, b.semantic)
         assert _luma(b.images).mean() < 0.3 * _luma(a.images).mean()
-    with pytest.raises(ValueError, match="need sensors='oracle'"):
+    with pytest.raises(ValueError, match="need sensors='joint' or 'oracle'"):
         CameraObservation(["town:2000"], [default_rig()], "splat", conditions="fog")
 
 
@@ -364,5 +364,5 @@ def test_scenario_conditions_reach_the_oracle_backend(clear_log):
     assert "conditions" not in ScenarioConfig(name="a", log="town:1").to_dict()
     with pytest.raises(ValueError, match="scenario 'cond-3': unknown conditions preset 'storm'"):
         load_scenario(sc(conditions="storm"))
-    with pytest.raises(ValueError, match="need sensors='oracle'"):
+    with pytest.raises(ValueError, match="need sensors='joint' or 'oracle'"):
         gym.make("jwmsim/JointWorld-v0", scenarios=[sc(conditions="fog")], sensors="splat", disable_env_checker=True)

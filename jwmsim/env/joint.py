@@ -25,11 +25,13 @@ fidelity
     PSNR / SSIM per camera, and PSNR on the pixels the Gaussian world leaves empty; the episode summary
     (``info["episode"]["fidelity"]``) holds the means and the curves. Not for ``sensors="oracle"``.
 conditions
-    weather and lighting of the oracle backend's images (:class:`jwmsim.conditions.Conditions`, a preset
-    name such as ``"fog"`` / ``"night"``, or a mapping of fields; None: clear daylight) for the scenarios
-    that do not set their own (a scenario file's ``conditions:`` wins). Only with ``sensors="oracle"`` for
-    now: the Gaussian sensors rebuild their world from the log's clear-daylight frames, so they cannot show
-    other conditions (refused at make).
+    weather and lighting of the images (:class:`jwmsim.conditions.Conditions`, a preset name such as
+    ``"fog"`` / ``"night"``, or a mapping of fields; None: clear daylight) for the scenarios that do not set
+    their own (a scenario file's ``conditions:`` wins). ``sensors="oracle"`` renders them; ``"joint"`` gives
+    them to WorldGen as its scene-attribute condition (:mod:`jwmsim.worldgen.attributes`; the Gaussian world
+    itself stays the log's clear daylight, and fidelity compares with the oracle under the same conditions);
+    ``"splat"`` cannot show them (refused at make), nor can ``joint`` a non-default fog colour or night
+    ambient level.
 sensor
     a dict of backend settings (:class:`jwmsim.sensors.gaussian.SplatSensor` /
     :class:`~jwmsim.sensors.gaussian.JointSensor`: weights, worldgen, stage, steps, device, ...).
@@ -84,9 +86,13 @@ class CameraObservation(ObservationExtension):
         own = list(scenario_conditions or [None] * len(log_specs))
         self.scenario_conditions = [self.conditions if c is None else Conditions.coerce(c) for c in own]
         for c in {self.conditions, *self.scenario_conditions}:
-            if kind != "oracle" and not c.is_clear:
-                raise ValueError(f"conditions ({c.describe()}) need sensors='oracle': the {kind} sensor rebuilds "
-                                 "its world from the log's clear-daylight frames")
+            if kind == "splat" and not c.is_clear:
+                raise ValueError(f"conditions ({c.describe()}) need sensors='joint' or 'oracle': the splat sensor "
+                                 "only rasterizes the world it rebuilt from the log's clear-daylight frames")
+            if kind == "joint" and not c.is_clear:
+                from jwmsim.worldgen.attributes import check_supported
+
+                check_supported(c)
 
         self.log_specs, self.kind = list(log_specs), kind
         self._logs: dict[str, Any] = {}
@@ -139,7 +145,8 @@ class CameraObservation(ObservationExtension):
         sid = int(core.state.sid[row])
         ts = core.bank.scenarios[sid].timestamps
         f0 = int(np.argmin(np.abs(np.asarray(log.timestamps) - float(ts[0]))))
-        return SensorEpisode(log=log, start_frame=f0, seed=self.episode_seed, town_seed=log.meta.town_seed)
+        return SensorEpisode(log=log, start_frame=f0, seed=self.episode_seed, town_seed=log.meta.town_seed,
+                             conditions=self.scenario_conditions[int(core.state.sid[row])])
 
     def reset_rows(self, core, rows: np.ndarray) -> None:
         ep = self.episode(core)

@@ -55,13 +55,15 @@ class SensorEpisode:
 
     log: the seed DriveLog (camera frames needed by the Gaussian-world sensors; the oracle ignores it);
     start_frame: the log frame of the episode's first step; seed: the episode's seed (generation noise);
-    town_seed: the procedural town of the log (None for logs without an oracle).
+    town_seed: the procedural town of the log (None for logs without an oracle); conditions: the weather and
+    lighting the episode asks for (:class:`jwmsim.conditions.Conditions`; None: clear daylight).
     """
 
     log: object | None
     start_frame: int = 0
     seed: int = 0
     town_seed: int | None = None
+    conditions: object | None = None
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,11 @@ class JointSensor(SplatSensor):
     Extra settings: worldgen: WorldGen run folder (default the committed weights); stage: which causal
     checkpoint ('dmd', or 'ode' / 'teacher_forcing' for ablations); steps: denoising steps per frame;
     window: the generator's KV window [frames] (default: as trained); blend_radius [px]: seam softening.
+
+    Weather and lighting: an episode whose ``conditions`` are not clear daylight (:class:`SensorEpisode`)
+    switches to the ``conditions`` stage's model (the same student plus the attribute adapter; identical
+    for clear conditions) and conditions every frame on :func:`jwmsim.worldgen.attributes.scene_attributes`
+    of its pose; the frame is then the generation alone (the clear prior is an input, not the answer).
     """
 
     kind = "joint"
@@ -284,9 +289,28 @@ class JointSensor(SplatSensor):
         self.sampler = OnlineSampler(model, ae, steps=int(steps), window=window, shift=float(meta.get("shift", 2.0)),
                                      blend_radius=int(blend_radius), device=self.device, cams=self.cam_index)
         self._prev_pose: np.ndarray | None = None
+        self._worldgen, self._stage = worldgen, stage
+        self.conditions = None  # jwmsim.conditions.Conditions of the episode, None when clear
+        self._log_sun: np.ndarray | None = None
 
     def reset(self, episode: SensorEpisode) -> None:
+        from jwmsim.conditions import Conditions
+
         super().reset(episode)
+        cond = Conditions.coerce(getattr(episode, "conditions", None))
+        self.conditions = None if cond.is_clear else cond
+        if self.conditions is not None:
+            from jwmsim.worldgen.attributes import check_supported
+
+            check_supported(cond)
+            if cond.sets_sun and self._sun is None:
+                raise ValueError(f"conditions ({cond.describe()}) set the sun, but log {episode.log.meta.log_id!r} "
+                                 "records no sun_direction to measure it against")
+            if self.sampler.model.attr_mlp is None:  # the adapter is loaded at the first episode that needs it
+                from jwmsim.worldgen.train import load_conditioned
+
+                out = Path(self._worldgen) if self._worldgen is not None else default_worldgen_dir()
+                self.sampler.model = load_conditioned(out, self.device, base_stage=self._stage).eval()
         self.sampler.reset(seed=int(episode.seed))
         self._prev_pose = None
 
@@ -299,8 +323,13 @@ class JointSensor(SplatSensor):
         pose = se2_to_se3(np.asarray(ego_xy_yaw, np.float64))
         motion = np.zeros(3, np.float32) if self._prev_pose is None else ego_motion(self._prev_pose, pose)
         self._prev_pose = pose
+        attr = None
+        if self.conditions is not None:
+            from jwmsim.worldgen.attributes import scene_attributes
+
+            attr = torch.from_numpy(scene_attributes(self.conditions, pose, self._sun))
         t0 = time.perf_counter()
-        out = self.sampler.step(rgb.permute(0, 3, 1, 2), alpha[:, None], torch.from_numpy(motion))
+        out = self.sampler.step(rgb.permute(0, 3, 1, 2), alpha[:, None], torch.from_numpy(motion), attr)
         self.timings["generation"] = time.perf_counter() - t0
         self.last_alpha = alpha.cpu().numpy().astype(np.float32)
         self.last_prior = _to_uint8(rgb)

@@ -29,6 +29,20 @@ def make_data(cfg: DictConfig) -> int:
     if str(cfg.split) not in SPLITS:
         raise UsageError(f"split={cfg.split} is not a split; valid: {', '.join(SPLITS)}")
 
+    if cfg.get("conditions") is not None:
+        from jwmsim.conditions import PRESETS
+        from jwmsim.worldgen.attributes import make_condition_data
+
+        cond = str(cfg.conditions)
+        if cond != "random" and cond not in PRESETS:
+            raise UsageError(f"conditions={cond} is neither 'random' nor a preset ({', '.join(PRESETS)})")
+        out = make_condition_data(str(cfg.src), str(cfg.dataset), str(cfg.out), split=str(cfg.split),
+                                  seed=int(cfg.seed), conditions=None if cond == "random" else cond,
+                                  max_clips=None if cfg.max_clips is None else int(cfg.max_clips),
+                                  progress=bool(cfg.progress))
+        print(f"worldgen make-data: {len(list(out.glob('clips_*.npz')))} {cfg.split} logs re-rendered under "
+              f"{cond} conditions in {out}")
+        return 0
     params = ClipParams(**OmegaConf.to_container(cfg.clip))
     n_logs = None if cfg.n_logs is None else int(cfg.n_logs)
     if int(cfg.clips_per_log) < 1:
@@ -42,9 +56,14 @@ def make_data(cfg: DictConfig) -> int:
 
 
 def eval_worldgen(cfg: DictConfig) -> int:
-    from jwmsim.worldgen.evaluate import evaluate
+    if bool(cfg.get("conditions", False)):
+        from jwmsim.worldgen.eval_conditions import evaluate_conditions
 
-    path = evaluate(cfg)
+        path = evaluate_conditions(cfg)
+    else:
+        from jwmsim.worldgen.evaluate import evaluate
+
+        path = evaluate(cfg)
     print(f"worldgen eval: results in {path}")
     return 0
 

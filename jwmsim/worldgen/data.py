@@ -450,7 +450,8 @@ class ClipSet:
 
     def batch(self, idx: np.ndarray, frames: int | None = None, start: int = 0):
         """Clips idx [B], frames start .. start + frames - 1 -> dict of float32 tensors: gt, prior
-        [B, F, C, 3, H, W] in [0, 1]; alpha [B, F, C, 1, H, W] in [0, 1]; motion [B, F, 3]."""
+        [B, F, C, 3, H, W] in [0, 1]; alpha [B, F, C, 1, H, W] in [0, 1]; motion [B, F, 3]; attr [B, F, A]
+        when the clips are conditioned (loaded with ``extra=("attr",)``)."""
         import torch
 
         F = self.frames if frames is None else int(frames)
@@ -461,9 +462,12 @@ class ClipSet:
         def img(a):
             return torch.from_numpy(np.ascontiguousarray(a)).float().div_(255.0).movedim(-1, -3)
 
-        return {"gt": img(self.arrays["gt"][sl]), "prior": img(self.arrays["prior"][sl]),
-                "alpha": torch.from_numpy(self.arrays["alpha"][sl]).float().div_(255.0).unsqueeze(-3),
-                "motion": torch.from_numpy(self.arrays["motion"][sl].copy())}
+        out = {"gt": img(self.arrays["gt"][sl]), "prior": img(self.arrays["prior"][sl]),
+               "alpha": torch.from_numpy(self.arrays["alpha"][sl]).float().div_(255.0).unsqueeze(-3),
+               "motion": torch.from_numpy(self.arrays["motion"][sl].copy())}
+        if "attr" in self.arrays:  # conditioned clips (:mod:`.attributes`)
+            out["attr"] = torch.from_numpy(self.arrays["attr"][sl].copy())
+        return out
 
 
 __all__ = ["split_seeds", "log_images", "forward_warp", "warp_prior", "make_clips", "make_data", "ClipParams", "ClipSet", "offset_pose",

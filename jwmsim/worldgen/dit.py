@@ -8,8 +8,8 @@ resolution without running the autoencoder's encoder) and gets a learned positio
 
 Per-frame conditioning (adaLN-Zero, one modulation per frame broadcast to its tokens): the noise level
 sigma of that frame, the ego motion since the previous frame (dx m, dy m, dyaw rad) and a scene-attribute
-vector (weather, time of day, long-tail objects: reserved, zeros now; its embedding starts at zero so a
-later issue can train it in without disturbing the rest). Time order enters through a rotary embedding of
+vector (:mod:`.attributes`: fog, rain, night, sun; a linear embedding kept at zero, plus the adapter MLP
+the ``conditions`` stage trains on top of the frozen student, exactly zero for clear conditions). Time order enters through a rotary embedding of
 the frame index on part of each attention head (relative, so a sliding KV window works at any length).
 
 Attention masks (:func:`attention_mask`): ``full`` (bidirectional teacher), ``causal`` (a frame sees
@@ -45,7 +45,9 @@ import torch.nn.functional as F
 class DiTConfig:
     """cameras: rig size. latent_channels, latent_h, latent_w: the autoencoder's latent. patch: latent
     patch side (the prior's pixel patch is 4x that). width, depth, heads: transformer size. rope_dims:
-    dims per head rotated by the frame index. attr_dim: scene-attribute vector length (reserved)."""
+    dims per head rotated by the frame index. attr_dim: scene-attribute vector length
+    (:mod:`.attributes`); attr_hidden: width of the attribute adapter MLP (0: none, the linear embedding
+    only; the ``conditions`` stage adds it, see :meth:`WorldGenDiT.enable_attributes`)."""
 
     cameras: int = 3
     latent_channels: int = 8
@@ -58,6 +60,7 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     rope_dims: int = 16
     attr_dim: int = 8
+    attr_hidden: int = 0
 
     def check(self) -> None:
         if self.latent_h % self.patch or self.latent_w % self.patch:
@@ -198,6 +201,9 @@ class WorldGenDiT(nn.Module):
         self.attr_embed = nn.Linear(cfg.attr_dim, w)
         nn.init.zeros_(self.attr_embed.weight)
         nn.init.zeros_(self.attr_embed.bias)
+        self.attr_mlp: nn.Module | None = None
+        if cfg.attr_hidden > 0:
+            self.enable_attributes(cfg.attr_hidden)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         self.norm_out = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(w, 2 * w)
@@ -206,6 +212,19 @@ class WorldGenDiT(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
         self.register_buffer("motion_scale", torch.tensor(MOTION_SCALE), persistent=False)
+
+    def enable_attributes(self, hidden: int = 256) -> nn.Module:
+        """Add the attribute adapter: an MLP attr [A] -> [width] added to every frame's conditioning as
+        ``mlp(attr) - mlp(0)``, so clear conditions (attr = 0) leave the model exactly as it was. Its last
+        layer starts at zero. Returns the adapter (the ``conditions`` stage trains it alone)."""
+        if self.attr_mlp is None:
+            w = self.cfg.width
+            dev = self.attr_embed.weight.device
+            self.attr_mlp = nn.Sequential(nn.Linear(self.cfg.attr_dim, hidden), nn.SiLU(), nn.Linear(hidden, w)).to(dev)
+            nn.init.zeros_(self.attr_mlp[2].weight)
+            nn.init.zeros_(self.attr_mlp[2].bias)
+            self.cfg.attr_hidden = int(hidden)
+        return self.attr_mlp
 
     # -- tokens
 
@@ -226,7 +245,10 @@ class WorldGenDiT(nn.Module):
         """sigma [B, Fs], motion [B, Fs, 3], attr [B, Fs, A] or None -> [B, Fs, width]."""
         c = self.t_mlp(timestep_embedding(sigma)) + self.motion_mlp(motion / self.motion_scale)
         if attr is not None:
-            c = c + self.attr_embed(attr)
+            # linear in attr without the bias, so clear conditions (attr = 0) equal no attributes at all
+            c = c + F.linear(attr, self.attr_embed.weight)
+            if self.attr_mlp is not None:
+                c = c + (self.attr_mlp(attr) - self.attr_mlp(torch.zeros_like(attr)))
         return c
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, prior: torch.Tensor, alpha: torch.Tensor,

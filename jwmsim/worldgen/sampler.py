@@ -148,11 +148,18 @@ class OnlineSampler:
     generator's seed (same seed and inputs = same frames); blend_radius [px]: seam softening.
     cams: which rig cameras this sampler generates (default all; e.g. [1] = the front camera alone).
     Call :meth:`reset` at an episode start, :meth:`step` per frame.
+
+    Under scene attributes (a non-zero ``attr``: fog, rain, night, another sun; :mod:`.attributes`) the prior
+    was rendered in other conditions than the ones asked for, so its pixels are an input, not the answer:
+    the frame is the generation alone (composite_under_attributes=True pastes the prior anyway: the
+    ablation that shows why not).
     """
 
     def __init__(self, model: WorldGenDiT, autoencoder, steps: int = 4, window: int = 2, shift: float = 2.0,
-                 seed: int = 0, blend_radius: int = 2, device: str | torch.device = "cpu", cams=None):
+                 seed: int = 0, blend_radius: int = 2, device: str | torch.device = "cpu", cams=None,
+                 composite_under_attributes: bool = False):
         self.model = model.eval()
+        self.composite_under_attributes = bool(composite_under_attributes)
         self.ae = autoencoder.eval()
         self.sigmas = sampling_sigmas(steps, shift)
         self.window, self.seed, self.blend_radius = int(window), int(seed), int(blend_radius)
@@ -172,7 +179,8 @@ class OnlineSampler:
     def step(self, prior: torch.Tensor, alpha: torch.Tensor, motion: torch.Tensor,
              attr: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """prior [C, 3, H, W] in [0, 1], alpha [C, 1, H, W] in [0, 1], motion [3] (dx m, dy m, dyaw rad)
-        -> {"rgb": composite [C, 3, H, W], "generated": decoded generation [C, 3, H, W], "latent": [C, Z, h, w]}."""
+        attr [A] scene attributes or None (clear) -> {"rgb": the frame [C, 3, H, W] (composite with the prior,
+        or the generation under attributes), "generated": decoded generation [C, 3, H, W], "latent": [C, Z, h, w]}."""
         cfg = self.model.cfg
         C = len(self.cams)
         if prior.shape[0] != C or alpha.shape[0] != C:
@@ -189,8 +197,11 @@ class OnlineSampler:
                            None if attr is None else attr.reshape(1, 1, -1).to(self.device), cams=self.cams)
         self.index += 1
         gen = self.ae.decode(z[0, 0]).clamp(0, 1)
-        return {"rgb": composite(gen, prior.to(self.device), alpha.to(self.device), self.blend_radius),
-                "generated": gen, "latent": z[0, 0]}
+        if attr is not None and bool((attr != 0).any()) and not self.composite_under_attributes:
+            rgb = gen
+        else:
+            rgb = composite(gen, prior.to(self.device), alpha.to(self.device), self.blend_radius)
+        return {"rgb": rgb, "generated": gen, "latent": z[0, 0]}
 
 
 __all__ = ["KVCache", "generate_frame", "rollout", "generate_reference", "soft_alpha", "composite", "OnlineSampler"]

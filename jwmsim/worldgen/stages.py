@@ -15,6 +15,10 @@ space), prior [B, F, C, 3, H, W] and alpha [B, F, C, 1, H, W] (the rendered prio
   frozen teacher gives the real score and a fake-score critic, trained online on the student's samples
   with the ordinary flow loss, the fake one; the generator loss 0.5 * ||x - sg(x - g)||^2 with
   g = (x0_fake - x0_real) / mean|x - x0_real| moves the samples towards the teacher's distribution.
+
+After them, ``conditions`` (:func:`conditions_loss`) teaches the frozen DMD student the scene attributes
+(:mod:`.attributes`): only the attribute adapter trains, on oracle frames rendered under fog, rain, night or
+another sun with the clear-daylight prior, regressing the student's x0 at its own sampling levels.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from jwmsim.worldgen.dit import WorldGenDiT, attention_mask
 from jwmsim.worldgen.sampler import rollout
 from jwmsim.worldgen.schedule import add_noise, euler_step, predict_x0, sampling_sigmas, shift_sigma
 
-STAGES = ("bidirectional", "teacher_forcing", "ode", "dmd")
+STAGES = ("bidirectional", "teacher_forcing", "ode", "dmd", "conditions")
 
 
 def _randn(shape, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -40,11 +44,13 @@ def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     return torch.rand(tuple(shape), generator=generator, device=g_dev).to(device)
 
 
-def _cond(batch: dict, repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    p, a, m = batch["prior"], batch["alpha"], batch["motion"]
+def _cond(batch: dict, repeat: int = 1) -> tuple:
+    """(prior, alpha, motion, attr) of a batch (attr None when it has none), repeated along frames."""
+    p, a, m, at = batch["prior"], batch["alpha"], batch["motion"], batch.get("attr")
     if repeat > 1:
         p, a, m = torch.cat([p] * repeat, 1), torch.cat([a] * repeat, 1), torch.cat([m] * repeat, 1)
-    return p, a, m
+        at = None if at is None else torch.cat([at] * repeat, 1)
+    return p, a, m, at
 
 
 def bidirectional_loss(model: WorldGenDiT, batch: dict, shift: float = 2.0,
@@ -167,5 +173,21 @@ def dmd_step(student: WorldGenDiT, teacher: WorldGenDiT, critic: WorldGenDiT, ba
     return gen_loss, critic_loss, stats
 
 
-__all__ = ["STAGES", "bidirectional_loss", "teacher_forcing_loss", "teacher_forcing_inputs", "teacher_trajectory",
+def conditions_loss(model: WorldGenDiT, batch: dict, steps: int = 4, shift: float = 2.0, window: int | None = None,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """Teacher-forced x0 regression at the student's own sampling levels (one of ``steps`` per frame, the
+    first being pure noise), on clips whose ground truth z was rendered under the batch's ``attr``."""
+    z = batch["z"]
+    B, Fn = z.shape[:2]
+    levels = sampling_sigmas(steps, shift)[:-1].to(z.device)
+    k = (_rand((B, Fn), generator, z.device) * steps).long().clamp_max(steps - 1)
+    sigma = levels[k]
+    eps = _randn(z.shape, generator, z.device)
+    xn = add_noise(z, eps, sigma)
+    v = _run_tf(model, teacher_forcing_inputs(z, xn, sigma, batch, window), batch)
+    loss = F.mse_loss(predict_x0(xn, v, sigma), z)
+    return loss, {"loss": float(loss.detach())}
+
+
+__all__ = ["STAGES", "conditions_loss", "bidirectional_loss", "teacher_forcing_loss", "teacher_forcing_inputs", "teacher_trajectory",
            "ode_loss", "dmd_step"]

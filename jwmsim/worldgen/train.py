@@ -26,10 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from jwmsim.worldgen.autoencoder import AEConfig, Autoencoder, ae_loss
 from jwmsim.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
 from jwmsim.worldgen.dit import DiTConfig, WorldGenDiT
-from jwmsim.worldgen.stages import STAGES, bidirectional_loss, dmd_step, ode_loss, teacher_forcing_loss, teacher_trajectory
+from jwmsim.worldgen.stages import (STAGES, bidirectional_loss, conditions_loss, dmd_step, ode_loss, teacher_forcing_loss,
+                                    teacher_trajectory)
 
 ALL_STAGES = ("autoencoder",) + STAGES
-PREVIOUS = {"teacher_forcing": "bidirectional", "ode": "teacher_forcing", "dmd": "ode"}
+PREVIOUS = {"teacher_forcing": "bidirectional", "ode": "teacher_forcing", "dmd": "ode", "conditions": "dmd"}
 
 
 def rebuild_command(stage: str, out: str | Path) -> str:
@@ -60,6 +61,22 @@ def load_dit(stem: str | Path, stage: str, out: str | Path, device="cpu", module
     m = WorldGenDiT(DiTConfig(**meta["model_config"]))
     load_checkpoint(stem, {module: m}, kind=f"worldgen-{stage}", rebuild=rebuild, strict=True)
     return m.to(device)
+
+
+def load_conditioned(out: str | Path, device="cpu", base_stage: str = "dmd", stem: str | Path | None = None
+                     ) -> WorldGenDiT:
+    """The ``base_stage`` student of run folder ``out`` with the ``conditions`` stage's attribute adapter
+    (checkpoint ``stem``, default ``out/conditions/checkpoint``) attached: the scene-attribute model."""
+    stem = Path(stem) if stem is not None else Path(out) / "conditions" / "checkpoint"
+    rebuild = rebuild_command("conditions", out)
+    meta = read_meta(stem, rebuild)
+    if meta.get("base_stage", base_stage) != base_stage:
+        raise CheckpointError(f"{stem}.json: an adapter of the {meta.get('base_stage')!r} student, not of "
+                              f"{base_stage!r}; rebuild it with `{rebuild}`")
+    model = load_dit(Path(out) / base_stage / "checkpoint", base_stage, out, device)
+    adapter = model.enable_attributes(int(meta["model_config"]["attr_hidden"]))
+    load_checkpoint(stem, {"model": adapter}, kind="worldgen-conditions", rebuild=rebuild)
+    return model.to(device)
 
 
 def _history_point(step: int, t0: float, acc: dict[str, list[float]]) -> dict:
@@ -189,12 +206,12 @@ def train_autoencoder(cfg: DictConfig) -> dict:
 class LatentClips:
     """The clip cache with the ground truth encoded once by the frozen autoencoder (float16 latents)."""
 
-    def __init__(self, cfg: DictConfig, ae: Autoencoder, device: torch.device):
+    def __init__(self, cfg: DictConfig, ae: Autoencoder, device: torch.device, extra: tuple = ()):
         from tqdm import tqdm
 
         from jwmsim.worldgen.data import ClipSet
 
-        self.clips = ClipSet(str(cfg.data), "train", cfg.max_logs)
+        self.clips = ClipSet(str(cfg.data), "train", cfg.max_logs, extra=extra)
         g = self.clips.arrays["gt"]
         N, Fc, C = g.shape[:3]
         zs = []
@@ -247,7 +264,15 @@ def train_dit(cfg: DictConfig) -> dict:
         init = _stem(cfg, "init", PREVIOUS[stage])
         model = load_dit(init, PREVIOUS[stage], out, device)
     modules = {"model": model}
-    opt = _optimizer(model.parameters(), cfg)
+    extra_meta: dict = {}
+    if stage == "conditions":
+        # The student stays frozen; its checkpoint holds the attribute adapter only ("model" = the adapter).
+        for p in model.parameters():
+            p.requires_grad_(False)
+        adapter = model.enable_attributes(int(cfg.conditions.hidden))
+        modules = {"model": adapter}
+        extra_meta = {"base_stage": PREVIOUS[stage], "base": str(init)}
+    opt = _optimizer(modules["model"].parameters(), cfg)
     optimizers = {"opt": opt}
     teacher = critic = None
     if stage in ("ode", "dmd"):
@@ -261,8 +286,8 @@ def train_dit(cfg: DictConfig) -> dict:
         modules["critic"] = critic
         optimizers["critic_opt"] = _optimizer(critic.parameters(), cfg, cfg.dmd.critic_lr)
     run = _Run(cfg, stage, modules, optimizers, {"model_config": model.cfg.to_dict(), "shift": shift,
-                                                 "window": window})
-    data = LatentClips(cfg, ae, device)
+                                                 "window": window, **extra_meta})
+    data = LatentClips(cfg, ae, device, extra=("attr",) if stage == "conditions" else ())
     warm = int(cfg.warmup)
 
     def set_lr(i: int) -> None:
@@ -315,6 +340,16 @@ def train_dit(cfg: DictConfig) -> dict:
                 set_lr(i // int(cfg.dmd.gen_every))
                 _clip_step(gl, opt, model.parameters(), clip)
             return st
+    elif stage == "conditions":
+        params = list(modules["model"].parameters())
+
+        def step(i: int) -> dict:
+            gen.manual_seed(int(cfg.seed) * 1_000_003 + i)
+            set_lr(i)
+            loss, st = conditions_loss(model, data.batch(i, B, Fn, int(cfg.seed)), int(cfg.dmd.steps), shift,
+                                       window, gen)
+            _clip_step(loss, opt, params, clip)
+            return st
     else:
         raise ValueError(f"stage must be one of {', '.join(ALL_STAGES)}, got {stage!r}")
     return run.loop(step)
@@ -336,5 +371,5 @@ def train(cfg: DictConfig) -> dict:
     return train_dit(cfg)
 
 
-__all__ = ["train", "train_autoencoder", "train_dit", "load_autoencoder", "load_dit", "resolve_device", "ALL_STAGES",
+__all__ = ["train", "train_autoencoder", "train_dit", "load_autoencoder", "load_dit", "load_conditioned", "resolve_device", "ALL_STAGES",
            "CheckpointError", "rebuild_command"]

@@ -86,11 +86,18 @@ def eval_worldrec(cfg: DictConfig) -> int:
     rows = tuple(cfg.rows)
     ec = EvalConfig(stride=int(cfg.stride), eval_frames=int(cfg.eval_frames), window=int(cfg.window),
                     max_queries=int(cfg.max_queries))
-    table = evaluate(model, [read_log(d) for d in logs], ec, rows)
+    trained = {}
+    for spec in cfg.get("trained") or []:
+        if not {"name", "weights"} <= set(spec):
+            raise ValueError(f"trained rows need a name and weights (and optionally window), got {dict(spec)}")
+        trained[str(spec["name"])] = (load_model(str(spec["weights"]), pick_device(str(cfg.device))),
+                                      int(spec.get("window", cfg.window)))
+    table = evaluate(model, [read_log(d) for d in logs], ec, rows, trained=trained)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": "jwmsim eval worldrec " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "jwmsim eval worldrec",
               "weights": _weights(cfg), "logs": [d.name for d in logs], "config": ec.__dict__,
+              "trained_rows": OmegaConf.to_container(cfg.trained) if cfg.get("trained") else [],
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
                           "load_average": os.getloadavg()},
               "date": __import__("datetime").datetime.now().isoformat(timespec="seconds"), "table": table}

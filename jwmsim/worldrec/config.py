@@ -49,6 +49,8 @@ class TrainConfig:
     out: str = "runs/worldrec"
     max_steps: int = 20000
     max_minutes: float = 170.0
+    stop_step: int = 0               # end this call at this step (0: max_steps); the lr schedule still follows
+                                     # max_steps, so a run stopped here matches another run's first steps
     lr: float = 1e-3
     lr_final: float = 1e-4
     weight_decay: float = 1e-4

@@ -106,10 +106,13 @@ def sample_window(log, rng: np.random.Generator, keyframes: int = 4, stride: int
                          f"needs more than {span}")
     t0 = int(rng.integers(0, log.num_frames - span))
     keys = [t0 + i * stride for i in range(keyframes)]
-    between = [t for t in range(t0, t0 + span + 1) if t not in keys]
+    # targets lie between the keyframes; a single-frame window (the ablation) gets its held-out times within
+    # one stride on either side instead, as in evaluation (keyframes every `stride` frames, one per window)
+    lo, hi = (t0, t0 + span) if keyframes > 1 else (max(0, t0 - stride), min(log.num_frames - 1, t0 + stride))
+    between = [t for t in range(lo, hi + 1) if t not in keys]
     tgt_main = sorted(rng.choice(between, size=min(held_out, len(between)), replace=False).tolist()) if between else []
     rigs = list(log.eval_rigs)
-    tgt_shift = [(str(rng.choice(rigs)), int(rng.integers(t0, t0 + span + 1))) for _ in range(shifted if rigs else 0)]
+    tgt_shift = [(str(rng.choice(rigs)), int(rng.integers(lo, hi + 1))) for _ in range(shifted if rigs else 0)]
     frames = sorted(set(keys) | set(tgt_main) | {t for _, t in tgt_shift})
     views, depth = make_batch(log, keys, frames)
     targets = [target_view(log, "main", t, frames.index(t)) for t in tgt_main]

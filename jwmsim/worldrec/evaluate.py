@@ -8,8 +8,10 @@ one shot and in 1 s increments, then render
 
 at ``eval_frames`` evenly spaced frames, with every agent at its logged box. Reported per row: PSNR and
 SSIM on static pixels (instance 0) and on all pixels, PSNR on agent pixels, the Gaussian count, the wall
-time to reconstruct the clip and the time to render one 3-camera frame. Rows: one shot, incremental, and
-the ablations at inference time (uniform visibility weights; a single-frame window).
+time to reconstruct the clip and the time to render one 3-camera frame. Rows: one shot, incremental, the
+ablations at inference time (the default model with uniform visibility weights; a single-frame window), and
+trained rows (:func:`evaluate` ``trained``): other weights trained the same way without a component (uniform
+visibility, single-frame windows, pixel-aligned queries), each reconstructed one shot.
 """
 
 from __future__ import annotations
@@ -97,20 +99,25 @@ def reconstruct_log(model, log, cfg: EvalConfig, mode: str = "one_shot") -> tupl
 
 
 def evaluate(model, logs: list, cfg: EvalConfig | None = None, rows: tuple[str, ...] = ("one_shot", "incremental",
-             "uniform_visibility", "single_frame"), progress: bool = True) -> dict:
-    """The evaluation table: row -> {per-log results, mean over logs}."""
+             "uniform_visibility", "single_frame"), progress: bool = True,
+             trained: dict | None = None) -> dict:
+    """The evaluation table: row -> {per-log results, mean over logs}. trained: extra rows, name ->
+    (model, window [keyframes per refinement window]), each reconstructed one shot with its own model."""
     cfg = cfg or EvalConfig()
     table: dict = {}
-    for row in rows:
+    specs = [(row, model, None) for row in rows] + [(name, m, w) for name, (m, w) in (trained or {}).items()]
+    for row, model, window in specs:
         per_log = {}
         for log in logs:
-            mode = "incremental" if row == "incremental" else "one_shot"
+            mode = "incremental" if row == "incremental" and window is None else "one_shot"
             saved_mode = [layer.agg.mode for layer in model.layers]
             c = EvalConfig(**{**cfg.__dict__})
-            if row == "uniform_visibility":
+            if window is not None:
+                c.window = int(window)
+            elif row == "uniform_visibility":
                 for layer in model.layers:
                     layer.agg.mode = "uniform"
-            if row == "single_frame":
+            elif row == "single_frame":
                 c.window = 1
             try:
                 world, keys, secs = reconstruct_log(model, log, c, mode)

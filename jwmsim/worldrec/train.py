@@ -172,7 +172,8 @@ def train(cfg: TrainConfig) -> dict:
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not cfg.progress, desc="train worldrec", unit="step")
     last_ckpt = elapsed
     acc: dict[str, list[float]] = {}
-    while step < cfg.max_steps and elapsed < cfg.max_minutes * 60:
+    last_step = min(cfg.max_steps, cfg.stop_step) if cfg.stop_step > 0 else cfg.max_steps
+    while step < last_step and elapsed < cfg.max_minutes * 60:
         t0 = time.perf_counter()
         frac = min(1.0, step / max(1, cfg.max_steps))
         for gparam in opt.param_groups:
