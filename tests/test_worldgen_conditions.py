@@ -51,13 +51,14 @@ def test_sampled_training_conditions_always_set_something():
     assert all(c.fog_density == 0 or 50 <= 3 / c.fog_density <= 600 for c in cs)
 
 
-def test_adapter_leaves_clear_conditions_exactly_unchanged():
+@pytest.mark.parametrize("rank", [0, 4])
+def test_adapter_leaves_clear_conditions_exactly_unchanged(rank):
     m = tiny_model()
     b = tiny_batch(B=1, F=2)
     args = (b["z"], torch.full((1, 2), 0.5), b["prior"], b["alpha"], b["motion"])
     before = m(*args).detach()
-    adapter = m.enable_attributes(16)
-    assert m.cfg.attr_hidden == 16
+    adapter = m.enable_attributes(16, rank)
+    assert m.cfg.attr_hidden == 16 and m.cfg.attr_rank == rank and ("gate" in adapter) == (rank > 0)
     with torch.no_grad():
         for p in adapter.parameters():
             p.add_(torch.randn_like(p))
@@ -71,12 +72,13 @@ def test_adapter_leaves_clear_conditions_exactly_unchanged():
 
 def test_conditions_stage_trains_the_adapter_alone():
     m = tiny_model()
-    adapter = m.enable_attributes(16)
+    adapter = m.enable_attributes(16, 4)
     for p in m.parameters():
         p.requires_grad_(False)
     for p in adapter.parameters():
         p.requires_grad_(True)
-    frozen = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("attr_mlp")}
+    frozen = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("attr_adapter")}
+    assert len(frozen) < len(m.state_dict())
     b = tiny_batch(B=2, F=2)
     b["attr"] = torch.zeros(2, 2, TINY.attr_dim)
     b["attr"][0, :, 0] = 0.8
@@ -93,6 +95,7 @@ def test_conditions_stage_trains_the_adapter_alone():
     for k, v in m.state_dict().items():
         if k in frozen:
             assert torch.equal(v, frozen[k]), k
+    assert any(float(up.weight.abs().sum()) > 0 for up in adapter["up"])  # the low-rank branch learned too
 
 
 def test_sampler_under_attributes_shows_the_generation():

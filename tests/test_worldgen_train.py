@@ -149,6 +149,26 @@ def test_stage_commands_train_and_resume(tmp_path):
         m = json.loads((out / stage / "checkpoint.json").read_text())
         assert m["kind"] == f"worldgen-{stage}" and m["step"] == 1
         assert all(np.isfinite(v) for k, v in m["history"][0].items() if k != "step")
+    # conditions: the attribute adapter on the frozen dmd student, from a conditioned cache (attr per frame)
+    cd = tmp_path / "cond" / "train"
+    cd.mkdir(parents=True)
+    z = dict(np.load(d / "clips_town00001.npz"))
+    z["attr"] = np.zeros((2, 2, 8), np.float32)
+    z["attr"][:, :, 2] = 1.0
+    np.savez(cd / "clips_town00001.npz", **z)
+    cond = [c for c in common if not c.startswith("data=")] + [f"data={tmp_path / 'cond'}", "conditions.hidden=8",
+                                                               "conditions.rank=2"]
+    assert main(["train", "worldgen", "stage=conditions", "max_steps=2"] + cond) == 0
+    m = json.loads((out / "conditions" / "checkpoint.json").read_text())
+    assert m["kind"] == "worldgen-conditions" and m["step"] == 2 and m["base_stage"] == "dmd"
+    assert m["model_config"]["attr_rank"] == 2
+    from safetensors.torch import load_file
+
+    assert all(k.startswith("model.") for k in load_file(out / "conditions" / "checkpoint.safetensors"))
+    from jwmsim.worldgen.train import load_conditioned
+
+    model = load_conditioned(out)
+    assert model.attr_adapter is not None and len(model.attr_adapter["up"]) == 1
 
 
 def test_export_keeps_fp16_weights_and_history_without_optimizer_state(tmp_path):

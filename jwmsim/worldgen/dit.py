@@ -34,7 +34,7 @@ next levers are depth 5 or a window of 1 frame (settings ``model.depth``, ``wind
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -46,8 +46,9 @@ class DiTConfig:
     """cameras: rig size. latent_channels, latent_h, latent_w: the autoencoder's latent. patch: latent
     patch side (the prior's pixel patch is 4x that). width, depth, heads: transformer size. rope_dims:
     dims per head rotated by the frame index. attr_dim: scene-attribute vector length
-    (:mod:`.attributes`); attr_hidden: width of the attribute adapter MLP (0: none, the linear embedding
-    only; the ``conditions`` stage adds it, see :meth:`WorldGenDiT.enable_attributes`)."""
+    (:mod:`.attributes`); attr_hidden: width of the attribute adapter's MLPs (0: no adapter, the linear
+    embedding only); attr_rank: rank of its attribute-gated low-rank branch in every block's MLP (0: none).
+    The ``conditions`` stage adds the adapter, see :meth:`WorldGenDiT.enable_attributes`."""
 
     cameras: int = 3
     latent_channels: int = 8
@@ -61,6 +62,7 @@ class DiTConfig:
     rope_dims: int = 16
     attr_dim: int = 8
     attr_hidden: int = 0
+    attr_rank: int = 0
 
     def check(self) -> None:
         if self.latent_h % self.patch or self.latent_w % self.patch:
@@ -161,9 +163,11 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.bias)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None):
+                past: tuple[torch.Tensor, torch.Tensor] | None = None, lora: tuple | None = None):
         """x [B, Fs, T, w] tokens; c [B, Fs, w] frame conditioning; pos [Fs * T] frame index of each token;
-        mask [Fs * T, M + Fs * T] or None; past: cached (k, v) [B, heads, M, d]. Returns (x, (k, v) of x's tokens)."""
+        mask [Fs * T, M + Fs * T] or None; past: cached (k, v) [B, heads, M, d]; lora: (down, up, gate
+        [B, Fs, r]) the attribute branch added to the MLP (:meth:`WorldGenDiT.enable_attributes`) or None.
+        Returns (x, (k, v) of x's tokens)."""
         B, Fs, T, w = x.shape
         mod = self.ada(F.silu(c))[:, :, None]  # [B, Fs, 1, 6w]
         sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, -1)
@@ -177,7 +181,12 @@ class Block(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         a = self.proj(a.transpose(1, 2).reshape(B, Fs, T, w))
         x = x + g1 * a
-        x = x + g2 * self.mlp(self.norm2(x) * (1 + sc2) + sh2)
+        m = self.norm2(x) * (1 + sc2) + sh2
+        y = self.mlp(m)
+        if lora is not None:
+            down, up, gate = lora
+            y = y + up(F.gelu(down(m), approximate="tanh") * gate[:, :, None, :])
+        x = x + g2 * y
         return x, kv
 
 
@@ -189,7 +198,7 @@ class WorldGenDiT(nn.Module):
 
     def __init__(self, cfg: DiTConfig | None = None):
         super().__init__()
-        self.cfg = cfg = cfg or DiTConfig()
+        self.cfg = cfg = replace(cfg) if cfg is not None else DiTConfig()  # a copy: enable_attributes edits it
         cfg.check()
         w, p, Z = cfg.width, cfg.patch, cfg.latent_channels
         self.x_embed = nn.Linear(Z * p * p, w)
@@ -201,9 +210,9 @@ class WorldGenDiT(nn.Module):
         self.attr_embed = nn.Linear(cfg.attr_dim, w)
         nn.init.zeros_(self.attr_embed.weight)
         nn.init.zeros_(self.attr_embed.bias)
-        self.attr_mlp: nn.Module | None = None
+        self.attr_adapter: nn.ModuleDict | None = None
         if cfg.attr_hidden > 0:
-            self.enable_attributes(cfg.attr_hidden)
+            self.enable_attributes(cfg.attr_hidden, cfg.attr_rank)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         self.norm_out = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(w, 2 * w)
@@ -213,18 +222,43 @@ class WorldGenDiT(nn.Module):
             nn.init.zeros_(m.bias)
         self.register_buffer("motion_scale", torch.tensor(MOTION_SCALE), persistent=False)
 
-    def enable_attributes(self, hidden: int = 256) -> nn.Module:
-        """Add the attribute adapter: an MLP attr [A] -> [width] added to every frame's conditioning as
-        ``mlp(attr) - mlp(0)``, so clear conditions (attr = 0) leave the model exactly as it was. Its last
-        layer starts at zero. Returns the adapter (the ``conditions`` stage trains it alone)."""
-        if self.attr_mlp is None:
-            w = self.cfg.width
-            dev = self.attr_embed.weight.device
-            self.attr_mlp = nn.Sequential(nn.Linear(self.cfg.attr_dim, hidden), nn.SiLU(), nn.Linear(hidden, w)).to(dev)
-            nn.init.zeros_(self.attr_mlp[2].weight)
-            nn.init.zeros_(self.attr_mlp[2].bias)
-            self.cfg.attr_hidden = int(hidden)
-        return self.attr_mlp
+    def enable_attributes(self, hidden: int = 256, rank: int = 0) -> nn.ModuleDict:
+        """Add the attribute adapter (a module of its own: the ``conditions`` stage trains it alone):
+
+        - ``embed``: an MLP attr [A] -> [width] added to every frame's adaLN conditioning;
+        - with rank > 0, ``gate``: an MLP attr -> [depth, rank], and per block a low-rank branch
+          ``up(gelu(down(h)) * gate)`` added to the block's MLP output (``down`` [width -> rank], ``up`` [rank ->
+          width], no biases): token-wise, so attributes can act differently on sky, road and near surfaces.
+
+        Both MLPs enter as ``mlp(attr) - mlp(0)``, so clear conditions (attr = 0) leave the model exactly as
+        it was; ``embed``'s last layer and every ``up`` start at zero. Returns the adapter."""
+        if self.attr_adapter is None:
+            w, A, D = self.cfg.width, self.cfg.attr_dim, self.cfg.depth
+            parts = {"embed": nn.Sequential(nn.Linear(A, hidden), nn.SiLU(), nn.Linear(hidden, w))}
+            nn.init.zeros_(parts["embed"][2].weight)
+            nn.init.zeros_(parts["embed"][2].bias)
+            if rank > 0:
+                parts["gate"] = nn.Sequential(nn.Linear(A, hidden), nn.SiLU(), nn.Linear(hidden, D * rank))
+                parts["down"] = nn.ModuleList([nn.Linear(w, rank, bias=False) for _ in range(D)])
+                parts["up"] = nn.ModuleList([nn.Linear(rank, w, bias=False) for _ in range(D)])
+                for up in parts["up"]:
+                    nn.init.zeros_(up.weight)
+            self.attr_adapter = nn.ModuleDict(parts).to(self.attr_embed.weight.device)
+            self.cfg.attr_hidden, self.cfg.attr_rank = int(hidden), int(rank)
+        return self.attr_adapter
+
+    @property
+    def attr_mlp(self) -> nn.Module | None:
+        """The adapter's conditioning MLP (None without an adapter)."""
+        return None if self.attr_adapter is None else self.attr_adapter["embed"]
+
+    def _attr_lora(self, attr: torch.Tensor | None) -> list | None:
+        """Per block (down, up, gate [B, Fs, rank]) of the adapter's low-rank branch, or None."""
+        ad = self.attr_adapter
+        if attr is None or ad is None or "gate" not in ad:
+            return None
+        g = (ad["gate"](attr) - ad["gate"](torch.zeros_like(attr))).chunk(self.cfg.depth, -1)
+        return [(ad["down"][i], ad["up"][i], g[i]) for i in range(self.cfg.depth)]
 
     # -- tokens
 
@@ -282,8 +316,9 @@ class WorldGenDiT(nn.Module):
         c = self.frame_condition(sigma, motion, attr)
         pos = frames.repeat_interleave(T)
         kvs = []
+        lora = self._attr_lora(attr)
         for i, blk in enumerate(self.blocks):
-            h, kv = blk(h, c, pos, mask, None if past is None else past[i])
+            h, kv = blk(h, c, pos, mask, None if past is None else past[i], None if lora is None else lora[i])
             kvs.append(kv)
         sh, sc = self.ada_out(F.silu(c))[:, :, None].chunk(2, -1)
         v = self._unpatchify(self.out(self.norm_out(h) * (1 + sc) + sh), C)

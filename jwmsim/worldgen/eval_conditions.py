@@ -11,7 +11,9 @@ renders them from a clear log) gets its ground truth re-rendered by the oracle u
 - ``unconditioned``: the default student with no attributes (the joint sensor before the attributes existed);
 - ``conditioned``: the student with the ``conditions`` adapter and the clip's attributes, the generation
   alone (the default under attributes);
-- ``conditioned_composite``: the same with the clear prior pasted where it observed the scene (ablation).
+- ``conditioned_composite``: the same with the clear prior pasted where it observed the scene (ablation);
+- ``conditioned@NAME``: another adapter (``adapters``: name -> run folder), e.g. the adaLN-only one (rank 0)
+  beside the default with the low-rank branch (ablation).
 
 Metrics against the conditioned oracle: PSNR over all pixels, in filled (alpha < tau) and observed regions,
 SSIM over all pixels, and the error of the mean image brightness. CLI: ``jwmsim eval worldgen
@@ -68,6 +70,11 @@ def evaluate_conditions(cfg) -> Path:
                 "conditioned": OnlineSampler(cond, ae, steps, window, shift, device=device),
                 "conditioned_composite": OnlineSampler(cond, ae, steps, window, shift, device=device,
                                                        composite_under_attributes=True)}
+    adapters = dict(cfg.get("adapters") or {})
+    for name, folder in adapters.items():
+        other = load_conditioned(Path(str(folder)), device).eval()
+        samplers[f"conditioned@{name}"] = OnlineSampler(other, ae, steps, window, shift, device=device)
+    rows = ("clear_oracle",) + tuple(samplers)
     files = sorted((Path(str(cfg.data)) / "test").glob("clips_town*.npz"))[: cfg.max_logs or None]
     if not files:
         raise FileNotFoundError(f"{cfg.data}/test: no test clips; make them with `jwmsim worldgen make-data "
@@ -77,7 +84,7 @@ def evaluate_conditions(cfg) -> Path:
     table: dict = {}
     t_start = time.time()
     for preset in presets:
-        acc: dict[str, dict[str, list]] = {r: {} for r in ROWS}
+        acc: dict[str, dict[str, list]] = {r: {} for r in rows}
         for f in files:
             z = np.load(f)
             arrays = {k: z[k][:per_log] for k in z.files}
@@ -104,17 +111,19 @@ def evaluate_conditions(cfg) -> Path:
                         acc[name].setdefault(key, []).extend(vals)
         table[preset] = {r: {f"{k}_mean": float(np.mean(v)) if v else None for k, v in m.items()} | {
             "images": len(m.get("psnr", []))} for r, m in acc.items()}
-        print(f"{preset}: " + ", ".join(f"{r} {table[preset][r]['psnr_mean']:.2f} dB" for r in ROWS), flush=True)
+        print(f"{preset}: " + ", ".join(f"{r} {table[preset][r]['psnr_mean']:.2f} dB" for r in rows), flush=True)
     mean = {r: {k: float(np.mean([table[p][r][k] for p in presets if table[p][r][k] is not None]))
-                for k in table[presets[0]][r] if k.endswith("_mean")} for r in ROWS}
+                for k in table[presets[0]][r] if k.endswith("_mean")} for r in rows}
     cmeta = json.loads((out / "conditions" / "checkpoint.json").read_text())
     res = {"command": "jwmsim eval worldgen " + " ".join(sys.argv[3:]), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
            "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
                        "load_average": list(__import__("os").getloadavg())},
            "seconds": round(time.time() - t_start, 1), "tau": tau, "steps": steps, "clips_per_log": per_log,
-           "logs": [f.name for f in files], "presets": presets, "rows": list(ROWS),
+           "logs": [f.name for f in files], "presets": presets, "rows": list(rows),
            "adapter": {"step": cmeta.get("step"), "train_minutes": cmeta.get("train_seconds", 0) / 60.0,
-                       "hidden": cmeta["model_config"].get("attr_hidden")},
+                       "hidden": cmeta["model_config"].get("attr_hidden"),
+                       "rank": cmeta["model_config"].get("attr_rank", 0)},
+           "other_adapters": {n: str(f) for n, f in adapters.items()},
            "per_condition": table, "mean_over_conditions": mean}
     path = Path(str(cfg.conditions_results))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,8 @@ def load_conditioned(out: str | Path, device="cpu", base_stage: str = "dmd", ste
         raise CheckpointError(f"{stem}.json: an adapter of the {meta.get('base_stage')!r} student, not of "
                               f"{base_stage!r}; rebuild it with `{rebuild}`")
     model = load_dit(Path(out) / base_stage / "checkpoint", base_stage, out, device)
-    adapter = model.enable_attributes(int(meta["model_config"]["attr_hidden"]))
+    adapter = model.enable_attributes(int(meta["model_config"]["attr_hidden"]),
+                                      int(meta["model_config"].get("attr_rank", 0)))
     load_checkpoint(stem, {"model": adapter}, kind="worldgen-conditions", rebuild=rebuild)
     return model.to(device)
 
@@ -269,7 +270,7 @@ def train_dit(cfg: DictConfig) -> dict:
         # The student stays frozen; its checkpoint holds the attribute adapter only ("model" = the adapter).
         for p in model.parameters():
             p.requires_grad_(False)
-        adapter = model.enable_attributes(int(cfg.conditions.hidden))
+        adapter = model.enable_attributes(int(cfg.conditions.hidden), int(cfg.conditions.rank))
         modules = {"model": adapter}
         extra_meta = {"base_stage": PREVIOUS[stage], "base": str(init)}
     opt = _optimizer(modules["model"].parameters(), cfg)
