@@ -220,3 +220,12 @@ def test_pixel_aligned_baseline_has_one_query_per_feature_pixel(tiny_log):
     assert len(sparse["queries"]) < len(pix["queries"])
     with pytest.raises(ValueError, match="queries must be"):
         WorldRecConfig(queries="dense")
+
+
+def test_single_frame_windows_get_held_out_times_around_their_keyframe(tiny_log):
+    """keyframes=1 (the single-frame ablation): targets at other times within one stride, as in evaluation."""
+    for seed in range(5):
+        w = sample_window(tiny_log, np.random.default_rng(seed), 1, 3, 2, 1)
+        times = sorted(w.frames)
+        # 2 held-out times of the main rig besides the keyframe, + 1 shifted view, all within one stride of it
+        assert len(w.targets) == 3 and len(times) >= 3 and max(times) - min(times) <= 6
