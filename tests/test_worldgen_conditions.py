@@ -12,6 +12,7 @@ from jwmsim.conditions import Conditions
 from jwmsim.geometry import se2_to_se3
 from jwmsim.worldgen.attributes import (ATTR_DIM, FOG_RANGE, check_supported, is_clear_vector, make_condition_clips,
                                         sample_conditions, scene_attributes)
+from jwmsim.worldgen.sampler import OnlineSampler
 from jwmsim.worldgen.stages import conditions_loss
 
 from test_worldgen_model import TINY, _sampler, tiny_batch, tiny_model
@@ -109,9 +110,27 @@ def test_sampler_under_attributes_shows_the_generation():
     assert torch.equal(out["rgb"], out["generated"])  # the clear prior is not pasted over a night frame
     s2 = _sampler()
     s2.model.enable_attributes(8)
-    s2.composite_under_attributes = True
+    s2.under_attributes = "composite"
     out2 = s2.step(b["prior"][0, 0], ones, b["motion"][0, 0], attr)
     torch.testing.assert_close(out2["rgb"], b["prior"][0, 0], atol=1e-6, rtol=0)
+    # residual: clear frame + (conditioned - clear); with a zero adapter the condition changes nothing
+    s4 = _sampler()
+    s4.model.enable_attributes(8, 2)
+    s4.under_attributes = "residual"
+    half = torch.full_like(ones, 0.5)
+    out4 = s4.step(b["prior"][0, 0], half, b["motion"][0, 0], attr)
+    s5 = _sampler()
+    ref = s5.step(b["prior"][0, 0], half, b["motion"][0, 0])
+    torch.testing.assert_close(out4["rgb"], ref["rgb"], atol=2e-3, rtol=0)  # batched vs single: float noise
+    with torch.no_grad():
+        for up in s4.model.attr_adapter["up"]:
+            up.weight.normal_()
+    s4.reset()
+    out5 = s4.step(b["prior"][0, 0], half, b["motion"][0, 0], attr)
+    assert (out5["latent"] - ref["latent"]).abs().max() > 1e-2  # the condition's effect reaches the frame
+    assert not torch.equal(out5["rgb"], ref["rgb"])
+    with pytest.raises(ValueError, match="under_attributes"):
+        OnlineSampler(s4.model, s4.ae, under_attributes="paste")
     s3 = _sampler()
     clear = s3.step(b["prior"][0, 0], ones, b["motion"][0, 0], torch.zeros(TINY.attr_dim))
     torch.testing.assert_close(clear["rgb"], b["prior"][0, 0], atol=1e-6, rtol=0)

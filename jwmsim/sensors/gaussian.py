@@ -260,19 +260,20 @@ class JointSensor(SplatSensor):
 
     Extra settings: worldgen: WorldGen run folder (default the committed weights); stage: which causal
     checkpoint ('dmd', or 'ode' / 'teacher_forcing' for ablations); steps: denoising steps per frame;
-    window: the generator's KV window [frames] (default: as trained); blend_radius [px]: seam softening.
+    window: the generator's KV window [frames] (default: as trained); blend_radius [px]: seam softening;
+    under_attributes: how a conditioned frame is made (:class:`jwmsim.worldgen.sampler.OnlineSampler`).
 
     Weather and lighting: an episode whose ``conditions`` are not clear daylight (:class:`SensorEpisode`)
     switches to the ``conditions`` stage's model (the same student plus the attribute adapter; identical
     for clear conditions) and conditions every frame on :func:`jwmsim.worldgen.attributes.scene_attributes`
-    of its pose; the frame is then the generation alone (the clear prior is an input, not the answer).
+    of its pose (the clear prior is an input, not the answer: see ``under_attributes``).
     """
 
     kind = "joint"
 
     def __init__(self, rig: Sequence[Camera], cameras=None, weights: str | Path | None = None, device: str = "auto",
                  worldgen: str | Path | None = None, stage: str = "dmd", steps: int = 4, gen_window: int | None = None,
-                 blend_radius: int = 2, **splat):
+                 blend_radius: int = 2, under_attributes: str = "generation", **splat):
         super().__init__(rig, cameras=cameras, weights=weights, device=device, **splat)
         from jwmsim.worldgen.sampler import OnlineSampler
 
@@ -287,7 +288,8 @@ class JointSensor(SplatSensor):
                              f"has {len(self.full_rig)} cameras of {sorted(got)} (W x H swapped here: H, W)")
         window = int(meta.get("window", 2)) if gen_window is None else int(gen_window)
         self.sampler = OnlineSampler(model, ae, steps=int(steps), window=window, shift=float(meta.get("shift", 2.0)),
-                                     blend_radius=int(blend_radius), device=self.device, cams=self.cam_index)
+                                     blend_radius=int(blend_radius), device=self.device, cams=self.cam_index,
+                                     under_attributes=under_attributes)
         self._prev_pose: np.ndarray | None = None
         self._worldgen, self._stage = worldgen, stage
         self.conditions = None  # jwmsim.conditions.Conditions of the episode, None when clear

@@ -11,7 +11,10 @@ renders them from a clear log) gets its ground truth re-rendered by the oracle u
 - ``unconditioned``: the default student with no attributes (the joint sensor before the attributes existed);
 - ``conditioned``: the student with the ``conditions`` adapter and the clip's attributes, the generation
   alone (the default under attributes);
-- ``conditioned_composite``: the same with the clear prior pasted where it observed the scene (ablation);
+- ``conditioned_residual``: the clear frame (clear generation composited with the prior) plus the
+  conditioned minus the clear generation (:class:`~.sampler.OnlineSampler` ``under_attributes="residual"``);
+- ``conditioned_composite``: the conditioned generation with the clear prior pasted where it observed the
+  scene (ablation);
 - ``conditioned@NAME``: another adapter (``adapters``: name -> run folder), e.g. the adaLN-only one (rank 0)
   beside the default with the low-rank branch (ablation).
 
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROWS = ("clear_oracle", "unconditioned", "conditioned", "conditioned_composite")
+ROWS = ("clear_oracle", "unconditioned", "conditioned", "conditioned_residual", "conditioned_composite")
 
 
 def _to_t(a: np.ndarray) -> torch.Tensor:
@@ -68,8 +71,10 @@ def evaluate_conditions(cfg) -> Path:
     shift, window, steps, tau = float(meta.get("shift", 2.0)), int(meta.get("window", 2)), int(cfg.steps), float(cfg.tau)
     samplers = {"unconditioned": OnlineSampler(base, ae, steps, window, shift, device=device),
                 "conditioned": OnlineSampler(cond, ae, steps, window, shift, device=device),
+                "conditioned_residual": OnlineSampler(cond, ae, steps, window, shift, device=device,
+                                                      under_attributes="residual"),
                 "conditioned_composite": OnlineSampler(cond, ae, steps, window, shift, device=device,
-                                                       composite_under_attributes=True)}
+                                                       under_attributes="composite")}
     adapters = dict(cfg.get("adapters") or {})
     for name, folder in adapters.items():
         other = load_conditioned(Path(str(folder)), device).eval()

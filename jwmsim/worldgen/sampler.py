@@ -150,16 +150,28 @@ class OnlineSampler:
     Call :meth:`reset` at an episode start, :meth:`step` per frame.
 
     Under scene attributes (a non-zero ``attr``: fog, rain, night, another sun; :mod:`.attributes`) the prior
-    was rendered in other conditions than the ones asked for, so its pixels are an input, not the answer:
-    the frame is the generation alone (composite_under_attributes=True pastes the prior anyway: the
-    ablation that shows why not).
+    was rendered in other conditions than the ones asked for, so it cannot simply be pasted. under_attributes
+    says what the frame is then:
+
+    - ``"generation"``: the conditioned generation alone (the prior is an input only);
+    - ``"residual"``: the clear frame (clear generation composited with the prior, as without attributes)
+      plus the condition's effect, conditioned minus clear generation from the same noise (both in one
+      batched pass, each with its own KV cache): observed detail survives, the generator's shared errors
+      cancel, and only what the attributes change is taken from it;
+    - ``"composite"``: the conditioned generation composited with the clear prior (the ablation that shows
+      why pasting is wrong).
     """
+
+    UNDER_ATTRIBUTES = ("generation", "residual", "composite")
 
     def __init__(self, model: WorldGenDiT, autoencoder, steps: int = 4, window: int = 2, shift: float = 2.0,
                  seed: int = 0, blend_radius: int = 2, device: str | torch.device = "cpu", cams=None,
-                 composite_under_attributes: bool = False):
+                 under_attributes: str = "generation"):
+        if under_attributes not in self.UNDER_ATTRIBUTES:
+            raise ValueError(f"under_attributes must be one of {', '.join(self.UNDER_ATTRIBUTES)}, got "
+                             f"{under_attributes!r}")
         self.model = model.eval()
-        self.composite_under_attributes = bool(composite_under_attributes)
+        self.under_attributes = under_attributes
         self.ae = autoencoder.eval()
         self.sigmas = sampling_sigmas(steps, shift)
         self.window, self.seed, self.blend_radius = int(window), int(seed), int(blend_radius)
@@ -172,6 +184,7 @@ class OnlineSampler:
         if seed is not None:
             self.seed = int(seed)
         self.cache = KVCache(self.window)
+        self.pair_cache = KVCache(self.window)  # the batched (clear, conditioned) pair of "residual"
         self.index = 0
         self.gen = torch.Generator(device=self.device).manual_seed(self.seed)
 
@@ -193,14 +206,25 @@ class OnlineSampler:
         m = motion.reshape(1, 1, 3).to(self.device).float()
         noise = torch.randn((1, 1, C, cfg.latent_channels, cfg.latent_h, cfg.latent_w),
                             generator=self.gen, device=self.device)
-        z = generate_frame(self.model, self.cache, self.index, p, a, m, noise, self.sigmas,
-                           None if attr is None else attr.reshape(1, 1, -1).to(self.device), cams=self.cams)
+        conditioned = attr is not None and bool((attr != 0).any())
+        at = None if attr is None else attr.reshape(1, 1, -1).to(self.device).float()
+        prior_d, alpha_d = prior.to(self.device), alpha.to(self.device)
+        if conditioned and self.under_attributes == "residual":
+            two = lambda t: torch.cat([t, t])  # noqa: E731  (clear, conditioned) share inputs and noise
+            z2 = generate_frame(self.model, self.pair_cache, self.index, two(p), two(a), two(m), two(noise),
+                                self.sigmas, torch.cat([torch.zeros_like(at), at]), cams=self.cams)
+            self.index += 1
+            g2 = self.ae.decode(z2[:, 0].flatten(0, 1)).clamp(0, 1).unflatten(0, (2, C))
+            clear, gen = g2[0], g2[1]
+            rgb = (composite(clear, prior_d, alpha_d, self.blend_radius) + gen - clear).clamp(0, 1)
+            return {"rgb": rgb, "generated": gen, "latent": z2[1, 0]}
+        z = generate_frame(self.model, self.cache, self.index, p, a, m, noise, self.sigmas, at, cams=self.cams)
         self.index += 1
         gen = self.ae.decode(z[0, 0]).clamp(0, 1)
-        if attr is not None and bool((attr != 0).any()) and not self.composite_under_attributes:
+        if conditioned and self.under_attributes == "generation":
             rgb = gen
         else:
-            rgb = composite(gen, prior.to(self.device), alpha.to(self.device), self.blend_radius)
+            rgb = composite(gen, prior_d, alpha_d, self.blend_radius)
         return {"rgb": rgb, "generated": gen, "latent": z[0, 0]}
 
 
