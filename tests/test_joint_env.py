@@ -237,3 +237,42 @@ def test_committed_worldgen_defaults_load():
         assert meta["kind"] == f"worldgen-{stage}" and meta["step"] > 0
         assert (model.cfg.cameras, model.cfg.latent_h * 4, model.cfg.latent_w * 4) == (3, 96, 160)
         assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_joint_sensor_shows_scenario_conditions_through_the_adapter(log_dir, worldgen_dir, tmp_path):
+    """A fog scenario: the joint sensor loads the conditions adapter, its frames differ from the clear ones,
+    fidelity is measured against the foggy oracle; without an adapter the error names the command."""
+    from jwmsim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from jwmsim.worldgen.dit import DiTConfig, WorldGenDiT
+
+    d = tmp_path / "wg"
+    shutil.copytree(worldgen_dir, d)
+    fog = [scenario(log_dir, name="joint-2000-fog", conditions="fog")]
+    env = gym.make("jwmsim/JointWorld-v0", scenarios=fog, sensors="joint", sensor={"worldgen": str(d)},
+                   disable_env_checker=True)
+    with pytest.raises(CheckpointError, match="stage=conditions"):
+        env.reset(seed=0)
+    env.close()
+    m = WorldGenDiT(DiTConfig(width=32, depth=1, heads=2, rope_dims=8))
+    load_checkpoint(d / "dmd" / "checkpoint", {"model": m})
+    adapter = m.enable_attributes(8, 2)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.normal_(0, 0.5)
+    save_checkpoint(d / "conditions" / "checkpoint", {"model": adapter},
+                    {"kind": "worldgen-conditions", "step": 0, "model_config": m.cfg.to_dict(), "base_stage": "dmd"})
+    clear_env = make(log_dir, sensor={"worldgen": str(d)})
+    clear = drive(clear_env, 3)
+    clear_ref = clear_env.unwrapped.camera.last["oracle"]
+    clear_env.close()
+    env = gym.make("jwmsim/JointWorld-v0", scenarios=fog, sensors="joint", sensor={"worldgen": str(d)},
+                   disable_env_checker=True)
+    foggy = drive(env, 3)
+    assert env.unwrapped.camera.sensor.conditions.fog_density > 0
+    assert not np.array_equal(foggy[-1][0]["cam_front"], clear[-1][0]["cam_front"])
+    ref = env.unwrapped.camera.last["oracle"]  # the referee renders the same fog: less contrast than clear
+    assert np.isfinite(foggy[-1][1]["fidelity"]["psnr"]) and ref.std() < 0.9 * clear_ref.std()
+    again = drive(env, 3)
+    assert np.array_equal(again[-1][0]["cam_front"], foggy[-1][0]["cam_front"])  # deterministic for a seed
+    env.close()
