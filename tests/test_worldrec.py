@@ -229,3 +229,19 @@ def test_single_frame_windows_get_held_out_times_around_their_keyframe(tiny_log)
         times = sorted(w.frames)
         # 2 held-out times of the main rig besides the keyframe, + 1 shifted view, all within one stride of it
         assert len(w.targets) == 3 and len(times) >= 3 and max(times) - min(times) <= 6
+
+
+def test_evaluation_table_with_trained_rows(tiny_log):
+    """`jwmsim eval worldrec` rows: the default model's, and trained rows with their own weights, window and
+    query budget (the trained ablations and the pixel-aligned baseline)."""
+    from jwmsim.worldrec.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(stride=3, eval_frames=2, window=2, max_queries=5000)
+    pixel = _model(1, WorldRecConfig(**{**TINY.to_dict(), "queries": "pixel", "layers": 0}))
+    table = evaluate(_model(), [tiny_log], cfg, rows=("one_shot",), progress=False,
+                     trained={"single": (_model(2), 1, None), "pixel": (pixel, 2, 10**6), "tight": (pixel, 2, 50)})
+    assert list(table) == ["one_shot", "single", "pixel", "tight"]
+    for row in table.values():
+        m = row["mean"]
+        assert np.isfinite(m["held_out_time"]["psnr_static"]) and np.isfinite(m["shift_1m"]["psnr_static"])
+    assert table["tight"]["mean"]["queries"] <= 50 < table["pixel"]["mean"]["queries"]  # its own budget

@@ -91,7 +91,8 @@ def eval_worldrec(cfg: DictConfig) -> int:
         if not {"name", "weights"} <= set(spec):
             raise ValueError(f"trained rows need a name and weights (and optionally window), got {dict(spec)}")
         trained[str(spec["name"])] = (load_model(str(spec["weights"]), pick_device(str(cfg.device))),
-                                      int(spec.get("window", cfg.window)))
+                                      int(spec.get("window", cfg.window)),
+                                      None if spec.get("max_queries") is None else int(spec["max_queries"]))
     table = evaluate(model, [read_log(d) for d in logs], ec, rows, trained=trained)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -102,11 +102,12 @@ def evaluate(model, logs: list, cfg: EvalConfig | None = None, rows: tuple[str, 
              "uniform_visibility", "single_frame"), progress: bool = True,
              trained: dict | None = None) -> dict:
     """The evaluation table: row -> {per-log results, mean over logs}. trained: extra rows, name ->
-    (model, window [keyframes per refinement window]), each reconstructed one shot with its own model."""
+    (model, window [keyframes per refinement window], max_queries or None for cfg's), each reconstructed one
+    shot with its own model."""
     cfg = cfg or EvalConfig()
     table: dict = {}
-    specs = [(row, model, None) for row in rows] + [(name, m, w) for name, (m, w) in (trained or {}).items()]
-    for row, model, window in specs:
+    specs = [(row, model, None, None) for row in rows] + [(name, *spec) for name, spec in (trained or {}).items()]
+    for row, model, window, budget in specs:
         per_log = {}
         for log in logs:
             mode = "incremental" if row == "incremental" and window is None else "one_shot"
@@ -114,6 +115,8 @@ def evaluate(model, logs: list, cfg: EvalConfig | None = None, rows: tuple[str, 
             c = EvalConfig(**{**cfg.__dict__})
             if window is not None:
                 c.window = int(window)
+                if budget is not None:
+                    c.max_queries = int(budget)
             elif row == "uniform_visibility":
                 for layer in model.layers:
                     layer.agg.mode = "uniform"
