@@ -196,12 +196,14 @@ def autoencoder_psnr(ae, dataset: str, split: str = "test", max_logs: int | None
 
 
 def rollout_curve(log_dir: str | Path, sampler, shift_m: float = 1.0, frames: int = 600, with_prior: bool = True,
-                  source_stride: int = 3, progress: bool = False) -> dict:
+                  source_stride: int = 3, progress: bool = False, conditions=None) -> dict:
     """Closed-loop-style rollout along a test log shifted ``shift_m`` sideways: per frame, the prior is the
     warp of the logged frames t and t - source_stride into the shifted pose (``with_prior=False``: empty
     prior channels, alpha = 0, generation only), the sampler generates the frame from its own past (KV
     cache), and PSNR [dB] against the oracle at that pose is recorded. Also flags divergence: NaN, a
-    saturated frame (> 50 % of pixels at 0 or 1) or a collapsed one (pixel std < 0.01)."""
+    saturated frame (> 50 % of pixels at 0 or 1) or a collapsed one (pixel std < 0.01). conditions: weather
+    and lighting (:mod:`.attributes`): the oracle renders them and the sampler gets their attributes (the
+    sampler's model then needs the attribute adapter)."""
     from jwmsim.image_metrics import psnr
     from jwmsim.log import read_log
     from jwmsim.town import generate_town
@@ -223,11 +225,20 @@ def rollout_curve(log_dir: str | Path, sampler, shift_m: float = 1.0, frames: in
 
         it = tqdm(it, desc=f"rollout {'joint' if with_prior else 'gen-only'}", unit="frame", leave=False)
     cache: dict = {}
+    from jwmsim.conditions import Conditions
+
+    cond = Conditions.coerce(conditions)
+    log_sun = (getattr(log.meta, "extra", None) or {}).get("sun_direction")
     with renderer(generate_town(int(log.meta.town_seed)), width=rig[0].width, height=rig[0].height) as oracle:
         for t in it:
             pose = offset_pose(log.ego.ego_to_world[t], shift_m, 0.0)
             motion = ego_motion(offset_pose(log.ego.ego_to_world[t - 1], shift_m, 0.0), pose)
-            gt = _to_t(oracle.render(rig, pose, _agents_at(log, t))["rgb"])
+            gt = _to_t(oracle.render(rig, pose, _agents_at(log, t), conditions=cond, frame=t)["rgb"])
+            attr = None
+            if not cond.is_clear:
+                from jwmsim.worldgen.attributes import scene_attributes
+
+                attr = torch.from_numpy(scene_attributes(cond, pose, log_sun))
             if with_prior:
                 prgb, pal = warp_prior(log, [t, max(t - source_stride, 0)], rig, pose, cache)
                 if len(cache) > 8:
@@ -235,7 +246,7 @@ def rollout_curve(log_dir: str | Path, sampler, shift_m: float = 1.0, frames: in
                 prior, alpha = _to_t(prgb), torch.from_numpy(pal)[:, None]
             else:
                 prior, alpha = torch.zeros_like(gt), torch.zeros(gt.shape[0], 1, *gt.shape[-2:])
-            out = sampler.step(prior, alpha, torch.from_numpy(motion))["rgb"].cpu()
+            out = sampler.step(prior, alpha, torch.from_numpy(motion), attr)["rgb"].cpu()
             bad = []
             if not torch.isfinite(out).all():
                 bad.append("nan")
@@ -246,7 +257,8 @@ def rollout_curve(log_dir: str | Path, sampler, shift_m: float = 1.0, frames: in
             if bad:
                 flags.append({"frame": t, "flags": bad})
             curve.append(float(psnr(out, gt).mean()))
-    return {"log": str(log_dir), "shift_m": shift_m, "with_prior": with_prior, "psnr": curve, "divergence": flags}
+    return {"log": str(log_dir), "shift_m": shift_m, "with_prior": with_prior, "conditions": cond.to_dict(),
+            "psnr": curve, "divergence": flags}
 
 
 def plot_curves(curves: dict[str, list[float]], path: str | Path, width: int = 800, height: int = 400) -> Path:
