@@ -145,7 +145,9 @@ def _mean(rows: list[dict]) -> dict:
         if isinstance(v, dict):
             out[k] = _mean([r[k] for r in rows])
         else:
-            out[k] = float(np.nanmean([r[k] for r in rows]))
+            vals = np.asarray([r[k] for r in rows], np.float64)
+            # NaN where no log had such pixels (e.g. no agent in view), without numpy's empty-slice warning
+            out[k] = float(vals[~np.isnan(vals)].mean()) if (~np.isnan(vals)).any() else float("nan")
     return out
 
 
