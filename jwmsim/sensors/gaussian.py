@@ -293,7 +293,6 @@ class JointSensor(SplatSensor):
         self._prev_pose: np.ndarray | None = None
         self._worldgen, self._stage = worldgen, stage
         self.conditions = None  # jwmsim.conditions.Conditions of the episode, None when clear
-        self._log_sun: np.ndarray | None = None
 
     def reset(self, episode: SensorEpisode) -> None:
         from jwmsim.conditions import Conditions
@@ -305,6 +304,11 @@ class JointSensor(SplatSensor):
             from jwmsim.worldgen.attributes import check_supported
 
             check_supported(cond)
+            logged = Conditions.coerce((getattr(episode.log.meta, "extra", None) or {}).get("conditions"))
+            if not logged.is_clear:
+                raise ValueError(f"log {episode.log.meta.log_id!r} was recorded under {logged.describe()}; scene "
+                                 "attributes start from a clear-daylight log (its world is the prior): use a clear "
+                                 "log, or sensors='oracle'")
             if cond.sets_sun and self._sun is None:
                 raise ValueError(f"conditions ({cond.describe()}) set the sun, but log {episode.log.meta.log_id!r} "
                                  "records no sun_direction to measure it against")
