@@ -34,11 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jwmsim.worldgen.evaluate import _to_t  # uint8 [..., H, W, 3] -> float [..., 3, H, W]
+
 ROWS = ("clear_oracle", "unconditioned", "conditioned", "conditioned_residual", "conditioned_composite")
-
-
-def _to_t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).float().div(255.0).movedim(-1, -3)
 
 
 def _metrics(pred: torch.Tensor, gt: torch.Tensor, alpha: torch.Tensor, tau: float) -> dict:
